@@ -1,0 +1,57 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "switchyard",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "ws-ingress", targets: ["ws-ingress"]),
+        .executable(name: "router", targets: ["router"]),
+        .executable(name: "cache", targets: ["cache"]),
+        .executable(name: "fanout", targets: ["fanout"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.1.0"),
+    ],
+    targets: [
+        // C libraries, imported through shim headers.
+        .systemLibrary(name: "CNanomsg", pkgConfig: "nanomsg"),
+
+        // Shared core: envelope codec, nanomsg wrapper, configuration, logging, metrics.
+        .target(name: "SwitchyardCore", dependencies: [
+            "CNanomsg",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        ]),
+
+        // One library per stage holds its logic; the executables are thin `@main` wrappers.
+        .target(name: "IngressStage", dependencies: [
+            "SwitchyardCore",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOWebSocket", package: "swift-nio"),
+            .product(name: "NIOFoundationCompat", package: "swift-nio"),
+        ]),
+        .target(name: "RouterStage", dependencies: ["SwitchyardCore"]),
+        .target(name: "CacheStage", dependencies: [
+            "SwitchyardCore",
+            .product(name: "DequeModule", package: "swift-collections"),
+        ]),
+        .target(name: "FanoutStage", dependencies: ["SwitchyardCore"]),
+
+        .executableTarget(name: "ws-ingress", dependencies: ["IngressStage"]),
+        .executableTarget(name: "router", dependencies: ["RouterStage"]),
+        .executableTarget(name: "cache", dependencies: ["CacheStage"]),
+        .executableTarget(name: "fanout", dependencies: ["FanoutStage"]),
+
+        .testTarget(name: "SwitchyardCoreTests", dependencies: ["SwitchyardCore"]),
+        .testTarget(name: "CacheStageTests", dependencies: ["CacheStage"]),
+        .testTarget(name: "IngressStageTests", dependencies: [
+            "IngressStage",
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+        ]),
+    ],
+    swiftLanguageModes: [.v5]
+)

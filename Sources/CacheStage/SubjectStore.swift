@@ -1,0 +1,116 @@
+import DequeModule
+import SwitchyardCore
+
+/// The cache's memory: per subject, the sequence numbers, the recent guaranteed messages and the retained snapshot.
+///
+/// Pure logic (no sockets), so that recovery decisions are tested directly. History is bounded by count
+/// (`maxMessagesPerSubject`) and age (`maxAge`); `coveredAfter` remembers how far back it still reaches, which is
+/// what decides between a recovery (`DATA_SYNC`) and a resync.
+public final class SubjectStore {
+    struct Entry {
+        /// The subject's epoch: the cache's own in standalone mode, the record's partition epoch in Kafka mode.
+        var epoch: String
+        var lastSeq: UInt64 = 0
+        /// Every guaranteed message of `epoch` with a seq above this is in `history`.
+        var coveredAfter: UInt64 = 0
+        var history = Deque<Message>()
+        var snapshot: Message?
+    }
+
+    public let epoch: String
+    public let maxMessagesPerSubject: Int
+    public let maxAge: UInt64
+    private var entries: [String: Entry] = [:]
+    public private(set) var messageCount = 0
+
+    /// - Parameters:
+    ///   - epoch: the epoch of messages this store numbers itself (standalone mode).
+    ///   - maxAge: nanoseconds a message stays in the history.
+    public init(epoch: String, maxMessagesPerSubject: Int, maxAge: UInt64) {
+        self.epoch = epoch
+        self.maxMessagesPerSubject = maxMessagesPerSubject
+        self.maxAge = maxAge
+    }
+
+    public var subjectCount: Int { entries.count }
+
+    /// Numbers a published message (next seq of its subject, this store's epoch) and keeps it.
+    public func append(_ published: Message, now: UInt64) -> Message {
+        var message = published
+        message.flags.remove(.wantsAck)
+        message.epoch = epoch
+        message.timestamp = message.timestamp == 0 ? now : message.timestamp
+        // Mutated in place: a copy of the entry would copy its whole history.
+        entries[message.subject, default: Entry(epoch: epoch)].lastSeq += 1
+        message.seq = entries[message.subject]!.lastSeq
+        keep(message, in: &entries[message.subject]!)
+        return message
+    }
+
+    /// Keeps a message that arrived already numbered (a Kafka record). A new epoch starts the subject over.
+    public func insert(_ message: Message) {
+        if let current = entries[message.subject]?.epoch, current == message.epoch {
+            guard message.seq > entries[message.subject]!.lastSeq else { return }
+        } else {
+            var fresh = Entry(epoch: message.epoch)
+            fresh.coveredAfter = message.seq == 0 ? 0 : message.seq - 1
+            entries[message.subject] = fresh
+        }
+        entries[message.subject]!.lastSeq = message.seq
+        keep(message, in: &entries[message.subject]!)
+    }
+
+    private func keep(_ message: Message, in entry: inout Entry) {
+        if message.flags.contains(.retained) { entry.snapshot = message }
+        guard message.flags.contains(.guaranteed), maxMessagesPerSubject > 0 else {
+            if message.flags.contains(.guaranteed) { entry.coveredAfter = message.seq }
+            return
+        }
+        entry.history.append(message)
+        messageCount += 1
+        if entry.history.count > maxMessagesPerSubject, let evicted = entry.history.popFirst() {
+            entry.coveredAfter = evicted.seq
+            messageCount -= 1
+        }
+    }
+
+    /// What a new subscriber gets, as the cache's reply.
+    public func reply(to subscribe: Subscribe) -> SubscribeReply {
+        let entry = entries[subscribe.subject]
+        let epoch = entry?.epoch ?? self.epoch
+        let lastSeq = entry?.lastSeq ?? 0
+        func answer(_ kind: MessageKind, _ status: SubscribeReply.Status, _ messages: [Message]) -> SubscribeReply {
+            SubscribeReply(requestID: subscribe.requestID, subject: subscribe.subject, kind: kind, status: status,
+                           messages: messages, epoch: epoch, lastSeq: lastSeq)
+        }
+        let snapshot = entry?.snapshot.map { [$0] } ?? []
+        switch subscribe.start {
+        case .snapshot:
+            return answer(.snapshot, .none, snapshot)
+        case .history(let count):
+            guard let history = entry?.history, count > 0 else { return answer(.historical, .none, []) }
+            return answer(.historical, .none, Array(history.suffix(Int(count))))
+        case .recover(let clientEpoch, let clientSeq):
+            let coveredAfter = entry?.coveredAfter ?? 0
+            guard clientEpoch == epoch, clientSeq <= lastSeq, clientSeq >= coveredAfter else {
+                return answer(.snapshot, .resync, snapshot)
+            }
+            let missed = entry?.history.filter { $0.seq > clientSeq } ?? []
+            return answer(.recovered, .sync, missed)
+        }
+    }
+
+    /// Drops messages older than `maxAge`; the history then no longer reaches back past them.
+    public func expire(now: UInt64) {
+        guard now > maxAge else { return }
+        let oldestKept = now - maxAge
+        for index in entries.indices {
+            guard let first = entries.values[index].history.first, first.timestamp < oldestKept else { continue }
+            while let message = entries.values[index].history.first, message.timestamp < oldestKept {
+                entries.values[index].history.removeFirst()
+                entries.values[index].coveredAfter = message.seq
+                messageCount -= 1
+            }
+        }
+    }
+}

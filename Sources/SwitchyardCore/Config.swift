@@ -1,0 +1,188 @@
+import Foundation
+
+/// A problem in a configuration file, named by file, line and parameter so an operator can fix it at once.
+public struct ConfigError: Error, CustomStringConvertible {
+    public let file: String
+    public let line: Int
+    public let parameter: String
+    public let problem: String
+
+    public init(file: String, line: Int, parameter: String, problem: String) {
+        self.file = file
+        self.line = line
+        self.parameter = parameter
+        self.problem = problem
+    }
+
+    public var description: String {
+        line > 0 ? "\(file):\(line): parameter '\(parameter)': \(problem)" : "\(file): \(problem)"
+    }
+}
+
+/// One address to listen on, from `Listen = host:port, ...`.
+public struct ListenAddress: Equatable, Sendable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+public enum ClusterEngine: String, Sendable {
+    case none
+    case kafka
+}
+
+/// `switchyard.conf`: `Parameter = Value` lines, `#` comments. Paths are relative to the file's folder.
+public struct SwitchyardConfig: Sendable {
+    /// The absolute path of the file this was read from.
+    public var file: String = ""
+    /// `Listen`: WebSocket/HTTP addresses. Default `*:8800` (all interfaces).
+    public var listen: [ListenAddress] = [ListenAddress(host: "0.0.0.0", port: 8800)]
+    /// `ClusterEngine`: `none` runs standalone; `kafka` adds the Kafka stages.
+    public var clusterEngine: ClusterEngine = .none
+    /// `MaxCachedMessagesPerSubject`: history kept per subject for recovery. Default 1000.
+    public var maxCachedMessagesPerSubject: Int = 1000
+    /// `CacheExpireTime`: seconds a message stays in the history. Default 180.
+    public var cacheExpireTime: Int = 180
+    /// `RunDir`: nanomsg ipc files, pid and stats files. Default `var/run`.
+    public var runDir: String = "var/run"
+    /// `LogFolder`: one log file per stage instance. Default `var/log`.
+    public var logFolder: String = "var/log"
+    /// `LogLevel`: TRACE, DEBUG, INFO, WARN or ERROR. Default INFO.
+    public var logLevel: LogLevel = .info
+    /// `LogRotateLimit`: bytes after which a stage's log file is rotated (one old file is kept). Default 100 MiB.
+    public var logRotateLimit: Int = 100 * 1024 * 1024
+    /// `KafkaConsumerConfig` / `KafkaProducerConfig`: librdkafka properties files.
+    public var kafkaConsumerConfig: String = "kafka/consumer.properties"
+    public var kafkaProducerConfig: String = "kafka/producer.properties"
+    /// `MessageSizeLimit`: the largest publish content in bytes. Default 128 KiB.
+    public var messageSizeLimit: Int = 128 * 1024
+    /// `ClientBufferLimit`: bytes queued for one client that is not reading before it is disconnected. Default 4 MiB.
+    public var clientBufferLimit: Int = 4 * 1024 * 1024
+    /// `PublishTimeout`: seconds until a publish that was not acknowledged is answered `FAILED`. Default 10.
+    public var publishTimeout: Int = 10
+    /// `IngressInstances`, `CacheInstances`, `FanoutInstances`: how many instances of each stage run.
+    public var instances: [String: Int] = ["ws-ingress": 1, "router": 1, "cache": 1, "fanout": 1,
+                                           "kafka-in": 1, "kafka-out": 1]
+
+    public init() {}
+
+    /// The folder the file lives in: relative paths in it are resolved against this.
+    public var folder: String { (file as NSString).deletingLastPathComponent }
+
+    /// Reads and checks a configuration file.
+    public static func load(path: String) throws -> SwitchyardConfig {
+        let absolute = Self.absolutePath(path, relativeTo: FileManager.default.currentDirectoryPath)
+        guard let data = FileManager.default.contents(atPath: absolute),
+              let text = String(data: data, encoding: .utf8) else {
+            throw ConfigError(file: absolute, line: 0, parameter: "", problem: "cannot read the configuration file")
+        }
+        return try parse(text, file: absolute)
+    }
+
+    /// Parses configuration text; `file` names it in errors and anchors relative paths.
+    public static func parse(_ text: String, file: String) throws -> SwitchyardConfig {
+        var config = SwitchyardConfig()
+        config.file = file
+        var seen: [String: Int] = [:]
+        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let lineNumber = index + 1
+            var line = Substring(rawLine)
+            if let hash = line.firstIndex(of: "#") { line = line[..<hash] }
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if trimmed.isEmpty { continue }
+            guard let equals = trimmed.firstIndex(of: "=") else {
+                throw ConfigError(file: file, line: lineNumber, parameter: trimmed,
+                                  problem: "expected 'Parameter = Value'")
+            }
+            let name = trimmed[..<equals].trimmingCharacters(in: .whitespaces)
+            let value = trimmed[trimmed.index(after: equals)...].trimmingCharacters(in: .whitespaces)
+            func fail(_ problem: String) -> ConfigError {
+                ConfigError(file: file, line: lineNumber, parameter: name, problem: problem)
+            }
+            if let previous = seen[name] { throw fail("already set on line \(previous)") }
+            seen[name] = lineNumber
+            if value.isEmpty { throw fail("missing value") }
+            try config.apply(name: name, value: value, fail: fail)
+        }
+        config.runDir = absolutePath(config.runDir, relativeTo: config.folder)
+        config.logFolder = absolutePath(config.logFolder, relativeTo: config.folder)
+        config.kafkaConsumerConfig = absolutePath(config.kafkaConsumerConfig, relativeTo: config.folder)
+        config.kafkaProducerConfig = absolutePath(config.kafkaProducerConfig, relativeTo: config.folder)
+        return config
+    }
+
+    private mutating func apply(name: String, value: String, fail: (String) -> ConfigError) throws {
+        func integer(_ range: ClosedRange<Int>) throws -> Int {
+            guard let number = Int(value), range.contains(number) else {
+                throw fail("'\(value)' is not a whole number in \(range.lowerBound)...\(range.upperBound)")
+            }
+            return number
+        }
+        switch name {
+        case "Listen":
+            listen = try value.split(separator: ",").map { entry in
+                guard let address = ListenAddress(parsing: entry.trimmingCharacters(in: .whitespaces)) else {
+                    throw fail("'\(entry)' is not host:port (e.g. *:8800 or 127.0.0.1:8800)")
+                }
+                return address
+            }
+        case "ClusterEngine":
+            guard let engine = ClusterEngine(rawValue: value.lowercased()) else {
+                throw fail("'\(value)' is not one of none, kafka")
+            }
+            clusterEngine = engine
+        case "MaxCachedMessagesPerSubject": maxCachedMessagesPerSubject = try integer(0...10_000_000)
+        case "CacheExpireTime": cacheExpireTime = try integer(1...31_536_000)
+        case "RunDir": runDir = value
+        case "LogFolder": logFolder = value
+        case "LogLevel":
+            guard let level = LogLevel(name: value) else { throw fail("'\(value)' is not one of \(LogLevel.names)") }
+            logLevel = level
+        case "LogRotateLimit": logRotateLimit = try integer(4096...Int(Int32.max))
+        case "KafkaConsumerConfig": kafkaConsumerConfig = value
+        case "KafkaProducerConfig": kafkaProducerConfig = value
+        case "MessageSizeLimit": messageSizeLimit = try integer(1...64 * 1024 * 1024)
+        case "ClientBufferLimit": clientBufferLimit = try integer(4096...1024 * 1024 * 1024)
+        case "PublishTimeout": publishTimeout = try integer(1...3600)
+        case "IngressInstances": instances["ws-ingress"] = try integer(1...64)
+        case "CacheInstances": instances["cache"] = try integer(1...64)
+        case "FanoutInstances": instances["fanout"] = try integer(1...64)
+        default:
+            throw fail("unknown parameter")
+        }
+    }
+
+    static func absolutePath(_ path: String, relativeTo folder: String) -> String {
+        let joined = path.hasPrefix("/") ? path : (folder as NSString).appendingPathComponent(path)
+        return (joined as NSString).standardizingPath
+    }
+
+    /// What the supervisor needs to know, as JSON (`--print-config`).
+    public func supervisorJSON() -> String {
+        let object: [String: Any] = [
+            "configFile": file,
+            "listen": listen.map(\.description),
+            "clusterEngine": clusterEngine.rawValue,
+            "runDir": runDir,
+            "logFolder": logFolder,
+            "logLevel": logLevel.name,
+            "instances": instances,
+        ]
+        let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+extension ListenAddress {
+    /// Parses `host:port`, `*:port` (all interfaces) or `[v6]:port`.
+    public init?(parsing text: String) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+              (1...65535).contains(port) else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        if host == "*" { host = "0.0.0.0" }
+        guard !host.isEmpty else { return nil }
+        self.init(host: host, port: port)
+    }
+}

@@ -1,0 +1,204 @@
+import NIOCore
+
+/// Flags of a message, as carried on the wire.
+public struct MessageFlags: OptionSet, Hashable, Sendable {
+    public let rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+    /// The message becomes the subject's snapshot.
+    public static let retained = MessageFlags(rawValue: 1 << 0)
+    /// `qos: GUARANTEED`: kept for history and recovery (`STANDARD` messages are only delivered live).
+    public static let guaranteed = MessageFlags(rawValue: 1 << 1)
+    /// The content is binary: clients see it base64-encoded.
+    public static let binary = MessageFlags(rawValue: 1 << 2)
+    /// The publisher waits for a `publish_status`: whoever stores the message acknowledges it.
+    public static let wantsAck = MessageFlags(rawValue: 1 << 3)
+}
+
+/// How a message reaches a client: live, or as part of the answer to a subscribe.
+public enum MessageKind: UInt8, Sendable {
+    case update = 0
+    case snapshot = 1
+    case recovered = 2
+    case historical = 3
+
+    public var protocolName: String {
+        switch self {
+        case .update: return "update"
+        case .snapshot: return "snapshot"
+        case .recovered: return "recovered"
+        case .historical: return "historical"
+        }
+    }
+}
+
+/// A message on a subject. `seq` and `epoch` are zero and empty until the cache (or Kafka) assigns them.
+public struct Message: Equatable, Sendable {
+    public var subject: String
+    public var content: ByteBuffer
+    public var seq: UInt64
+    public var epoch: String
+    public var flags: MessageFlags
+    /// The publisher's closure, echoed to subscribers; empty when none was given.
+    public var closure: String
+    /// Nanoseconds since the Unix epoch when the message entered the broker.
+    public var timestamp: UInt64
+
+    public init(subject: String, content: ByteBuffer, seq: UInt64 = 0, epoch: String = "",
+                flags: MessageFlags = [.retained, .guaranteed], closure: String = "", timestamp: UInt64 = 0) {
+        self.subject = subject
+        self.content = content
+        self.seq = seq
+        self.epoch = epoch
+        self.flags = flags
+        self.closure = closure
+        self.timestamp = timestamp
+    }
+}
+
+/// A publish on its way from an ingress to whoever stores it.
+public struct Publish: Equatable, Sendable {
+    /// Chosen by the ingress; echoed in the `PublishAck`.
+    public var requestID: UInt64
+    /// The ingress's inbound address: acknowledgements are pushed straight there.
+    public var replyTo: String
+    public var message: Message
+
+    public init(requestID: UInt64, replyTo: String, message: Message) {
+        self.requestID = requestID
+        self.replyTo = replyTo
+        self.message = message
+    }
+}
+
+public struct PublishAck: Equatable, Sendable {
+    public enum Status: UInt8, Sendable {
+        case ok = 0
+        case failed = 1
+    }
+
+    public var requestID: UInt64
+    public var status: Status
+    public var reason: String
+
+    public init(requestID: UInt64, status: Status, reason: String = "") {
+        self.requestID = requestID
+        self.status = status
+        self.reason = reason
+    }
+}
+
+/// What a subscriber asks for when it subscribes.
+public enum SubscribeStart: Equatable, Sendable {
+    /// The retained snapshot, if any.
+    case snapshot
+    /// Up to `count` most recent cached messages.
+    case history(count: UInt32)
+    /// Every message after `seq` in `epoch`, or the snapshot and a resync when that is not possible.
+    case recover(epoch: String, seq: UInt64)
+}
+
+/// A subscribe from an ingress: optionally registers the ingress's interest in the subject (with the fanout,
+/// in order with the subject's messages) and asks the cache for the subscriber's initial messages.
+public struct Subscribe: Equatable, Sendable {
+    public var requestID: UInt64
+    public var replyTo: String
+    public var subject: String
+    public var ingress: UInt32
+    /// True when this is the ingress's first subscriber of the subject: the cache forwards an interest to the fanout.
+    public var registersInterest: Bool
+    public var start: SubscribeStart
+
+    public init(requestID: UInt64, replyTo: String, subject: String, ingress: UInt32, registersInterest: Bool,
+                start: SubscribeStart) {
+        self.requestID = requestID
+        self.replyTo = replyTo
+        self.subject = subject
+        self.ingress = ingress
+        self.registersInterest = registersInterest
+        self.start = start
+    }
+}
+
+/// The cache's answer to a `Subscribe`.
+public struct SubscribeReply: Equatable, Sendable {
+    public enum Status: UInt8, Sendable {
+        /// No recovery was asked for.
+        case none = 0
+        /// Everything after the client's position is in `messages`.
+        case sync = 1
+        /// The position could not be served: `messages` holds the snapshot, if any.
+        case resync = 2
+    }
+
+    public var requestID: UInt64
+    public var subject: String
+    public var kind: MessageKind
+    public var status: Status
+    public var messages: [Message]
+    /// The subject's epoch and last sequence number when the cache answered: live messages at or below it were
+    /// either in `messages` or are not meant for this subscriber.
+    public var epoch: String
+    public var lastSeq: UInt64
+
+    public init(requestID: UInt64, subject: String, kind: MessageKind, status: Status, messages: [Message],
+                epoch: String, lastSeq: UInt64) {
+        self.requestID = requestID
+        self.subject = subject
+        self.kind = kind
+        self.status = status
+        self.messages = messages
+        self.epoch = epoch
+        self.lastSeq = lastSeq
+    }
+}
+
+/// An ingress gains its first or loses its last subscriber of a subject.
+public struct Interest: Equatable, Sendable {
+    public var subject: String
+    public var ingress: UInt32
+    public var isAdded: Bool
+
+    public init(subject: String, ingress: UInt32, isAdded: Bool) {
+        self.subject = subject
+        self.ingress = ingress
+        self.isAdded = isAdded
+    }
+}
+
+/// A stage instance (re)started: ingresses answer by re-announcing their interest.
+public struct PeerUp: Equatable, Sendable {
+    public var stage: String
+    public var instance: UInt32
+
+    public init(stage: String, instance: UInt32) {
+        self.stage = stage
+        self.instance = instance
+    }
+}
+
+/// Everything that travels between stages.
+public enum Envelope: Equatable, Sendable {
+    case publish(Publish)
+    case publishAck(PublishAck)
+    case message(Message)
+    case subscribe(Subscribe)
+    case subscribeReply(SubscribeReply)
+    case interest(Interest)
+    case peerUp(PeerUp)
+}
+
+extension Envelope {
+    /// A short name for logs.
+    public var kindName: String {
+        switch self {
+        case .publish: return "publish"
+        case .publishAck: return "publishAck"
+        case .message: return "message"
+        case .subscribe: return "subscribe"
+        case .subscribeReply: return "subscribeReply"
+        case .interest: return "interest"
+        case .peerUp: return "peerUp"
+        }
+    }
+}

@@ -1,0 +1,279 @@
+import NIOCore
+
+/// The binary wire format of a batch of envelopes, shared by every stage.
+///
+/// ```
+/// batch    := magic "SY" · version u8 · reserved u8 · count u32 · envelope*
+/// envelope := length u32 · kind u8 · body          (length counts kind and body)
+/// string   := length u32 · UTF-8 bytes             bytes := length u32 · bytes
+/// ```
+/// Integers are big-endian. A reader skips envelopes of kinds it does not know, so a newer stage can add kinds
+/// without breaking an older peer; anything malformed is a `CodecError`, never a crash.
+public enum EnvelopeCodec {
+    public static let version: UInt8 = 1
+    static let magic: UInt16 = 0x5359  // "SY"
+    static let headerSize = 8
+    static let countOffset = 4
+
+    enum Kind: UInt8 {
+        case publish = 1
+        case publishAck = 2
+        case message = 3
+        case subscribe = 4
+        case subscribeReply = 5
+        case interest = 6
+        case peerUp = 7
+    }
+
+    /// Decodes a whole batch. `skippedUnknown` counts envelopes of kinds this build does not know.
+    public static func decodeBatch(_ batch: ByteBuffer) throws -> (envelopes: [Envelope], skippedUnknown: Int) {
+        var reader = batch
+        guard let magic = reader.readInteger(as: UInt16.self), magic == Self.magic else { throw CodecError.badMagic }
+        guard let version = reader.readInteger(as: UInt8.self) else { throw CodecError.truncated }
+        guard version == Self.version else { throw CodecError.unsupportedVersion(version) }
+        guard reader.readInteger(as: UInt8.self) != nil, let count = reader.readInteger(as: UInt32.self) else {
+            throw CodecError.truncated
+        }
+        var envelopes: [Envelope] = []
+        envelopes.reserveCapacity(Int(min(count, 4096)))
+        var skipped = 0
+        for _ in 0..<count {
+            let length = try reader.readLength()
+            guard var body = reader.readSlice(length: length) else { throw CodecError.truncated }
+            guard let rawKind = body.readInteger(as: UInt8.self) else { throw CodecError.truncated }
+            guard let kind = Kind(rawValue: rawKind) else {
+                skipped += 1
+                continue
+            }
+            envelopes.append(try body.readEnvelope(kind))
+            guard body.readableBytes == 0 else { throw CodecError.trailingBytes }
+        }
+        guard reader.readableBytes == 0 else { throw CodecError.trailingBytes }
+        return (envelopes, skipped)
+    }
+}
+
+public enum CodecError: Error, Equatable, CustomStringConvertible {
+    case badMagic
+    case unsupportedVersion(UInt8)
+    case truncated
+    case trailingBytes
+    case invalidValue(String)
+
+    public var description: String {
+        switch self {
+        case .badMagic: return "not a Switchyard batch (bad magic)"
+        case .unsupportedVersion(let version): return "unsupported batch version \(version)"
+        case .truncated: return "truncated batch"
+        case .trailingBytes: return "trailing bytes after an envelope"
+        case .invalidValue(let field): return "invalid value for \(field)"
+        }
+    }
+}
+
+/// Accumulates envelopes for one destination into one nanomsg message.
+public struct BatchWriter {
+    public private(set) var buffer: ByteBuffer
+    public private(set) var count: Int = 0
+
+    public init(allocator: ByteBufferAllocator = ByteBufferAllocator(), capacity: Int = 16 * 1024) {
+        buffer = allocator.buffer(capacity: capacity)
+        writeHeader()
+    }
+
+    public var isEmpty: Bool { count == 0 }
+    public var byteCount: Int { buffer.readableBytes }
+
+    public mutating func append(_ envelope: Envelope) {
+        let lengthIndex = buffer.writerIndex
+        buffer.writeInteger(UInt32(0))
+        buffer.writeEnvelope(envelope)
+        let length = buffer.writerIndex - lengthIndex - 4
+        buffer.setInteger(UInt32(length), at: lengthIndex)
+        count += 1
+    }
+
+    /// Returns the finished batch and starts an empty one.
+    public mutating func finish() -> ByteBuffer {
+        buffer.setInteger(UInt32(count), at: buffer.readerIndex + EnvelopeCodec.countOffset)
+        let batch = buffer
+        buffer = ByteBufferAllocator().buffer(capacity: max(1024, min(batch.readableBytes, 64 * 1024)))
+        count = 0
+        writeHeader()
+        return batch
+    }
+
+    private mutating func writeHeader() {
+        buffer.writeInteger(EnvelopeCodec.magic)
+        buffer.writeInteger(EnvelopeCodec.version)
+        buffer.writeInteger(UInt8(0))
+        buffer.writeInteger(UInt32(0))
+    }
+}
+
+extension ByteBuffer {
+    fileprivate mutating func writeEnvelope(_ envelope: Envelope) {
+        switch envelope {
+        case .publish(let publish):
+            writeInteger(EnvelopeCodec.Kind.publish.rawValue)
+            writeInteger(publish.requestID)
+            writeLengthPrefixed(publish.replyTo)
+            writeMessage(publish.message)
+        case .publishAck(let ack):
+            writeInteger(EnvelopeCodec.Kind.publishAck.rawValue)
+            writeInteger(ack.requestID)
+            writeInteger(ack.status.rawValue)
+            writeLengthPrefixed(ack.reason)
+        case .message(let message):
+            writeInteger(EnvelopeCodec.Kind.message.rawValue)
+            writeMessage(message)
+        case .subscribe(let subscribe):
+            writeInteger(EnvelopeCodec.Kind.subscribe.rawValue)
+            writeInteger(subscribe.requestID)
+            writeLengthPrefixed(subscribe.replyTo)
+            writeLengthPrefixed(subscribe.subject)
+            writeInteger(subscribe.ingress)
+            writeInteger(subscribe.registersInterest ? UInt8(1) : 0)
+            switch subscribe.start {
+            case .snapshot:
+                writeInteger(UInt8(0))
+            case .history(let count):
+                writeInteger(UInt8(1))
+                writeInteger(count)
+            case .recover(let epoch, let seq):
+                writeInteger(UInt8(2))
+                writeLengthPrefixed(epoch)
+                writeInteger(seq)
+            }
+        case .subscribeReply(let reply):
+            writeInteger(EnvelopeCodec.Kind.subscribeReply.rawValue)
+            writeInteger(reply.requestID)
+            writeLengthPrefixed(reply.subject)
+            writeInteger(reply.kind.rawValue)
+            writeInteger(reply.status.rawValue)
+            writeLengthPrefixed(reply.epoch)
+            writeInteger(reply.lastSeq)
+            writeInteger(UInt32(reply.messages.count))
+            for message in reply.messages { writeMessage(message) }
+        case .interest(let interest):
+            writeInteger(EnvelopeCodec.Kind.interest.rawValue)
+            writeLengthPrefixed(interest.subject)
+            writeInteger(interest.ingress)
+            writeInteger(interest.isAdded ? UInt8(1) : 0)
+        case .peerUp(let peer):
+            writeInteger(EnvelopeCodec.Kind.peerUp.rawValue)
+            writeLengthPrefixed(peer.stage)
+            writeInteger(peer.instance)
+        }
+    }
+
+    private mutating func writeMessage(_ message: Message) {
+        writeLengthPrefixed(message.subject)
+        writeInteger(UInt32(message.content.readableBytes))
+        writeImmutableBuffer(message.content)
+        writeInteger(message.seq)
+        writeLengthPrefixed(message.epoch)
+        writeInteger(message.flags.rawValue)
+        writeLengthPrefixed(message.closure)
+        writeInteger(message.timestamp)
+    }
+
+    private mutating func writeLengthPrefixed(_ string: String) {
+        let lengthIndex = writerIndex
+        writeInteger(UInt32(0))
+        let written = writeString(string)
+        setInteger(UInt32(written), at: lengthIndex)
+    }
+
+    fileprivate mutating func readEnvelope(_ kind: EnvelopeCodec.Kind) throws -> Envelope {
+        switch kind {
+        case .publish:
+            let requestID = try readRequired(UInt64.self)
+            let replyTo = try readLengthPrefixedString()
+            return .publish(Publish(requestID: requestID, replyTo: replyTo, message: try readMessage()))
+        case .publishAck:
+            let requestID = try readRequired(UInt64.self)
+            guard let status = PublishAck.Status(rawValue: try readRequired(UInt8.self)) else {
+                throw CodecError.invalidValue("publish ack status")
+            }
+            return .publishAck(PublishAck(requestID: requestID, status: status, reason: try readLengthPrefixedString()))
+        case .message:
+            return .message(try readMessage())
+        case .subscribe:
+            let requestID = try readRequired(UInt64.self)
+            let replyTo = try readLengthPrefixedString()
+            let subject = try readLengthPrefixedString()
+            let ingress = try readRequired(UInt32.self)
+            let registersInterest = try readBool("registersInterest")
+            let start: SubscribeStart
+            switch try readRequired(UInt8.self) {
+            case 0: start = .snapshot
+            case 1: start = .history(count: try readRequired(UInt32.self))
+            case 2: start = .recover(epoch: try readLengthPrefixedString(), seq: try readRequired(UInt64.self))
+            default: throw CodecError.invalidValue("subscribe start")
+            }
+            return .subscribe(Subscribe(requestID: requestID, replyTo: replyTo, subject: subject, ingress: ingress,
+                                        registersInterest: registersInterest, start: start))
+        case .subscribeReply:
+            let requestID = try readRequired(UInt64.self)
+            let subject = try readLengthPrefixedString()
+            guard let kind = MessageKind(rawValue: try readRequired(UInt8.self)) else {
+                throw CodecError.invalidValue("message kind")
+            }
+            guard let status = SubscribeReply.Status(rawValue: try readRequired(UInt8.self)) else {
+                throw CodecError.invalidValue("subscribe reply status")
+            }
+            let epoch = try readLengthPrefixedString()
+            let lastSeq = try readRequired(UInt64.self)
+            let count = try readRequired(UInt32.self)
+            var messages: [Message] = []
+            for _ in 0..<count { messages.append(try readMessage()) }
+            return .subscribeReply(SubscribeReply(requestID: requestID, subject: subject, kind: kind, status: status,
+                                                  messages: messages, epoch: epoch, lastSeq: lastSeq))
+        case .interest:
+            let subject = try readLengthPrefixedString()
+            let ingress = try readRequired(UInt32.self)
+            return .interest(Interest(subject: subject, ingress: ingress, isAdded: try readBool("interest")))
+        case .peerUp:
+            let stage = try readLengthPrefixedString()
+            return .peerUp(PeerUp(stage: stage, instance: try readRequired(UInt32.self)))
+        }
+    }
+
+    private mutating func readMessage() throws -> Message {
+        let subject = try readLengthPrefixedString()
+        guard let content = readSlice(length: try readLength()) else { throw CodecError.truncated }
+        let seq = try readRequired(UInt64.self)
+        let epoch = try readLengthPrefixedString()
+        let flags = MessageFlags(rawValue: try readRequired(UInt8.self))
+        let closure = try readLengthPrefixedString()
+        let timestamp = try readRequired(UInt64.self)
+        return Message(subject: subject, content: content, seq: seq, epoch: epoch, flags: flags, closure: closure,
+                       timestamp: timestamp)
+    }
+
+    fileprivate mutating func readLength() throws -> Int {
+        let length = Int(try readRequired(UInt32.self))
+        guard length <= readableBytes else { throw CodecError.truncated }
+        return length
+    }
+
+    private mutating func readRequired<T: FixedWidthInteger>(_ type: T.Type) throws -> T {
+        guard let value = readInteger(as: T.self) else { throw CodecError.truncated }
+        return value
+    }
+
+    private mutating func readBool(_ field: String) throws -> Bool {
+        switch try readRequired(UInt8.self) {
+        case 0: return false
+        case 1: return true
+        default: throw CodecError.invalidValue(field)
+        }
+    }
+
+    private mutating func readLengthPrefixedString() throws -> String {
+        let length = try readLength()
+        guard let string = readString(length: length) else { throw CodecError.truncated }
+        return string
+    }
+}

@@ -1,0 +1,232 @@
+import Foundation
+import NIOCore
+import NIOConcurrencyHelpers
+
+/// A stage that reacts to envelopes: the router, the cache and the fanout.
+public protocol EnvelopeHandler: AnyObject {
+    /// Handles one envelope; anything to send goes through `outbox` and leaves after the whole batch.
+    func handle(_ envelope: Envelope, outbox: Outbox)
+    /// Called about every 100 ms, also when nothing arrives (expiry, timeouts).
+    func tick(now: UInt64, outbox: Outbox)
+    /// Called on the loop's thread after the topology was re-read (SIGHUP).
+    func topologyChanged(_ topology: Topology, outbox: Outbox)
+}
+
+extension EnvelopeHandler {
+    public func tick(now: UInt64, outbox: Outbox) {}
+    public func topologyChanged(_ topology: Topology, outbox: Outbox) {}
+}
+
+/// How hard to try delivering to a destination.
+public enum Delivery {
+    /// The next stage of the pipeline: wait for it (backpressure) while the stage runs.
+    case pipeline
+    /// An answer to one ingress: give up after one send timeout, so a vanished ingress never stalls the stage.
+    case reply
+}
+
+/// Batches outgoing envelopes per destination and sends each batch as one nanomsg message.
+public final class Outbox {
+    private final class Destination {
+        let socket: NanomsgSocket
+        /// `.pipeline` as soon as one envelope of the pending batch needs it.
+        var delivery = Delivery.reply
+        var batch = BatchWriter()
+        /// While a reply destination is unreachable, sends do not wait for it.
+        var unreachableUntil: UInt64 = 0
+        var dropped = 0
+
+        init(socket: NanomsgSocket) { self.socket = socket }
+    }
+
+    public static let batchBytes = 16 * 1024
+    private static let sendTimeoutMilliseconds = 1000
+    private static let unreachablePause: UInt64 = 5_000_000_000
+
+    private var destinations: [String: Destination] = [:]
+    private var order: [String] = []
+    private let logger: Logger
+    private let metrics: StageMetrics
+    private let isRunning: () -> Bool
+
+    init(logger: Logger, metrics: StageMetrics, isRunning: @escaping () -> Bool) {
+        self.logger = logger
+        self.metrics = metrics
+        self.isRunning = isRunning
+    }
+
+    /// Queues an envelope for `address`; a batch is sent with the strictest delivery of its envelopes.
+    public func send(_ envelope: Envelope, to address: String, delivery: Delivery = .pipeline) {
+        guard let destination = destination(address) else { return }
+        destination.batch.append(envelope)
+        if delivery == .pipeline { destination.delivery = .pipeline }
+        if destination.batch.byteCount >= Self.batchBytes { flush(address, destination) }
+    }
+
+    /// Sends every pending batch. Pipeline batches wait for their peer; reply batches give up on a dead one.
+    public func flush() {
+        for address in order {
+            guard let destination = destinations[address], !destination.batch.isEmpty else { continue }
+            flush(address, destination)
+        }
+    }
+
+    private func flush(_ address: String, _ destination: Destination) {
+        let count = destination.batch.count
+        let batch = destination.batch.finish()
+        let delivery = destination.delivery
+        destination.delivery = .reply
+        do {
+            switch delivery {
+            case .pipeline:
+                var warned = false
+                while try !destination.socket.send(batch) {
+                    guard isRunning() else { return }
+                    if !warned {
+                        logger.warn("next stage is not taking messages; waiting", ["peer": address])
+                        warned = true
+                    }
+                }
+                if warned { logger.info("next stage is taking messages again", ["peer": address]) }
+            case .reply:
+                let now = wallClockNanoseconds()
+                let wait = now >= destination.unreachableUntil
+                if try destination.socket.send(batch, wait: wait) {
+                    destination.unreachableUntil = 0
+                } else {
+                    destination.dropped += count
+                    destination.unreachableUntil = now + Self.unreachablePause
+                    logger.warn("reply destination unreachable; answers dropped",
+                                ["peer": address, "dropped": destination.dropped])
+                    return
+                }
+            }
+            metrics.countOut(count)
+        } catch {
+            logger.error("send failed", ["peer": address, "error": error])
+        }
+    }
+
+    private func destination(_ address: String) -> Destination? {
+        if let existing = destinations[address] { return existing }
+        do {
+            let socket = try NanomsgSocket(.push)
+            try socket.setSendTimeout(milliseconds: Self.sendTimeoutMilliseconds)
+            try socket.setSendBuffer(bytes: 1024 * 1024)
+            try socket.connect(address)
+            let destination = Destination(socket: socket)
+            destinations[address] = destination
+            order.append(address)
+            return destination
+        } catch {
+            logger.error("cannot connect", ["peer": address, "error": error])
+            return nil
+        }
+    }
+}
+
+/// Runs a stage that receives batches on its PULL socket and hands each envelope to its handler, on one thread.
+public final class PipelineLoop: @unchecked Sendable {
+    private let context: StageContext
+    private let handler: EnvelopeHandler
+    private let inbound: NanomsgSocket
+    private let running = NIOLockedValueBox(true)
+    private let topologyChanged = NIOLockedValueBox(false)
+    private var outbox: Outbox!
+
+    public init(context: StageContext, handler: EnvelopeHandler) throws {
+        self.context = context
+        self.handler = handler
+        inbound = try NanomsgSocket(.pull)
+        try inbound.setReceiveBuffer(bytes: 1024 * 1024)
+        try inbound.setReceiveTimeout(milliseconds: 100)
+        try inbound.bind(context.inboundAddress)
+        outbox = Outbox(logger: context.logger, metrics: context.metrics, isRunning: { [running] in
+            running.withLockedValue { $0 }
+        })
+    }
+
+    public var isRunning: Bool { running.withLockedValue { $0 } }
+
+    public func stop() { running.withLockedValue { $0 = false } }
+
+    /// Lets the handler see a re-read topology on the loop's own thread.
+    public func noteTopologyChange() { topologyChanged.withLockedValue { $0 = true } }
+
+    /// Gives the handler's start-up sends (e.g. a `PeerUp`) a way out before the loop runs.
+    public func withOutbox(_ body: (Outbox) -> Void) {
+        body(outbox)
+        outbox.flush()
+    }
+
+    /// Receives and handles batches until `stop()`.
+    public func run() {
+        let logger = context.logger
+        var lastTick: UInt64 = 0
+        while isRunning {
+            do {
+                // Drain what is already queued before flushing, so outgoing batches grow with the load.
+                var wait = true
+                var drained = 0
+                while drained < Self.batchesPerFlush, let batch = try inbound.receive(wait: wait) {
+                    handle(batch)
+                    wait = false
+                    drained += 1
+                }
+            } catch let error as NanomsgError where error.isTerminating {
+                break
+            } catch {
+                logger.error("receive failed", ["error": error])
+            }
+            if topologyChanged.withLockedValue({ changed in defer { changed = false }; return changed }) {
+                handler.topologyChanged(context.topology, outbox: outbox)
+            }
+            let now = wallClockNanoseconds()
+            if now - lastTick >= 100_000_000 {
+                handler.tick(now: now, outbox: outbox)
+                lastTick = now
+            }
+            outbox.flush()
+        }
+    }
+
+    private static let batchesPerFlush = 64
+
+    private func handle(_ batch: ByteBuffer) {
+        do {
+            let (envelopes, skipped) = try EnvelopeCodec.decodeBatch(batch)
+            if skipped > 0 { context.logger.warn("skipped envelopes of unknown kinds", ["count": skipped]) }
+            context.metrics.countIn(envelopes.count)
+            for envelope in envelopes { handler.handle(envelope, outbox: outbox) }
+        } catch {
+            context.logger.error("malformed batch dropped", ["error": error, "bytes": batch.readableBytes])
+        }
+    }
+
+    /// The whole life of a router, cache or fanout instance: bind, tell the ingresses it is up (so they
+    /// re-announce their interest), handle envelopes until SIGTERM.
+    public static func runStage(_ stage: StageName, makeHandler: (StageContext) -> EnvelopeHandler) -> Never {
+        let context = StageContext.bootstrap(stage)
+        let handler = makeHandler(context)
+        let loop: PipelineLoop
+        do {
+            loop = try PipelineLoop(context: context, handler: handler)
+        } catch {
+            context.logger.error("cannot start", ["error": error, "address": context.inboundAddress])
+            exit(1)
+        }
+        context.start(onStop: { loop.stop() }, onTopologyChange: { _ in loop.noteTopologyChange() })
+        loop.withOutbox { outbox in
+            let topology = context.topology
+            let peerUp = Envelope.peerUp(PeerUp(stage: stage.rawValue, instance: UInt32(context.instance)))
+            for ingress in 0..<topology.count(.ingress) {
+                outbox.send(peerUp, to: topology.address(.ingress, ingress), delivery: .reply)
+            }
+        }
+        context.setReady(true)
+        context.logger.info("ready", ["address": context.inboundAddress, "pid": getpid()])
+        loop.run()
+        context.logger.info("stopped")
+        exit(0)
+    }
+}

@@ -1,0 +1,137 @@
+import Foundation
+import NIOConcurrencyHelpers
+
+/// What every stage executable shares: its command line (`-c FILE --instance N`, `--print-config`), its
+/// configuration, topology, log, metrics and signal handling.
+public final class StageContext: @unchecked Sendable {
+    public let stage: StageName
+    public let instance: Int
+    public let config: SwitchyardConfig
+    public let logger: Logger
+    public let metrics = StageMetrics()
+    private var stats: StatsPublisher?
+    private let lock = NIOLock()
+    private var _topology: Topology
+    private var signalSources: [DispatchSourceSignal] = []
+
+    /// Reads the command line and configuration. Exits the process with a clear message on bad arguments or a bad
+    /// configuration, and after printing it for `--print-config`.
+    public static func bootstrap(_ stage: StageName, arguments: [String] = CommandLine.arguments) -> StageContext {
+        var configPath = "switchyard.conf"
+        var instance = 0
+        var printConfig = false
+        var index = 1
+        func value() -> String {
+            index += 1
+            guard index < arguments.count else { exitWithUsage(stage, "\(arguments[index - 1]) needs a value") }
+            return arguments[index]
+        }
+        while index < arguments.count {
+            switch arguments[index] {
+            case "-c", "--config": configPath = value()
+            case "--instance":
+                guard let number = Int(value()), number >= 0 else { exitWithUsage(stage, "--instance takes a number") }
+                instance = number
+            case "--print-config": printConfig = true
+            case "-h", "--help": exitWithUsage(stage, nil)
+            default: exitWithUsage(stage, "unknown argument \(arguments[index])")
+            }
+            index += 1
+        }
+        let config: SwitchyardConfig
+        do {
+            config = try SwitchyardConfig.load(path: configPath)
+        } catch {
+            FileHandle.standardError.write(Data("\(error)\n".utf8))
+            exit(2)
+        }
+        if printConfig {
+            print(config.supervisorJSON())
+            exit(0)
+        }
+        return StageContext(stage: stage, instance: instance, config: config)
+    }
+
+    public init(stage: StageName, instance: Int, config: SwitchyardConfig) {
+        self.stage = stage
+        self.instance = instance
+        self.config = config
+        _topology = Topology.load(config: config)
+        let logFile = (config.logFolder as NSString).appendingPathComponent("\(stage.rawValue)-\(instance).log")
+        logger = Logger(stage: stage.rawValue, instance: instance, level: config.logLevel, logFile: logFile,
+                        rotateLimit: config.logRotateLimit)
+        try? FileManager.default.createDirectory(atPath: config.runDir, withIntermediateDirectories: true)
+    }
+
+    public var topology: Topology { lock.withLock { _topology } }
+
+    /// This instance's inbound (PULL) address.
+    public var inboundAddress: String { topology.address(stage, instance) }
+
+    /// Starts publishing the stats file and installs the signal handlers every stage shares: SIGUSR1 re-reads
+    /// `<RunDir>/<stage>-<n>.loglevel`, SIGHUP re-reads the topology (then calls `onTopologyChange`), SIGTERM and
+    /// SIGINT call `onStop`.
+    public func start(onStop: @escaping @Sendable () -> Void,
+                      onTopologyChange: @escaping @Sendable (Topology) -> Void = { _ in }) {
+        stats = StatsPublisher(metrics: metrics, stage: stage.rawValue, instance: instance, runDir: config.runDir)
+        handle(SIGTERM) { [logger] in
+            logger.info("stopping", ["signal": "TERM"])
+            onStop()
+        }
+        handle(SIGINT) { [logger] in
+            logger.info("stopping", ["signal": "INT"])
+            onStop()
+        }
+        handle(SIGUSR1) { [weak self] in self?.reloadLogLevel() }
+        handle(SIGHUP) { [weak self] in
+            guard let self else { return }
+            let topology = Topology.load(config: self.config)
+            self.lock.withLock { self._topology = topology }
+            self.logger.info("topology reloaded", ["instances": topology.instances])
+            onTopologyChange(topology)
+        }
+        signal(SIGPIPE, SIG_IGN)
+    }
+
+    /// Tells the supervisor this instance is ready (or not) and writes the stats file at once.
+    public func setReady(_ ready: Bool, state: String = "ok") {
+        metrics.setState(state, ready: ready)
+        stats?.publishNow()
+    }
+
+    private func handle(_ signalNumber: Int32, _ action: @escaping @Sendable () -> Void) {
+        signal(signalNumber, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+        source.setEventHandler(handler: action)
+        source.resume()
+        signalSources.append(source)
+    }
+
+    private func reloadLogLevel() {
+        let file = (config.runDir as NSString).appendingPathComponent("\(stage.rawValue)-\(instance).loglevel")
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8),
+              let level = LogLevel(name: text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            logger.warn("log level file missing or invalid", ["file": file])
+            return
+        }
+        logger.level = level
+        logger.info("log level changed", ["level": level.name])
+    }
+
+    private static func exitWithUsage(_ stage: StageName, _ problem: String?) -> Never {
+        let usage = "usage: \(stage.rawValue) [-c FILE] [--instance N] [--print-config]\n"
+        if let problem {
+            FileHandle.standardError.write(Data("\(stage.rawValue): \(problem)\n\(usage)".utf8))
+            exit(2)
+        }
+        print(usage, terminator: "")
+        exit(0)
+    }
+}
+
+/// The current time in nanoseconds since the Unix epoch.
+public func wallClockNanoseconds() -> UInt64 {
+    var now = timespec()
+    clock_gettime(CLOCK_REALTIME, &now)
+    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+}

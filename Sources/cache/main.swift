@@ -1,0 +1,4 @@
+import CacheStage
+import SwitchyardCore
+
+PipelineLoop.runStage(.cache) { Cache(context: $0) }

@@ -1,0 +1,4 @@
+import FanoutStage
+import SwitchyardCore
+
+PipelineLoop.runStage(.fanout) { Fanout(context: $0) }

@@ -1,0 +1,4 @@
+import RouterStage
+import SwitchyardCore
+
+PipelineLoop.runStage(.router) { Router(context: $0) }
