@@ -1,0 +1,178 @@
+"""Issue 2, item 2: publish/subscribe, publish_status, seq/epoch, per-subject order, several subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+
+from e2e_helpers import Client, run, summarize, unique_subject
+
+
+def is_msg(subject):
+    return lambda f: f.get("op") == "message" and f.get("subject") == subject
+
+
+def test_publish_with_closure_gets_ok_and_subscribers_get_seq_1_2_3(broker):
+    s = unique_subject("pub")
+    other = unique_subject("pub")
+
+    async def scenario():
+        subs = [await Client.connect(broker.url, name=f"sub{i}") for i in range(2)]
+        bystander = await Client.connect(broker.url, name="bystander")
+        pub = await Client.connect(broker.url, name="pub")
+        for c in subs:
+            st = await c.subscribe([s])
+            assert st[s]["status"] == "ALLOW", st
+        assert (await bystander.subscribe([other]))[other]["status"] == "ALLOW"
+
+        for i in (1, 2, 3):
+            st = await pub.publish(s, f"hello-{i}", closure=f"c{i}")
+            assert st["op"] == "publish_status" and st["status"] == "OK", st
+
+        for c in subs:
+            msgs = await c.messages(s, 3)
+            assert [m["seq"] for m in msgs] == [1, 2, 3], summarize(msgs)
+            assert [m["content"] for m in msgs] == ["hello-1", "hello-2", "hello-3"]
+            assert all(m["type"] == "update" for m in msgs), summarize(msgs)
+            assert all(m["closure"] == f"c{i}" for i, m in zip((1, 2, 3), msgs)), summarize(msgs)
+            epochs = {m["epoch"] for m in msgs}
+            assert len(epochs) == 1 and isinstance(msgs[0]["epoch"], str) and msgs[0]["epoch"], epochs
+        epoch_seen = {m["epoch"] for c in subs for m in c.seen if m.get("op") == "message"}
+        assert len(epoch_seen) == 1, f"subscribers saw different epochs: {epoch_seen}"
+
+        # nothing of /s leaks to a subscriber of another subject
+        leaked = await bystander.quiet(lambda f: f.get("subject") == s, 0.5)
+        assert leaked == [], summarize(leaked)
+        for c in subs + [bystander, pub]:
+            await c.close()
+
+    run(scenario(), 60)
+
+
+def test_publisher_without_closure_gets_no_status_but_message_is_delivered(broker):
+    s = unique_subject("noclosure")
+
+    async def scenario():
+        async with await Client.connect(broker.url) as sub, await Client.connect(broker.url) as pub:
+            await sub.subscribe([s])
+            await pub.publish(s, "x")
+            m = (await sub.messages(s, 1))[0]
+            assert m["seq"] == 1 and m["content"] == "x" and "closure" not in m, m
+            stray = await pub.quiet(lambda f: f.get("op") == "publish_status", 0.5)
+            assert stray == [], f"publish without closure got a publish_status: {stray}"
+
+    run(scenario(), 30)
+
+
+def test_order_of_1000_messages_to_several_subscribers(broker):
+    s = unique_subject("order")
+    n = 1000
+
+    async def scenario():
+        subs = [await Client.connect(broker.url, name=f"sub{i}") for i in range(3)]
+        for c in subs:
+            await c.subscribe([s])
+        pub = await Client.connect(broker.url, name="pub")
+        for i in range(1, n):
+            await pub.publish(s, f"m{i}")
+        st = await pub.publish(s, f"m{n}", closure="last", timeout=30)
+        assert st["status"] == "OK", st
+
+        for c in subs:
+            msgs = await c.messages(s, n, timeout=60)
+            seqs = [m["seq"] for m in msgs]
+            assert seqs == list(range(1, n + 1)), f"{c.name}: seqs out of order or missing; first bad at " \
+                f"{next((i for i, q in enumerate(seqs) if q != i + 1), None)}"
+            assert [m["content"] for m in msgs] == [f"m{i}" for i in range(1, n + 1)]
+            assert len({m["epoch"] for m in msgs}) == 1
+        for c in subs + [pub]:
+            await c.close()
+
+    run(scenario(), 120)
+
+
+def test_each_subject_has_its_own_seq_and_order(broker):
+    a, b = unique_subject("multi"), unique_subject("multi")
+
+    async def scenario():
+        async with await Client.connect(broker.url) as sub, await Client.connect(broker.url) as pub:
+            st = await sub.subscribe([a, b])
+            assert st[a]["status"] == "ALLOW" and st[b]["status"] == "ALLOW"
+            for i in range(1, 51):
+                await pub.publish(a, f"a{i}")
+                await pub.publish(b, f"b{i}")
+            await pub.publish_ok(a, "a51")
+            ma = await sub.messages(a, 51, timeout=30)
+            mb = await sub.messages(b, 50, timeout=30)
+            assert [m["seq"] for m in ma] == list(range(1, 52))
+            assert [m["seq"] for m in mb] == list(range(1, 51))
+            assert [m["content"] for m in ma] == [f"a{i}" for i in range(1, 52)]
+            assert [m["content"] for m in mb] == [f"b{i}" for i in range(1, 51)]
+
+    run(scenario(), 60)
+
+
+def test_publisher_subscribed_to_its_own_subject_receives_its_message(broker):
+    s = unique_subject("self")
+
+    async def scenario():
+        async with await Client.connect(broker.url) as c:
+            await c.subscribe([s])
+            await c.publish_ok(s, "me")
+            m = (await c.messages(s, 1))[0]
+            assert (m["content"], m["seq"], m["type"]) == ("me", 1, "update")
+
+    run(scenario(), 30)
+
+
+def test_binary_content_base64_round_trip(broker):
+    s = unique_subject("bin")
+    payload = bytes(range(256)) + os.urandom(64)
+    b64 = base64.b64encode(payload).decode()
+
+    async def scenario():
+        async with await Client.connect(broker.url) as sub, await Client.connect(broker.url) as pub:
+            await sub.subscribe([s])
+            await pub.publish_ok(s, b64, encoding="base64")
+            m = (await sub.messages(s, 1))[0]
+            assert m.get("encoding") == "base64", m
+            assert base64.b64decode(m["content"]) == payload
+
+    run(scenario(), 30)
+
+
+def test_unsubscribe_stops_delivery(broker):
+    s = unique_subject("unsub")
+
+    async def scenario():
+        async with await Client.connect(broker.url, name="leaver") as leaver, \
+                await Client.connect(broker.url, name="stayer") as stayer, \
+                await Client.connect(broker.url, name="pub") as pub:
+            await leaver.subscribe([s])
+            await stayer.subscribe([s])
+            await pub.publish_ok(s, "one")
+            assert (await leaver.messages(s, 1))[0]["content"] == "one"
+            await leaver.send({"op": "unsubscribe", "subjects": [s]})
+            await asyncio.sleep(0.5)
+            await pub.publish_ok(s, "two")
+            assert [m["content"] for m in await stayer.messages(s, 2)] == ["one", "two"]
+            late = await leaver.quiet(is_msg(s), 1.0)
+            assert late == [], f"delivered after unsubscribe: {summarize(late)}"
+            await leaver.ping_pong()
+
+    run(scenario(), 30)
+
+
+def test_ws_path_and_ping_pong(broker):
+    async def scenario():
+        for path in ("/", "/ws"):
+            url = broker.url.rstrip("/") + path
+            async with await Client.connect(url, name=f"path{path}") as c:
+                pong = await c.ping_pong()
+                assert pong == {"op": "pong"} or pong.get("op") == "pong"
+                # WebSocket-level ping: the server answers with a pong frame
+                waiter = await c.ws.ping(b"e2e")
+                await asyncio.wait_for(waiter, 5)
+
+    run(scenario(), 30)

@@ -1,0 +1,65 @@
+"""Issue 2, item 7: per-connection outbound queues are bounded. A client that stops reading is disconnected
+(with a log line) while a normal subscriber of the same subject keeps receiving every message."""
+
+from __future__ import annotations
+
+import asyncio
+
+from e2e_helpers import Client, RawSlowClient, run, unique_subject
+
+CLIENT_BUFFER_LIMIT = 65536
+CONTENT = 8192          # bytes per message
+ROUND = 200             # messages per round (~1.6 MB)
+MAX_ROUNDS = 40         # ~64 MB at most, far beyond any socket buffers
+
+
+def test_client_that_stops_reading_is_disconnected_and_others_get_everything(make_broker):
+    b = make_broker(ClientBufferLimit=CLIENT_BUFFER_LIMIT)
+    s = unique_subject("slow")
+    log_start = len(b.log_text("ws-ingress"))
+
+    def slow_logged() -> bool:
+        return "slow" in b.log_text("ws-ingress")[log_start:].lower()
+
+    slow = RawSlowClient(b.port, rcvbuf=4096)
+    try:
+        slow.send_json({"op": "subscribe", "subjects": [s]})
+        slow.read_until(b"subscribed")  # then it never reads again
+
+        async def scenario():
+            async with await Client.connect(b.url, name="fast") as fast, \
+                    await Client.connect(b.url, name="pub") as pub:
+                await fast.subscribe([s])
+                published = 0
+                received = []
+                for rnd in range(MAX_ROUNDS):
+                    for i in range(ROUND):
+                        published += 1
+                        body = f"{published:08d}".ljust(CONTENT, "x")
+                        if i == ROUND - 1:
+                            await pub.publish_ok(s, body, timeout=30)
+                        else:
+                            await pub.publish(s, body)
+                    # lockstep: the fast subscriber catches up before the next round
+                    received += await fast.messages(s, published - len(received), timeout=30)
+                    if await asyncio.to_thread(slow_logged):
+                        break
+                seqs = [m["seq"] for m in received]
+                assert seqs == list(range(1, published + 1)), "the normal subscriber missed or reordered messages"
+                assert all(m["content"].startswith(f"{m['seq']:08d}") for m in received)
+                assert slow_logged(), \
+                    f"no log line about a slow client in ws-ingress after {published} messages " \
+                    f"({published * CONTENT >> 20} MiB) to a client that reads nothing"
+                # after the slow one is gone the fast one still gets live messages
+                await pub.publish_ok(s, "after")
+                last = await fast.messages(s, 1)
+                assert last[0]["content"] == "after" and last[0]["seq"] == published + 1
+                return published
+
+        run(scenario(), 240)
+
+        closed, code = slow.drain_until_closed(timeout=15)
+        assert closed, "the slow client's connection was not closed by the server"
+        assert code in (None, 1008), f"slow client closed with code {code}, expected 1008"
+    finally:
+        slow.close()

@@ -1,0 +1,205 @@
+"""Issue 2, item 6: start returns once ready, status, logs, stop leaves nothing behind, and kill -9 of any
+stage is survived (the supervisor restarts it; clients of a killed ws-ingress reconnect and recover)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from e2e_helpers import (STAGES, Client, kinds, pid_alive, processes_mentioning, run, summarize,
+                         unique_subject, wait_until)
+
+RESTART_TIMEOUT = 30.0
+
+
+def test_start_returns_only_when_ready(make_broker):
+    b = make_broker()
+    s = unique_subject("ready")
+
+    async def scenario():
+        # no retry: start has returned, so ws-ingress must be listening and the pipeline connected
+        async with await Client.connect(b.url, retry_for=0) as c:
+            st = await c.subscribe([s])
+            assert st[s]["status"] == "ALLOW"
+            await c.publish_ok(s, "first")
+            assert (await c.messages(s, 1))[0]["seq"] == 1
+
+    run(scenario(), 30)
+
+
+def test_status_shows_one_row_per_stage_with_live_pid(broker):
+    rows = broker.status_json()
+    by_stage: dict[str, list[dict]] = {}
+    for r in rows:
+        by_stage.setdefault(r.get("stage"), []).append(r)
+    assert set(STAGES) <= set(by_stage), f"stages in status: {sorted(map(str, by_stage))}"
+    for stage in STAGES:
+        assert len(by_stage[stage]) == 1, f"{stage}: expected one instance: {by_stage[stage]}"
+        row = by_stage[stage][0]
+        for key in ("instance", "pid", "state", "restarts", "messagesIn", "messagesOut"):
+            assert key in row, f"{stage}: status row has no {key!r}: {row}"
+        assert int(row["instance"]) == 0
+        pid = int(row["pid"])
+        assert pid_alive(pid), f"{stage}: pid {pid} is not running"
+        assert pid == broker.pid(stage), f"{stage}: status pid {pid} != pid file {broker.pid(stage)}"
+        assert int(row["restarts"]) == 0, row
+
+    table = broker.cli("status")
+    assert table.rc == 0, table
+    for stage in STAGES:
+        line = next((ln for ln in table.output.splitlines() if re.search(rf"\b{re.escape(stage)}\b", ln)), None)
+        assert line, f"no row for {stage} in:\n{table.output}"
+        assert re.search(rf"\b{broker.pid(stage)}\b", line), f"{stage} row does not show its pid: {line!r}"
+
+
+def test_status_counts_messages(broker):
+    s = unique_subject("count")
+
+    async def scenario():
+        async with await Client.connect(broker.url) as c:
+            await c.subscribe([s])
+            for i in range(20):
+                await c.publish_ok(s, f"n{i}")
+            await c.messages(s, 20)
+
+    run(scenario(), 30)
+
+    def counted():
+        rows = {r["stage"]: r for r in broker.status_json()}
+        if all(int(rows[st].get("messagesIn") or 0) >= 20 for st in STAGES):
+            return rows
+        return None
+
+    wait_until(counted, 15, interval=0.5, what="every stage to count at least 20 messages in")
+
+
+def test_logs_shows_the_stages_own_log(broker):
+    for stage in ("cache", "ws-ingress"):
+        own = [ln for ln in broker.log_text(stage).splitlines() if ln.strip()]
+        assert own, f"{broker.log_path(stage)} is empty"
+        r = broker.cli("logs", stage)
+        assert r.rc == 0, r
+        assert own[-1] in r.output or own[0] in r.output, \
+            f"`logs {stage}` does not show {broker.log_path(stage).name}:\n{r.output[-2000:]}"
+        r0 = broker.cli("logs", f"{stage}-0")
+        assert r0.rc == 0 and (own[-1] in r0.output or own[0] in r0.output), r0
+    cache_only = set(broker.log_text("cache").splitlines()) - set(broker.log_text("ws-ingress").splitlines())
+    ingress_out = broker.cli("logs", "ws-ingress").output
+    assert not any(ln.strip() and ln in ingress_out for ln in cache_only), \
+        "`logs ws-ingress` shows lines of the cache's log"
+
+
+def test_stop_leaves_no_process_behind(make_broker):
+    b = make_broker()
+    pids = {stage: b.pid(stage) for stage in STAGES}
+    assert all(pid_alive(p) for p in pids.values())
+    r = b.stop()
+    assert r.rc == 0, r
+    # stop returns after the stages are gone; allow a moment for the kernel to reap
+    wait_until(lambda: not any(pid_alive(p) for p in pids.values()), 3,
+               what=f"stage pids {pids} to be gone after stop")
+    left = processes_mentioning(str(b.dir))
+    assert not left, f"processes left behind after stop: {left}"
+    # a second stop is harmless
+    again = b.cli("stop", timeout=60)
+    assert again.rc == 0, again
+
+
+def wait_restarted(b, stage: str, old_pid: int) -> dict:
+    def restarted():
+        row = b.status_row(stage)
+        if row and int(row.get("restarts", 0)) >= 1 and int(row.get("pid") or 0) not in (0, old_pid) \
+                and pid_alive(int(row["pid"])):
+            return row
+        return None
+    return wait_until(restarted, RESTART_TIMEOUT, interval=0.5,
+                      what=f"{stage} to be restarted (restarts >= 1, new live pid)")
+
+
+@pytest.mark.parametrize("stage", ["router", "cache", "fanout"])
+def test_kill_9_of_a_pipeline_stage_is_restarted_and_service_resumes(make_broker, stage):
+    b = make_broker(PublishTimeout=3)
+    s = unique_subject(f"kill-{stage}")
+
+    async def scenario():
+        async with await Client.connect(b.url, name="sub") as sub, \
+                await Client.connect(b.url, name="pub") as pub:
+            await sub.subscribe([s])
+            await pub.publish_ok(s, "before")
+            assert (await sub.messages(s, 1))[0]["content"] == "before"
+
+            old = b.kill_stage(stage)
+            row = await asyncio.to_thread(wait_restarted, b, stage, old)
+            assert int(row["restarts"]) >= 1
+
+            # the same connections (subscriptions re-announced) and a new subscriber both get new messages
+            late = await Client.connect(b.url, name="late")
+            await late.subscribe([s])
+            deadline = time.monotonic() + RESTART_TIMEOUT
+            i, delivered = 0, False
+            while not delivered:
+                assert time.monotonic() < deadline, \
+                    f"pub/sub did not work again within {RESTART_TIMEOUT:.0f}s after {stage} restarted; " \
+                    f"pub saw {summarize(pub.seen[-6:])}; sub saw {summarize(sub.seen[-6:])}"
+                i += 1
+                content = f"after-{i}"
+                try:
+                    st = await pub.publish(s, content, closure=content, timeout=4)
+                except AssertionError:
+                    continue  # no answer yet
+                if st["status"] != "OK":
+                    await asyncio.sleep(0.5)
+                    continue
+                try:
+                    for c in (sub, late):
+                        await c.wait_for(lambda f: f.get("op") == "message" and f.get("content") == content,
+                                         timeout=4, what=f"message {content}")
+                    delivered = True
+                except AssertionError:
+                    continue
+            await late.close()
+
+    run(scenario(), 90)
+
+
+def test_kill_9_of_ws_ingress_client_reconnects_and_recovers(make_broker):
+    b = make_broker()
+    s = unique_subject("kill-ingress")
+
+    async def scenario():
+        sub = await Client.connect(b.url, name="sub")
+        pub = await Client.connect(b.url, name="pub")
+        await sub.subscribe([s])
+        for i in range(1, 6):
+            await pub.publish_ok(s, f"m{i}")
+        msgs = await sub.messages(s, 5)
+        epoch, last = msgs[-1]["epoch"], msgs[-1]["seq"]
+
+        old = b.kill_stage("ws-ingress")
+        for c in (sub, pub):
+            closed = await c.wait_closed(timeout=10)
+            assert isinstance(closed, ConnectionClosed)
+
+        # the supervisor brings ws-ingress back; messages published meanwhile are kept by the cache
+        pub = await Client.connect(b.url, name="pub2", retry_for=RESTART_TIMEOUT)
+        for i in range(6, 9):
+            await pub.publish_ok(s, f"m{i}", timeout=15)
+        row = await asyncio.to_thread(wait_restarted, b, "ws-ingress", old)
+        assert int(row["restarts"]) >= 1
+
+        back = await Client.connect(b.url, name="back", retry_for=RESTART_TIMEOUT)
+        await back.subscribe([s], recover={s: {"epoch": epoch, "seq": last}})
+        frames = await back.subject_frames_until(s, lambda g: any(f.get("op") == "status" for f in g))
+        assert kinds(frames) == [("recovered", 6), ("recovered", 7), ("recovered", 8), ("status", "DATA_SYNC")], \
+            summarize(frames)
+        await pub.publish_ok(s, "m9")
+        live = await back.messages(s, 1)
+        assert (live[0]["type"], live[0]["seq"]) == ("update", 9)
+        await back.close()
+        await pub.close()
+
+    run(scenario(), 90)
