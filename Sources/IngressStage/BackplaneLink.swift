@@ -1,0 +1,162 @@
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import SwitchyardCore
+
+/// The ingress's two nanomsg directions, each on a thread of its own so the event loop never blocks:
+/// batches received on the ingress's PULL socket are decoded off the loop and handed over with a bounded number
+/// in flight; envelopes for the router are batched on the loop and sent by a sender thread from a bounded queue.
+final class BackplaneLink: @unchecked Sendable {
+    /// Outgoing batches that may wait for the router before the ingress calls itself congested.
+    static let maxQueuedBatches = 256
+    /// Received batches that may wait for the event loop before the receiver stops reading.
+    static let maxBatchesInFlight = 32
+
+    private let eventLoop: EventLoop
+    private let logger: Logger
+    private let metrics: StageMetrics
+    private let inbound: NanomsgSocket
+    private let routerAddress: String
+    private let running = NIOLockedValueBox(true)
+
+    // Loop-owned batching state.
+    private var pending = BatchWriter()
+    private var flushScheduled = false
+
+    // Sender queue, shared with the sender thread.
+    private let queueCondition = NSCondition()
+    private var queue: [ByteBuffer] = []
+    private let inFlight = DispatchSemaphore(value: BackplaneLink.maxBatchesInFlight)
+
+    init(eventLoop: EventLoop, inboundAddress: String, routerAddress: String, logger: Logger,
+         metrics: StageMetrics) throws {
+        self.eventLoop = eventLoop
+        self.logger = logger
+        self.metrics = metrics
+        self.routerAddress = routerAddress
+        inbound = try NanomsgSocket(.pull)
+        try inbound.setReceiveBuffer(bytes: 1024 * 1024)
+        try inbound.setReceiveTimeout(milliseconds: 200)
+        try inbound.bind(inboundAddress)
+    }
+
+    /// Starts both threads. `deliver` runs on the event loop with each received batch.
+    func start(deliver: @escaping ([Envelope]) -> Void) throws {
+        let sender = try NanomsgSocket(.push)
+        try sender.setSendTimeout(milliseconds: 500)
+        try sender.setSendBuffer(bytes: 1024 * 1024)
+        try sender.connect(routerAddress)
+        Thread.detachNewThread { [self] in receiveLoop(deliver) }
+        Thread.detachNewThread { [self] in sendLoop(sender) }
+    }
+
+    func stop() {
+        running.withLockedValue { $0 = false }
+        queueCondition.lock()
+        queueCondition.broadcast()
+        queueCondition.unlock()
+    }
+
+    private var isRunning: Bool { running.withLockedValue { $0 } }
+
+    /// True while the router is not keeping up: new publishes are refused rather than queued without bound.
+    var isCongested: Bool {
+        queueCondition.lock()
+        defer { queueCondition.unlock() }
+        return queue.count >= Self.maxQueuedBatches
+    }
+
+    var queuedBatches: Int {
+        queueCondition.lock()
+        defer { queueCondition.unlock() }
+        return queue.count
+    }
+
+    /// Queues an envelope for the router; must be called on the event loop. Envelopes queued in one loop tick
+    /// leave as one batch.
+    func send(_ envelope: Envelope) {
+        eventLoop.assertInEventLoop()
+        pending.append(envelope)
+        if pending.byteCount >= Outbox.batchBytes {
+            flushPending()
+        } else if !flushScheduled {
+            flushScheduled = true
+            eventLoop.execute { [self] in flushPending() }
+        }
+    }
+
+    private func flushPending() {
+        flushScheduled = false
+        guard !pending.isEmpty else { return }
+        let count = pending.count
+        let batch = pending.finish()
+        metrics.countOut(count)
+        queueCondition.lock()
+        queue.append(batch)
+        queueCondition.signal()
+        queueCondition.unlock()
+    }
+
+    private func sendLoop(_ socket: NanomsgSocket) {
+        var warned = false
+        while true {
+            queueCondition.lock()
+            while queue.isEmpty && isRunning { queueCondition.wait() }
+            guard isRunning, let batch = queue.first else {
+                queueCondition.unlock()
+                return
+            }
+            queueCondition.unlock()
+            do {
+                if try socket.send(batch) {
+                    queueCondition.lock()
+                    queue.removeFirst()
+                    queueCondition.unlock()
+                    if warned {
+                        logger.info("router is taking messages again")
+                        warned = false
+                    }
+                } else if !warned {
+                    logger.warn("router is not taking messages; queueing", ["queued": queuedBatches])
+                    warned = true
+                }
+            } catch let error as NanomsgError where error.isTerminating {
+                return
+            } catch {
+                logger.error("send to router failed", ["error": error])
+            }
+        }
+    }
+
+    private func receiveLoop(_ deliver: @escaping ([Envelope]) -> Void) {
+        while isRunning {
+            let batch: ByteBuffer
+            do {
+                guard let received = try inbound.receive() else { continue }
+                batch = received
+            } catch let error as NanomsgError where error.isTerminating {
+                return
+            } catch {
+                logger.error("receive failed", ["error": error])
+                continue
+            }
+            let envelopes: [Envelope]
+            do {
+                let decoded = try EnvelopeCodec.decodeBatch(batch)
+                envelopes = decoded.envelopes
+                if decoded.skippedUnknown > 0 {
+                    logger.warn("skipped envelopes of unknown kinds", ["count": decoded.skippedUnknown])
+                }
+            } catch {
+                logger.error("malformed batch dropped", ["error": error, "bytes": batch.readableBytes])
+                continue
+            }
+            metrics.countIn(envelopes.count)
+            inFlight.wait()
+            eventLoop.execute { [inFlight] in
+                deliver(envelopes)
+                inFlight.signal()
+            }
+        }
+    }
+}

@@ -1,0 +1,378 @@
+import NIOCore
+import NIOWebSocket
+import SwitchyardCore
+
+/// One WebSocket client of this ingress. Owned by the hub, touched only on the event loop.
+final class ClientConnection {
+    let id: UInt64
+    let channel: Channel
+    var subjects: Set<String> = []
+    /// Bytes written since the channel last stopped being writable: the client's backlog beyond the watermark.
+    var bytesWhileUnwritable = 0
+    var needsFlush = false
+    var isClosing = false
+
+    init(id: UInt64, channel: Channel) {
+        self.id = id
+        self.channel = channel
+    }
+}
+
+/// A connection's subscription to one subject.
+struct Subscriber {
+    enum State {
+        /// Waiting for the cache's answer to `requestID`; live messages wait here meanwhile.
+        case pending(requestID: UInt64, held: [Message])
+        /// Live. Messages at or below `floorSeq` of `floorEpoch` were covered by the cache's answer.
+        case live(floorEpoch: String, floorSeq: UInt64)
+    }
+
+    let connection: ClientConnection
+    var state: State
+}
+
+/// The state of one ingress: its connections, the index subject → local subscribers, and the requests waiting for
+/// an answer from the pipeline. Everything runs on the ingress's single event loop, so nothing here is locked.
+final class IngressHub {
+    /// Live messages a subscriber may hold while its subscribe is answered, before it is cut off.
+    static let maxHeldMessages = 10_000
+    /// A subscribe not answered within this is asked again (a stage restarted and lost it).
+    static let subscribeRetryNanoseconds: UInt64 = 3_000_000_000
+
+    private struct PendingPublish {
+        let connectionID: UInt64
+        let closure: String
+        let deadline: UInt64
+    }
+
+    private struct PendingSubscribe {
+        let connectionID: UInt64
+        var request: Subscribe
+        var sentAt: UInt64
+    }
+
+    let instance: UInt32
+    let inboundAddress: String
+    private let config: SwitchyardConfig
+    private let logger: Logger
+    private let metrics: StageMetrics
+    private let link: BackplaneLink
+    private let allocator = ByteBufferAllocator()
+
+    private var connections: [UInt64: ClientConnection] = [:]
+    private var subscribers: [String: [UInt64: Subscriber]] = [:]
+    private var pendingPublishes: [UInt64: PendingPublish] = [:]
+    private var pendingSubscribes: [UInt64: PendingSubscribe] = [:]
+    private var nextConnectionID: UInt64 = 0
+    private var nextRequestID: UInt64 = 0
+    private var dirty: [ClientConnection] = []
+
+    init(instance: UInt32, inboundAddress: String, config: SwitchyardConfig, logger: Logger, metrics: StageMetrics,
+         link: BackplaneLink) {
+        self.instance = instance
+        self.inboundAddress = inboundAddress
+        self.config = config
+        self.logger = logger
+        self.metrics = metrics
+        self.link = link
+    }
+
+    var connectionCount: Int { connections.count }
+
+    // MARK: Connections
+
+    func connect(_ channel: Channel) -> ClientConnection {
+        nextConnectionID += 1
+        let connection = ClientConnection(id: nextConnectionID, channel: channel)
+        connections[connection.id] = connection
+        metrics.setGauge("connections", connections.count)
+        return connection
+    }
+
+    func disconnect(_ connection: ClientConnection) {
+        guard connections.removeValue(forKey: connection.id) != nil else { return }
+        for subject in connection.subjects { removeSubscriber(connection, from: subject) }
+        connection.subjects.removeAll()
+        metrics.setGauge("connections", connections.count)
+    }
+
+    /// Closes every connection with `1012 Service Restart`: clients reconnect (to another instance) and recover.
+    func closeAll(reason: String) {
+        for connection in connections.values {
+            close(connection, code: .unknown(1012), reason: reason)
+        }
+    }
+
+    func writabilityChanged(_ connection: ClientConnection) {
+        if connection.channel.isWritable { connection.bytesWhileUnwritable = 0 }
+    }
+
+    // MARK: Client requests
+
+    func handle(_ request: ClientRequest, from connection: ClientConnection) {
+        switch request {
+        case .connect:
+            break  // Tokens are accepted as they are; there is no authorization yet.
+        case .ping:
+            write(ServerFrames.pong, to: connection)
+        case .subscribe(let subjects, let history, let recover):
+            for subject in subjects {
+                subscribe(connection, to: subject, history: history, recover: recover[subject])
+            }
+        case .unsubscribe(let subjects):
+            for subject in subjects where connection.subjects.remove(subject) != nil {
+                removeSubscriber(connection, from: subject)
+            }
+        case .publish(let publish):
+            self.publish(publish, from: connection)
+        }
+        flushDirty()
+    }
+
+    func reject(_ error: ClientFrameError, from connection: ClientConnection) {
+        write(ServerFrames.error(error), to: connection)
+        flushDirty()
+    }
+
+    private func subscribe(_ connection: ClientConnection, to subject: String, history: Int,
+                           recover: RecoveryPosition?) {
+        if let problem = Subject.validate(subject) {
+            write(ServerFrames.subscribed(subject, status: "INVALID", reason: problem.description), to: connection)
+            return
+        }
+        write(ServerFrames.subscribed(subject, status: "ALLOW"), to: connection)
+        let registersInterest = subscribers[subject] == nil
+        if !connection.subjects.insert(subject).inserted, let previous = subscribers[subject]?[connection.id],
+           case .pending(let requestID, _) = previous.state {
+            pendingSubscribes[requestID] = nil
+        }
+        let start: SubscribeStart
+        if let recover {
+            start = .recover(epoch: recover.epoch, seq: recover.seq)
+        } else if history > 0 {
+            start = .history(count: UInt32(history))
+        } else {
+            start = .snapshot
+        }
+        nextRequestID += 1
+        let request = Subscribe(requestID: nextRequestID, replyTo: inboundAddress, subject: subject,
+                                ingress: instance, registersInterest: registersInterest, start: start)
+        subscribers[subject, default: [:]][connection.id] = Subscriber(
+            connection: connection, state: .pending(requestID: request.requestID, held: []))
+        pendingSubscribes[request.requestID] = PendingSubscribe(connectionID: connection.id, request: request,
+                                                                sentAt: wallClockNanoseconds())
+        link.send(.subscribe(request))
+    }
+
+    private func removeSubscriber(_ connection: ClientConnection, from subject: String) {
+        guard let removed = subscribers[subject]?.removeValue(forKey: connection.id) else { return }
+        if case .pending(let requestID, _) = removed.state { pendingSubscribes[requestID] = nil }
+        if subscribers[subject]?.isEmpty == true {
+            subscribers[subject] = nil
+            link.send(.interest(Interest(subject: subject, ingress: instance, isAdded: false)))
+        }
+    }
+
+    private func publish(_ publish: ClientPublish, from connection: ClientConnection) {
+        func refuse(_ status: String, _ reason: String) {
+            if let closure = publish.closure {
+                write(ServerFrames.publishStatus(closure: closure, status: status, reason: reason), to: connection)
+            } else {
+                write(ServerFrames.error(ClientFrameError(code: status, reason: reason)), to: connection)
+            }
+        }
+        if let problem = Subject.validate(publish.subject) {
+            return refuse("FAILED", "invalid subject: \(problem)")
+        }
+        guard publish.content.readableBytes <= config.messageSizeLimit else {
+            return refuse("MESSAGE_SIZE_LIMIT_EXCEEDED",
+                          "content is \(publish.content.readableBytes) bytes; the limit is \(config.messageSizeLimit)")
+        }
+        guard !link.isCongested else {
+            return refuse("FAILED", "the broker is overloaded; try again")
+        }
+        var flags: MessageFlags = []
+        if publish.retained { flags.insert(.retained) }
+        if publish.guaranteed { flags.insert(.guaranteed) }
+        if publish.binary { flags.insert(.binary) }
+        nextRequestID += 1
+        let now = wallClockNanoseconds()
+        if let closure = publish.closure {
+            flags.insert(.wantsAck)
+            pendingPublishes[nextRequestID] = PendingPublish(
+                connectionID: connection.id, closure: closure,
+                deadline: now + UInt64(config.publishTimeout) * 1_000_000_000)
+        }
+        let message = Message(subject: publish.subject, content: publish.content, flags: flags,
+                              closure: publish.closure ?? "", timestamp: now)
+        link.send(.publish(Publish(requestID: nextRequestID, replyTo: inboundAddress, message: message)))
+    }
+
+    // MARK: From the pipeline
+
+    func handle(_ envelopes: [Envelope]) {
+        for envelope in envelopes {
+            switch envelope {
+            case .message(let message):
+                deliver(message)
+            case .publishAck(let ack):
+                acknowledge(ack)
+            case .subscribeReply(let reply):
+                answer(reply)
+            case .peerUp(let peer):
+                reannounce(after: peer)
+            case .publish, .subscribe, .interest:
+                logger.warn("unexpected envelope for the ingress dropped", ["envelope": envelope.kindName])
+            }
+        }
+        flushDirty()
+    }
+
+    private func deliver(_ message: Message) {
+        guard let local = subscribers[message.subject] else { return }
+        var frame: WebSocketFrame?
+        var heldOverflow: [ClientConnection] = []
+        for (id, subscriber) in local {
+            switch subscriber.state {
+            case .live(let floorEpoch, let floorSeq):
+                if message.seq <= floorSeq && message.epoch == floorEpoch { continue }
+                if frame == nil { frame = textFrame(ServerFrames.message(message, kind: .update, allocator: allocator)) }
+                write(frame!, to: subscriber.connection)
+            case .pending(let requestID, var held):
+                held.append(message)
+                if held.count > Self.maxHeldMessages { heldOverflow.append(subscriber.connection) }
+                subscribers[message.subject]![id]!.state = .pending(requestID: requestID, held: held)
+            }
+        }
+        for connection in heldOverflow {
+            logger.warn("subscriber held too many messages while subscribing; disconnected",
+                        ["connection": connection.id, "subject": message.subject])
+            close(connection, code: .unknown(1013), reason: "try again later")
+        }
+    }
+
+    private func acknowledge(_ ack: PublishAck) {
+        guard let pending = pendingPublishes.removeValue(forKey: ack.requestID),
+              let connection = connections[pending.connectionID] else { return }
+        let status = ack.status == .ok ? "OK" : "FAILED"
+        write(ServerFrames.publishStatus(closure: pending.closure, status: status,
+                                         reason: ack.reason.isEmpty ? nil : ack.reason), to: connection)
+    }
+
+    private func answer(_ reply: SubscribeReply) {
+        guard let pending = pendingSubscribes.removeValue(forKey: reply.requestID),
+              let subscriber = subscribers[reply.subject]?[pending.connectionID],
+              case .pending(let requestID, let held) = subscriber.state, requestID == reply.requestID else { return }
+        let connection = subscriber.connection
+        for message in reply.messages {
+            write(ServerFrames.message(message, kind: reply.kind, allocator: allocator), to: connection)
+        }
+        switch reply.status {
+        case .sync: write(ServerFrames.status(reply.subject, status: "DATA_SYNC"), to: connection)
+        case .resync: write(ServerFrames.status(reply.subject, status: "DATA_RESYNC"), to: connection)
+        case .none: break
+        }
+        for message in held where !(message.epoch == reply.epoch && message.seq <= reply.lastSeq) {
+            write(ServerFrames.message(message, kind: .update, allocator: allocator), to: connection)
+        }
+        subscribers[reply.subject]![pending.connectionID]!.state = .live(floorEpoch: reply.epoch,
+                                                                          floorSeq: reply.lastSeq)
+    }
+
+    /// A stage (re)started and may have lost what it knew: announce every subject again and re-ask pending
+    /// subscribes.
+    private func reannounce(after peer: PeerUp) {
+        logger.info("peer up; re-announcing interest", ["peer": "\(peer.stage)-\(peer.instance)",
+                                                        "subjects": subscribers.count])
+        for subject in subscribers.keys {
+            link.send(.interest(Interest(subject: subject, ingress: instance, isAdded: true)))
+        }
+        retrySubscribes(olderThan: 0)
+    }
+
+    // MARK: Timers
+
+    /// Fails publishes that were not acknowledged in time and asks again for subscribes that went unanswered.
+    func tick() {
+        let now = wallClockNanoseconds()
+        for (requestID, pending) in pendingPublishes where pending.deadline <= now {
+            pendingPublishes[requestID] = nil
+            guard let connection = connections[pending.connectionID] else { continue }
+            write(ServerFrames.publishStatus(closure: pending.closure, status: "FAILED",
+                                             reason: "not stored within \(config.publishTimeout)s"), to: connection)
+        }
+        retrySubscribes(olderThan: Self.subscribeRetryNanoseconds)
+        metrics.setGauge("queueDepth", link.queuedBatches)
+        metrics.setGauge("pendingPublishes", pendingPublishes.count)
+        metrics.setGauge("subjects", subscribers.count)
+        flushDirty()
+    }
+
+    private func retrySubscribes(olderThan age: UInt64) {
+        let now = wallClockNanoseconds()
+        for (requestID, pending) in pendingSubscribes where now - pending.sentAt >= age {
+            var request = pending.request
+            request.registersInterest = true
+            pendingSubscribes[requestID]!.sentAt = now
+            link.send(.subscribe(request))
+        }
+    }
+
+    // MARK: Writing to clients
+
+    private func textFrame(_ buffer: ByteBuffer) -> WebSocketFrame {
+        WebSocketFrame(fin: true, opcode: .text, data: buffer)
+    }
+
+    private func write(_ buffer: ByteBuffer, to connection: ClientConnection) {
+        write(textFrame(buffer), to: connection)
+    }
+
+    /// Writes without flushing (flushed once per batch); disconnects a client whose backlog passes the limit.
+    private func write(_ frame: WebSocketFrame, to connection: ClientConnection) {
+        guard !connection.isClosing else { return }
+        if !connection.channel.isWritable {
+            connection.bytesWhileUnwritable += frame.data.readableBytes
+            if connection.bytesWhileUnwritable > config.clientBufferLimit / 2 {
+                logger.warn("slow client disconnected: it stopped reading", [
+                    "connection": connection.id, "remote": connection.channel.remoteAddress as Any,
+                    "limit": config.clientBufferLimit,
+                ])
+                close(connection, code: .policyViolation, reason: "slow consumer: too many messages queued",
+                      immediately: true)
+                return
+            }
+        }
+        connection.channel.write(frame, promise: nil)
+        if !connection.needsFlush {
+            connection.needsFlush = true
+            dirty.append(connection)
+        }
+    }
+
+    private func flushDirty() {
+        for connection in dirty {
+            connection.needsFlush = false
+            connection.channel.flush()
+        }
+        dirty.removeAll(keepingCapacity: true)
+    }
+
+    /// Sends a close frame and closes: after the frame is written, or at once for a client that is not reading
+    /// (its backlog would never drain).
+    func close(_ connection: ClientConnection, code: WebSocketErrorCode, reason: String, immediately: Bool = false) {
+        guard !connection.isClosing else { return }
+        connection.isClosing = true
+        var data = connection.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
+        data.write(webSocketErrorCode: code)
+        data.writeString(reason)
+        let channel = connection.channel
+        let written = channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))
+        if immediately {
+            channel.close(promise: nil)
+        } else {
+            written.whenComplete { _ in channel.close(promise: nil) }
+        }
+        disconnect(connection)
+    }
+}

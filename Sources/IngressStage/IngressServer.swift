@@ -1,0 +1,139 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+import SwitchyardCore
+
+/// The ws-ingress stage: WebSocket (and a little HTTP) on one event loop, the pipeline over nanomsg.
+///
+/// One event loop per process keeps the subscription index lock-free; more connections or cores are served by
+/// more ingress instances sharing the listening port (SO_REUSEPORT).
+public final class IngressServer {
+    private let context: StageContext
+    private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    private let eventLoop: EventLoop
+    private let link: BackplaneLink
+    private let hub: IngressHub
+    private var serverChannels: [Channel] = []
+
+    public init(context: StageContext) throws {
+        self.context = context
+        eventLoop = group.next()
+        let topology = context.topology
+        link = try BackplaneLink(eventLoop: eventLoop, inboundAddress: context.inboundAddress,
+                                 routerAddress: topology.address(.router, 0), logger: context.logger,
+                                 metrics: context.metrics)
+        hub = IngressHub(instance: UInt32(context.instance), inboundAddress: context.inboundAddress,
+                         config: context.config, logger: context.logger, metrics: context.metrics, link: link)
+    }
+
+    /// The largest WebSocket frame read: room for a base64-encoded publish at the size limit and its JSON.
+    var maxFrameSize: Int { min(context.config.messageSizeLimit * 2 + 64 * 1024, Int(UInt32.max)) }
+
+    /// Starts serving; returns once every listening address is bound.
+    public func start() throws {
+        try link.start { [hub] envelopes in hub.handle(envelopes) }
+        let hub = self.hub
+        let logger = context.logger
+        let maxFrameSize = self.maxFrameSize
+        let highWatermark = max(context.config.clientBufferLimit / 2, 8192)
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(ChannelOptions.backlog, value: 4096)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(ChannelOptions.socket(SocketOptionLevel(SOL_SOCKET), SO_REUSEPORT), value: 1)
+            .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(ChannelOptions.writeBufferWaterMark,
+                                value: .init(low: highWatermark / 2, high: highWatermark))
+            .childChannelInitializer { channel in
+                let upgrader = NIOWebSocketServerUpgrader(
+                    maxFrameSize: maxFrameSize,
+                    automaticErrorHandling: true,
+                    shouldUpgrade: { channel, head in
+                        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? "/"
+                        let accepted = path == "/" || path == "/ws"
+                        return channel.eventLoop.makeSucceededFuture(accepted ? HTTPHeaders() : nil)
+                    },
+                    upgradePipelineHandler: { channel, _ in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(ClientHandler(hub: hub))
+                        }
+                    })
+                return channel.eventLoop.makeCompletedFuture {
+                    let httpHandler = PlainHTTPHandler()
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+                        withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in
+                            context.pipeline.syncOperations.removeHandler(httpHandler, promise: nil)
+                        }))
+                    try channel.pipeline.syncOperations.addHandler(httpHandler)
+                }
+            }
+        for address in context.config.listen {
+            let channel = try bootstrap.bind(host: address.host, port: address.port).wait()
+            serverChannels.append(channel)
+            logger.info("listening", ["address": address])
+        }
+        eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(250), delay: .milliseconds(250)) { [hub] _ in
+            hub.tick()
+        }
+    }
+
+    /// Closes every client with a "reconnect" close code, gives the frames a moment to leave, and stops.
+    public func shutdown() {
+        context.logger.info("closing client connections", ["connections": hub.connectionCount])
+        let done = eventLoop.submit { [hub, serverChannels] in
+            for channel in serverChannels { channel.close(promise: nil) }
+            hub.closeAll(reason: "service restart: reconnect")
+        }
+        _ = try? done.wait()
+        Thread.sleep(forTimeInterval: 0.3)
+        link.stop()
+        try? group.syncShutdownGracefully()
+    }
+
+    /// The whole life of a ws-ingress instance.
+    public static func main() -> Never {
+        let context = StageContext.bootstrap(.ingress)
+        let server: IngressServer
+        do {
+            server = try IngressServer(context: context)
+            try server.start()
+        } catch {
+            context.logger.error("cannot start", ["error": error])
+            exit(1)
+        }
+        let stopped = DispatchSemaphore(value: 0)
+        context.start(onStop: { stopped.signal() })
+        context.setReady(true)
+        context.logger.info("ready", ["address": context.inboundAddress, "pid": getpid()])
+        stopped.wait()
+        server.shutdown()
+        context.logger.info("stopped")
+        exit(0)
+    }
+}
+
+/// Answers plain HTTP requests (those that are not a WebSocket upgrade): `GET /health`, and a hint elsewhere.
+final class PlainHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .head(let head) = unwrapInboundIn(data) else { return }
+        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? "/"
+        let (status, body): (HTTPResponseStatus, String)
+        switch path {
+        case "/health": (status, body) = (.ok, "ok\n")
+        case "/", "/ws": (status, body) = (.upgradeRequired, "connect with a WebSocket client\n")
+        default: (status, body) = (.notFound, "not found\n")
+        }
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
+        headers.add(name: "Content-Length", value: String(body.utf8.count))
+        headers.add(name: "Connection", value: "close")
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))),
+                      promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+    }
+}

@@ -1,0 +1,110 @@
+import Foundation
+import NIOCore
+import SwitchyardCore
+
+/// Encodes server → client frames of protocol v1 as JSON text, straight into a `ByteBuffer`.
+///
+/// A message frame is encoded once per ingress and the same bytes go to every subscriber.
+public enum ServerFrames {
+    public static func message(_ message: Message, kind: MessageKind, allocator: ByteBufferAllocator) -> ByteBuffer {
+        let binary = message.flags.contains(.binary)
+        var buffer = allocator.buffer(capacity: message.content.readableBytes * (binary ? 4 : 1) / (binary ? 3 : 1)
+                                      + message.subject.utf8.count + message.epoch.utf8.count + 128)
+        buffer.writeStaticString(#"{"op":"message","subject":"#)
+        buffer.writeJSONString(message.subject)
+        buffer.writeStaticString(#","content":""#)
+        if binary {
+            buffer.writeString(Data(message.content.readableBytesView).base64EncodedString())
+        } else {
+            buffer.writeJSONEscaped(message.content.readableBytesView)
+        }
+        buffer.writeStaticString("\"")
+        if binary { buffer.writeStaticString(#","encoding":"base64""#) }
+        buffer.writeStaticString(#","type":""#)
+        buffer.writeString(kind.protocolName)
+        buffer.writeStaticString(#"","seq":"#)
+        buffer.writeString(String(message.seq))
+        buffer.writeStaticString(#","epoch":"#)
+        buffer.writeJSONString(message.epoch)
+        buffer.writeStaticString(message.flags.contains(.retained) ? #","retained":true"# : #","retained":false"#)
+        if !message.closure.isEmpty {
+            buffer.writeStaticString(#","closure":"#)
+            buffer.writeJSONString(message.closure)
+        }
+        if !message.flags.contains(.guaranteed) { buffer.writeStaticString(#","qos":"STANDARD""#) }
+        buffer.writeStaticString("}")
+        return buffer
+    }
+
+    public static func subscribed(_ subject: String, status: String, reason: String? = nil) -> ByteBuffer {
+        object(["op": "subscribed", "subject": subject, "status": status, "reason": reason])
+    }
+
+    public static func status(_ subject: String, status: String) -> ByteBuffer {
+        object(["op": "status", "subject": subject, "status": status])
+    }
+
+    public static func publishStatus(closure: String, status: String, reason: String? = nil) -> ByteBuffer {
+        object(["op": "publish_status", "closure": closure, "status": status, "reason": reason])
+    }
+
+    public static func error(_ error: ClientFrameError) -> ByteBuffer {
+        object(["op": "error", "code": error.code, "reason": error.reason])
+    }
+
+    public static let pong: ByteBuffer = object(["op": "pong"])
+
+    /// A small object of string fields, `op` first; nil fields are left out.
+    private static func object(_ fields: KeyValuePairs<String, String?>) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.writeStaticString("{")
+        var first = true
+        for (key, value) in fields {
+            guard let value else { continue }
+            if !first { buffer.writeStaticString(",") }
+            first = false
+            buffer.writeJSONString(key)
+            buffer.writeStaticString(":")
+            buffer.writeJSONString(value)
+        }
+        buffer.writeStaticString("}")
+        return buffer
+    }
+}
+
+extension ByteBuffer {
+    mutating func writeJSONString(_ string: String) {
+        writeStaticString("\"")
+        writeJSONEscaped(string.utf8)
+        writeStaticString("\"")
+    }
+
+    /// Writes UTF-8 bytes escaped for a JSON string (quotes, backslashes and control characters); runs that need
+    /// no escaping are copied whole.
+    mutating func writeJSONEscaped<Bytes: Sequence>(_ bytes: Bytes) where Bytes.Element == UInt8 {
+        let copied: Void? = bytes.withContiguousStorageIfAvailable { writeJSONEscaped(UnsafeRawBufferPointer($0)) }
+        if copied == nil { Array(bytes).withUnsafeBytes { writeJSONEscaped($0) } }
+    }
+
+    private mutating func writeJSONEscaped(_ bytes: UnsafeRawBufferPointer) {
+        var runStart = 0
+        for (index, byte) in bytes.enumerated() where byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
+            writeBytes(UnsafeRawBufferPointer(rebasing: bytes[runStart..<index]))
+            runStart = index + 1
+            switch byte {
+            case UInt8(ascii: "\""): writeStaticString("\\\"")
+            case UInt8(ascii: "\\"): writeStaticString("\\\\")
+            case UInt8(ascii: "\n"): writeStaticString("\\n")
+            case UInt8(ascii: "\r"): writeStaticString("\\r")
+            case UInt8(ascii: "\t"): writeStaticString("\\t")
+            default:
+                writeStaticString("\\u00")
+                writeInteger(Self.hexDigits[Int(byte >> 4)])
+                writeInteger(Self.hexDigits[Int(byte & 0xF)])
+            }
+        }
+        writeBytes(UnsafeRawBufferPointer(rebasing: bytes[runStart...]))
+    }
+
+    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
+}

@@ -1,0 +1,3 @@
+import IngressStage
+
+IngressServer.main()
