@@ -23,14 +23,16 @@ public enum Delivery {
     case pipeline
     /// An answer to one ingress: give up after one send timeout, so a vanished ingress never stalls the stage.
     case reply
+    /// A notice that matters only to a peer that is up now (`PeerUp`): wait only for the connection to form.
+    case bestEffort
 }
 
 /// Batches outgoing envelopes per destination and sends each batch as one nanomsg message.
 public final class Outbox {
     private final class Destination {
         let socket: NanomsgSocket
-        /// `.pipeline` as soon as one envelope of the pending batch needs it.
-        var delivery = Delivery.reply
+        /// The strictest delivery any envelope of the pending batch asked for.
+        var delivery = Delivery.bestEffort
         var batch = BatchWriter()
         /// While a reply destination is unreachable, sends do not wait for it.
         var unreachableUntil: UInt64 = 0
@@ -41,6 +43,7 @@ public final class Outbox {
 
     public static let batchBytes = 16 * 1024
     private static let sendTimeoutMilliseconds = 1000
+    private static let bestEffortTimeoutMilliseconds = 100
     private static let unreachablePause: UInt64 = 5_000_000_000
 
     private var destinations: [String: Destination] = [:]
@@ -59,7 +62,9 @@ public final class Outbox {
     public func send(_ envelope: Envelope, to address: String, delivery: Delivery = .pipeline) {
         guard let destination = destination(address) else { return }
         destination.batch.append(envelope)
-        if delivery == .pipeline { destination.delivery = .pipeline }
+        if delivery == .pipeline || (delivery == .reply && destination.delivery == .bestEffort) {
+            destination.delivery = delivery
+        }
         if destination.batch.byteCount >= Self.batchBytes { flush(address, destination) }
     }
 
@@ -75,7 +80,7 @@ public final class Outbox {
         let count = destination.batch.count
         let batch = destination.batch.finish()
         let delivery = destination.delivery
-        destination.delivery = .reply
+        destination.delivery = .bestEffort
         do {
             switch delivery {
             case .pipeline:
@@ -98,6 +103,13 @@ public final class Outbox {
                     destination.unreachableUntil = now + Self.unreachablePause
                     logger.warn("reply destination unreachable; answers dropped",
                                 ["peer": address, "dropped": destination.dropped])
+                    return
+                }
+            case .bestEffort:
+                try destination.socket.setSendTimeout(milliseconds: Self.bestEffortTimeoutMilliseconds)
+                defer { try? destination.socket.setSendTimeout(milliseconds: Self.sendTimeoutMilliseconds) }
+                guard try destination.socket.send(batch) else {
+                    logger.debug("peer not up; notice dropped", ["peer": address])
                     return
                 }
             }
@@ -220,7 +232,7 @@ public final class PipelineLoop: @unchecked Sendable {
             let topology = context.topology
             let peerUp = Envelope.peerUp(PeerUp(stage: stage.rawValue, instance: UInt32(context.instance)))
             for ingress in 0..<topology.count(.ingress) {
-                outbox.send(peerUp, to: topology.address(.ingress, ingress), delivery: .reply)
+                outbox.send(peerUp, to: topology.address(.ingress, ingress), delivery: .bestEffort)
             }
         }
         context.setReady(true)

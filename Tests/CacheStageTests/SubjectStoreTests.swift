@@ -1,0 +1,117 @@
+import NIOCore
+import SwitchyardCore
+import XCTest
+@testable import CacheStage
+
+final class SubjectStoreTests: XCTestCase {
+    let second: UInt64 = 1_000_000_000
+
+    func published(_ text: String, subject: String = "/a/b", flags: MessageFlags = [.retained, .guaranteed])
+        -> Message {
+        Message(subject: subject, content: ByteBuffer(string: text), flags: flags)
+    }
+
+    func subscribe(_ start: SubscribeStart, subject: String = "/a/b") -> Subscribe {
+        Subscribe(requestID: 1, replyTo: "ipc:///x", subject: subject, ingress: 0, registersInterest: true,
+                  start: start)
+    }
+
+    func contents(_ reply: SubscribeReply) -> [String] {
+        reply.messages.map { String(buffer: $0.content) }
+    }
+
+    func testNumbersEachSubjectFromOne() {
+        let store = SubjectStore(epoch: "E", maxMessagesPerSubject: 10, maxAge: 60 * second)
+        XCTAssertEqual(store.append(published("m1"), now: 1).seq, 1)
+        XCTAssertEqual(store.append(published("m2"), now: 2).seq, 2)
+        let other = store.append(published("o1", subject: "/x"), now: 3)
+        XCTAssertEqual(other.seq, 1)
+        XCTAssertEqual(other.epoch, "E")
+    }
+
+    func testSnapshotIsTheLastRetainedMessage() {
+        let store = SubjectStore(epoch: "E", maxMessagesPerSubject: 10, maxAge: 60 * second)
+        XCTAssertEqual(store.reply(to: subscribe(.snapshot)).messages, [])
+        _ = store.append(published("kept"), now: 1)
+        _ = store.append(published("not retained", flags: [.guaranteed]), now: 2)
+        let reply = store.reply(to: subscribe(.snapshot))
+        XCTAssertEqual(contents(reply), ["kept"])
+        XCTAssertEqual(reply.kind, .snapshot)
+        XCTAssertEqual(reply.lastSeq, 2)
+    }
+
+    func testHistoryReturnsTheMostRecentOldestFirst() {
+        let store = SubjectStore(epoch: "E", maxMessagesPerSubject: 10, maxAge: 60 * second)
+        for index in 1...5 { _ = store.append(published("m\(index)"), now: UInt64(index)) }
+        let reply = store.reply(to: subscribe(.history(count: 3)))
+        XCTAssertEqual(contents(reply), ["m3", "m4", "m5"])
+        XCTAssertEqual(reply.kind, .historical)
+    }
+
+    func testRecoveryReturnsExactlyWhatWasMissed() {
+        let store = SubjectStore(epoch: "E", maxMessagesPerSubject: 10, maxAge: 60 * second)
+        for index in 1...5 { _ = store.append(published("m\(index)"), now: UInt64(index)) }
+        let reply = store.reply(to: subscribe(.recover(epoch: "E", seq: 2)))
+        XCTAssertEqual(reply.status, .sync)
+        XCTAssertEqual(reply.kind, .recovered)
+        XCTAssertEqual(reply.messages.map(\.seq), [3, 4, 5])
+        XCTAssertEqual(store.reply(to: subscribe(.recover(epoch: "E", seq: 5))).messages, [])
+        XCTAssertEqual(store.reply(to: subscribe(.recover(epoch: "E", seq: 5))).status, .sync)
+    }
+
+    func testUnknownEpochOrFuturePositionResyncsWithTheSnapshot() {
+        let store = SubjectStore(epoch: "E", maxMessagesPerSubject: 10, maxAge: 60 * second)
+        for index in 1...3 { _ = store.append(published("m\(index)"), now: UInt64(index)) }
+        for start in [SubscribeStart.recover(epoch: "old", seq: 1), .recover(epoch: "E", seq: 9)] {
+            let reply = store.reply(to: subscribe(start))
+            XCTAssertEqual(reply.status, .resync)
+            XCTAssertEqual(contents(reply), ["m3"])
+        }
+    }
+
+    func testCountEvictionEndsRecoveryBeyondTheWindow() {
+        let store = SubjectStore(epoch: "E", maxMessagesPerSubject: 3, maxAge: 60 * second)
+        for index in 1...6 { _ = store.append(published("m\(index)"), now: UInt64(index)) }
+        XCTAssertEqual(store.messageCount, 3)
+        XCTAssertEqual(store.reply(to: subscribe(.recover(epoch: "E", seq: 3))).messages.map(\.seq), [4, 5, 6])
+        XCTAssertEqual(store.reply(to: subscribe(.recover(epoch: "E", seq: 2))).status, .resync)
+    }
+
+    func testAgeExpiryEndsRecoveryBeyondTheWindow() {
+        let store = SubjectStore(epoch: "E", maxMessagesPerSubject: 100, maxAge: 10 * second)
+        _ = store.append(published("old"), now: 100 * second)
+        _ = store.append(published("new"), now: 105 * second)
+        store.expire(now: 112 * second)
+        XCTAssertEqual(store.messageCount, 1)
+        XCTAssertEqual(store.reply(to: subscribe(.recover(epoch: "E", seq: 1))).messages.map(\.seq), [2])
+        XCTAssertEqual(store.reply(to: subscribe(.recover(epoch: "E", seq: 0))).status, .resync)
+        // The snapshot outlives the history.
+        store.expire(now: 200 * second)
+        XCTAssertEqual(contents(store.reply(to: subscribe(.snapshot))), ["new"])
+    }
+
+    func testStandardMessagesAreNumberedButNotKept() {
+        let store = SubjectStore(epoch: "E", maxMessagesPerSubject: 10, maxAge: 60 * second)
+        _ = store.append(published("g1"), now: 1)
+        XCTAssertEqual(store.append(published("s2", flags: [.retained]), now: 2).seq, 2)
+        _ = store.append(published("g3"), now: 3)
+        XCTAssertEqual(store.reply(to: subscribe(.recover(epoch: "E", seq: 0))).messages.map(\.seq), [1, 3])
+    }
+
+    func testKafkaRecordsKeepTheirNumbersAndANewEpochStartsOver() {
+        let store = SubjectStore(epoch: "unused", maxMessagesPerSubject: 10, maxAge: 60 * second)
+        for offset: UInt64 in [10, 12, 15] {
+            var record = published("r\(offset)")
+            record.seq = offset
+            record.epoch = "p0"
+            store.insert(record)
+        }
+        XCTAssertEqual(store.reply(to: subscribe(.recover(epoch: "p0", seq: 11))).messages.map(\.seq), [12, 15])
+        XCTAssertEqual(store.reply(to: subscribe(.recover(epoch: "p0", seq: 8))).status, .resync)
+        var recreated = published("fresh")
+        recreated.seq = 0
+        recreated.epoch = "p0-new"
+        store.insert(recreated)
+        XCTAssertEqual(store.reply(to: subscribe(.recover(epoch: "p0", seq: 15))).status, .resync)
+    }
+}

@@ -1,0 +1,67 @@
+import XCTest
+@testable import SwitchyardCore
+
+final class ConfigTests: XCTestCase {
+    func testDefaultsAndTheShippedFormat() throws {
+        let text = """
+            Listen = *:8800                     # WebSocket/HTTP
+            ClusterEngine = none                # none | kafka
+            MaxCachedMessagesPerSubject = 1000
+            CacheExpireTime = 180
+            RunDir = var/run
+            LogFolder = var/log
+            LogLevel = INFO
+            KafkaConsumerConfig = kafka/consumer.properties
+            KafkaProducerConfig = kafka/producer.properties
+            """
+        let config = try SwitchyardConfig.parse(text, file: "/etc/sy/switchyard.conf")
+        XCTAssertEqual(config.listen, [ListenAddress(host: "0.0.0.0", port: 8800)])
+        XCTAssertEqual(config.clusterEngine, .none)
+        XCTAssertEqual(config.runDir, "/etc/sy/var/run")
+        XCTAssertEqual(config.kafkaConsumerConfig, "/etc/sy/kafka/consumer.properties")
+        XCTAssertEqual(config.maxCachedMessagesPerSubject, 1000)
+        XCTAssertEqual(config.logLevel, .info)
+    }
+
+    func testSeveralListenAddresses() throws {
+        let config = try SwitchyardConfig.parse("Listen = 127.0.0.1:1, [::1]:2", file: "/x.conf")
+        XCTAssertEqual(config.listen, [ListenAddress(host: "127.0.0.1", port: 1), ListenAddress(host: "::1", port: 2)])
+    }
+
+    func testErrorsNameFileLineAndParameter() {
+        let cases: [(String, Int, String)] = [
+            ("# comment\nFoo = 1", 2, "Foo"),
+            ("Listen = nowhere", 1, "Listen"),
+            ("\n\nCacheExpireTime = soon", 3, "CacheExpireTime"),
+            ("ClusterEngine = zookeeper", 1, "ClusterEngine"),
+            ("LogLevel = LOUD", 1, "LogLevel"),
+            ("MaxCachedMessagesPerSubject = -1", 1, "MaxCachedMessagesPerSubject"),
+            ("RunDir =", 1, "RunDir"),
+            ("LogLevel = INFO\nLogLevel = DEBUG", 2, "LogLevel"),
+            ("just words", 1, "just words"),
+        ]
+        for (text, line, parameter) in cases {
+            XCTAssertThrowsError(try SwitchyardConfig.parse(text, file: "/a/b.conf"), text) { error in
+                guard let error = error as? ConfigError else { return XCTFail("\(error)") }
+                XCTAssertEqual(error.line, line, text)
+                XCTAssertEqual(error.parameter, parameter, text)
+                XCTAssertTrue(error.description.hasPrefix("/a/b.conf:\(line): parameter '\(parameter)'"),
+                              error.description)
+            }
+        }
+    }
+
+    func testTopologyAddressesAndOverride() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("sy-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        var config = try SwitchyardConfig.parse("CacheInstances = 2", file: folder + "/s.conf")
+        config.runDir = folder
+        XCTAssertEqual(Topology.load(config: config).count(.cache), 2)
+        try Data(#"{"cache": 4, "ws-ingress": 3}"#.utf8).write(to: URL(fileURLWithPath: folder + "/topology.json"))
+        let topology = Topology.load(config: config)
+        XCTAssertEqual(topology.count(.cache), 4)
+        XCTAssertEqual(topology.count(.ingress), 3)
+        XCTAssertEqual(topology.address(.cache, 1), "ipc://\(folder)/cache-1.ipc")
+    }
+}
