@@ -47,6 +47,8 @@ def test_status_shows_one_row_per_stage_with_live_pid(broker):
         assert pid_alive(pid), f"{stage}: pid {pid} is not running"
         assert pid == broker.pid(stage), f"{stage}: status pid {pid} != pid file {broker.pid(stage)}"
         assert int(row["restarts"]) == 0, row
+        assert row["state"] == "up", row
+    assert broker.cli("status", "--json").rc == 0, "status exits 0 when every instance is up"
 
     table = broker.cli("status")
     assert table.rc == 0, table
@@ -113,7 +115,7 @@ def wait_restarted(b, stage: str, old_pid: int) -> dict:
     def restarted():
         row = b.status_row(stage)
         if row and int(row.get("restarts", 0)) >= 1 and int(row.get("pid") or 0) not in (0, old_pid) \
-                and pid_alive(int(row["pid"])):
+                and pid_alive(int(row["pid"])) and row.get("state", "up") == "up":
             return row
         return None
     return wait_until(restarted, RESTART_TIMEOUT, interval=0.5,
