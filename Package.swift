@@ -17,6 +17,7 @@ let package = Package(
     targets: [
         // C libraries, imported through shim headers.
         .systemLibrary(name: "CNanomsg", pkgConfig: "nanomsg"),
+        .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka"),
 
         // Shared core: envelope codec, nanomsg wrapper, configuration, logging, metrics.
         .target(name: "SwitchyardCore", dependencies: [
@@ -41,6 +42,13 @@ let package = Package(
         ]),
         .target(name: "FanoutStage", dependencies: ["SwitchyardCore"]),
 
+        // librdkafka wrapper (producer, assign-based consumer, properties files) for the kafka stages.
+        .target(name: "SwitchyardKafka", dependencies: [
+            "CRdKafka",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        ]),
+
         .executableTarget(name: "ws-ingress", dependencies: ["IngressStage"]),
         .executableTarget(name: "router", dependencies: ["RouterStage"]),
         .executableTarget(name: "cache", dependencies: ["CacheStage"]),
@@ -48,6 +56,7 @@ let package = Package(
 
         .testTarget(name: "SwitchyardCoreTests", dependencies: ["SwitchyardCore"]),
         .testTarget(name: "CacheStageTests", dependencies: ["CacheStage"]),
+        .testTarget(name: "SwitchyardKafkaTests", dependencies: ["SwitchyardKafka"]),
         .testTarget(name: "IngressStageTests", dependencies: [
             "IngressStage",
             .product(name: "NIOEmbedded", package: "swift-nio"),

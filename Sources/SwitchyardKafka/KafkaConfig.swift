@@ -1,0 +1,232 @@
+import CRdKafka
+import Foundation
+
+/// A problem in a Kafka `.properties` file, named by file, line and parameter (the same shape as
+/// SwitchyardCore's `ConfigError`, so start-up messages read alike).
+public struct KafkaConfigError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The file the parameter came from; "(set by Switchyard)" for a property set in code.
+    public let file: String
+    /// 1-based line number; 0 when the property was not read from a file.
+    public let line: Int
+    public let parameter: String
+    public let problem: String
+
+    public init(file: String, line: Int, parameter: String, problem: String) {
+        self.file = file
+        self.line = line
+        self.parameter = parameter
+        self.problem = problem
+    }
+
+    public var description: String {
+        if line > 0 { return "\(file):\(line): parameter '\(parameter)': \(problem)" }
+        if parameter.isEmpty { return "\(file): \(problem)" }
+        return "\(file): parameter '\(parameter)': \(problem)"
+    }
+}
+
+/// Which topics a consumer reads: listed names and/or a regular expression that must match a whole topic name.
+public struct KafkaTopicSelection: Sendable, Equatable {
+    public var names: [String]
+    /// Swift `Regex` syntax; matched against the whole topic name (like Java's `Pattern.matches`, which Kafka's
+    /// own `subscribe(Pattern)` uses). Topics starting with `__` (Kafka's internal ones) never match a regex.
+    public var regex: String?
+
+    public init(names: [String] = [], regex: String? = nil) {
+        self.names = names
+        self.regex = regex
+    }
+
+    public var isEmpty: Bool { names.isEmpty && regex == nil }
+}
+
+/// librdkafka properties from a `.properties` file, with Switchyard's own keys (`topics`, `topics.regex`)
+/// separated out.
+///
+/// File format (Java `.properties`, the way Kafka users write them): `key = value` or `key: value` (the first
+/// `=` or `:` separates), whitespace around key and value ignored, lines starting with `#` or `!` are comments,
+/// blank lines ignored, a line ending in an odd number of `\` continues on the next line. A `#` after a value
+/// is part of the value (as in Java), and no other backslash escapes are interpreted. A key given twice: the
+/// later line wins.
+public struct KafkaConfig: Sendable {
+    /// One librdkafka property and where it came from.
+    public struct Property: Sendable, Equatable {
+        public var key: String
+        public var value: String
+        /// 0 for a property set in code.
+        public var line: Int
+    }
+
+    /// Keys that are Switchyard's, not librdkafka's.
+    public static let switchyardKeys: Set<String> = ["topics", "topics.regex"]
+
+    /// The file the properties came from, for error messages.
+    public var file: String
+    /// librdkafka properties in file order.
+    public private(set) var properties: [Property]
+    /// What to consume (`topics`, `topics.regex`); empty for a producer's file.
+    public var topics: KafkaTopicSelection
+
+    public init(file: String = "(set by Switchyard)", properties: [String: String] = [:],
+                topics: KafkaTopicSelection = KafkaTopicSelection()) {
+        self.file = file
+        self.properties = properties.sorted { $0.key < $1.key }.map { Property(key: $0.key, value: $0.value, line: 0) }
+        self.topics = topics
+    }
+
+    /// The value of a librdkafka property (the last one set).
+    public subscript(key: String) -> String? {
+        properties.last { $0.key == key }?.value
+    }
+
+    /// Sets (or overrides) a librdkafka property in code.
+    public mutating func set(_ key: String, _ value: String) {
+        properties.removeAll { $0.key == key }
+        properties.append(Property(key: key, value: value, line: 0))
+    }
+
+    /// Sets a librdkafka property only when the file did not.
+    public mutating func setDefault(_ key: String, _ value: String) {
+        if self[key] == nil { set(key, value) }
+    }
+
+    /// Loads a `.properties` file.
+    public static func load(path: String) throws -> KafkaConfig {
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw KafkaConfigError(file: path, line: 0, parameter: "", problem: "cannot read the file: \(error.localizedDescription)")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw KafkaConfigError(file: path, line: 0, parameter: "", problem: "the file is not UTF-8 text")
+        }
+        return try parse(text, file: path)
+    }
+
+    /// Parses `.properties` text; `file` names it in errors.
+    public static func parse(_ text: String, file: String) throws -> KafkaConfig {
+        var config = KafkaConfig(file: file)
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { line -> Substring in
+            line.hasSuffix("\r") ? line.dropLast() : line
+        }[...]
+        var lineNumber = 0
+        while let first = lines.popFirst() {
+            lineNumber += 1
+            let startLine = lineNumber
+            var logical = String(first.drop { $0 == " " || $0 == "\t" || $0 == "\u{0C}" })
+            if logical.isEmpty || logical.hasPrefix("#") || logical.hasPrefix("!") { continue }
+            // Continuation: an odd number of trailing backslashes joins the next line (its leading blanks dropped).
+            while endsWithOddBackslashes(logical), let next = lines.popFirst() {
+                lineNumber += 1
+                logical.removeLast()
+                logical += next.drop { $0 == " " || $0 == "\t" || $0 == "\u{0C}" }
+            }
+            if endsWithOddBackslashes(logical) { logical.removeLast() }
+
+            guard let sep = logical.firstIndex(where: { $0 == "=" || $0 == ":" }) else {
+                let word = logical.trimmingCharacters(in: .whitespaces)
+                throw KafkaConfigError(file: file, line: startLine, parameter: word,
+                                       problem: "expected 'key = value'")
+            }
+            let key = logical[..<sep].trimmingCharacters(in: .whitespaces)
+            let value = logical[logical.index(after: sep)...].trimmingCharacters(in: .whitespaces)
+            guard !key.isEmpty else {
+                throw KafkaConfigError(file: file, line: startLine, parameter: "", problem: "missing key before '\(logical[sep])'")
+            }
+            guard !key.contains(where: { $0 == " " || $0 == "\t" }) else {
+                throw KafkaConfigError(file: file, line: startLine, parameter: key,
+                                       problem: "a key cannot contain blanks (expected 'key = value')")
+            }
+            switch key {
+            case "topics":
+                var names: [String] = []
+                for raw in value.split(separator: ",") {
+                    let name = raw.trimmingCharacters(in: .whitespaces)
+                    if name.isEmpty { continue }
+                    if let problem = KafkaConfig.topicNameProblem(name) {
+                        throw KafkaConfigError(file: file, line: startLine, parameter: key, problem: problem)
+                    }
+                    if !names.contains(name) { names.append(name) }
+                }
+                if names.isEmpty {
+                    throw KafkaConfigError(file: file, line: startLine, parameter: key,
+                                           problem: "no topic named (expected 'topics = a,b')")
+                }
+                config.topics.names = names
+            case "topics.regex":
+                if value.isEmpty {
+                    throw KafkaConfigError(file: file, line: startLine, parameter: key, problem: "empty regular expression")
+                }
+                do {
+                    _ = try Regex(value)
+                } catch {
+                    throw KafkaConfigError(file: file, line: startLine, parameter: key,
+                                           problem: "invalid regular expression: \(error)")
+                }
+                config.topics.regex = value
+            default:
+                config.properties.removeAll { $0.key == key }
+                config.properties.append(Property(key: key, value: value, line: startLine))
+            }
+        }
+        return config
+    }
+
+    /// Why `name` is not a valid Kafka topic name, or nil when it is.
+    public static func topicNameProblem(_ name: String) -> String? {
+        if name.isEmpty { return "empty topic name" }
+        if name.utf8.count > 249 { return "topic name '\(name)' is longer than 249 characters" }
+        if name == "." || name == ".." { return "'\(name)' is not a valid topic name" }
+        for c in name.utf8 {
+            let ok = (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A)
+                || c == UInt8(ascii: ".") || c == UInt8(ascii: "_") || c == UInt8(ascii: "-")
+            if !ok { return "topic name '\(name)' may only contain [a-zA-Z0-9._-]" }
+        }
+        return nil
+    }
+
+    private static func endsWithOddBackslashes(_ s: String) -> Bool {
+        var count = 0
+        for c in s.reversed() {
+            if c == "\\" { count += 1 } else { break }
+        }
+        return count % 2 == 1
+    }
+
+    /// Creates a librdkafka configuration object with every property applied, in order.
+    /// The caller owns the result (pass it to `rd_kafka_new`, or `rd_kafka_conf_destroy` it).
+    func makeNativeConf() throws -> OpaquePointer {
+        guard let conf = rd_kafka_conf_new() else {
+            throw KafkaConfigError(file: file, line: 0, parameter: "", problem: "rd_kafka_conf_new failed")
+        }
+        do {
+            for property in properties {
+                try Self.apply(property, to: conf, file: file)
+            }
+        } catch {
+            rd_kafka_conf_destroy(conf)
+            throw error
+        }
+        return conf
+    }
+
+    /// Checks every property against librdkafka without creating a client, so start-up can report a bad
+    /// property before any stage runs.
+    public func validate() throws {
+        rd_kafka_conf_destroy(try makeNativeConf())
+    }
+
+    static func apply(_ property: Property, to conf: OpaquePointer, file: String) throws {
+        var errbuf = [CChar](repeating: 0, count: 512)
+        let result = rd_kafka_conf_set(conf, property.key, property.value, &errbuf, errbuf.count)
+        guard result == RD_KAFKA_CONF_OK else {
+            var message = errbuf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+            if message.isEmpty {
+                message = result == RD_KAFKA_CONF_UNKNOWN ? "unknown property" : "invalid value '\(property.value)'"
+            }
+            throw KafkaConfigError(file: property.line > 0 ? file : "(set by Switchyard)", line: property.line,
+                                   parameter: property.key, problem: message)
+        }
+    }
+}

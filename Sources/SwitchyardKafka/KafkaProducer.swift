@@ -1,0 +1,213 @@
+import CRdKafka
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// What `KafkaProducer.produce` did with a record.
+public enum KafkaProduceResult: Sendable, Equatable {
+    /// Queued; its delivery report will follow.
+    case queued
+    /// librdkafka's local queue is full (`queue.buffering.max.messages` / `.kbytes`): backpressure. Nothing was
+    /// queued and no delivery report will follow; retry after some delivery reports arrived.
+    case queueFull
+    /// Refused at once (message too large, unknown partition, producer closed, ...); no delivery report follows.
+    case failed(KafkaError)
+}
+
+/// A Kafka producer: one librdkafka handle, one poll thread that delivers delivery reports in batches.
+///
+/// - `produce` may be called from any thread; it never blocks.
+/// - Delivery reports and events are delivered on the producer's own poll thread, never concurrently. The
+///   callbacks must not block for long and must not keep the producer strongly referenced (that would keep it
+///   alive forever; capture it weakly if needed).
+/// - Defaults (unless the properties file sets them): `partitioner = murmur2_random` (the Java client's, so a
+///   key lands on the same partition whichever client produced it), `client.id = switchyard`.
+/// - A record with a null key goes to partition `nullKeyPartition` (default 0), so a single-segment subject
+///   keeps its order and one epoch; nil lets the partitioner spread null keys.
+public final class KafkaProducer: @unchecked Sendable {
+    private let client: RdKafkaClient
+    private var thread: PollThread?
+    private let nullKeyPartition: Int32?
+
+    private struct State {
+        var topics: [String: OpaquePointer] = [:]
+        var closed = false
+    }
+    private let state = NIOLockedValueBox(State())
+
+    /// - Parameters:
+    ///   - config: librdkafka properties (`bootstrap.servers`, ...); Switchyard's `topics` keys are ignored.
+    ///   - nullKeyPartition: partition for null-key records; nil to let the partitioner choose.
+    ///   - onDelivery: a batch of delivery reports, in the order librdkafka reports them.
+    ///   - onEvent: logs, client errors, reachability changes.
+    public init(config: KafkaConfig, nullKeyPartition: Int32? = 0,
+                onDelivery: @escaping @Sendable ([KafkaDeliveryReport]) -> Void,
+                onEvent: @escaping @Sendable (KafkaEvent) -> Void = { _ in }) throws {
+        var config = config
+        config.setDefault("partitioner", "murmur2_random")
+        config.setDefault("client.id", "switchyard")
+        self.client = try RdKafkaClient(type: RD_KAFKA_PRODUCER, config: config, forced: [],
+                                        events: SY_RD_KAFKA_EVENT_DR, onEvent: onEvent)
+        self.nullKeyPartition = nullKeyPartition
+
+        let client = self.client
+        let loop = ProducerLoop(client: client, onDelivery: onDelivery)
+        self.thread = PollThread(name: "kafka-producer") { loop.iterate() }
+    }
+
+    deinit {
+        close(flushTimeout: .zero)
+    }
+
+    /// Queues one record. `id` comes back in its delivery report. Key and value are copied.
+    /// A nil key is a null key; an empty buffer is an empty (not null) key or value.
+    public func produce(topic: String, key: UnsafeRawBufferPointer?, value: UnsafeRawBufferPointer,
+                        id: UInt64) -> KafkaProduceResult {
+        state.withLockedValue { state -> KafkaProduceResult in
+            if state.closed {
+                return .failed(KafkaError(RD_KAFKA_RESP_ERR__DESTROY, reason: "the producer is closed"))
+            }
+            let rkt: OpaquePointer
+            if let existing = state.topics[topic] {
+                rkt = existing
+            } else {
+                guard let created = rd_kafka_topic_new(client.handle, topic, nil) else {
+                    return .failed(KafkaError(rd_kafka_last_error(), reason: "cannot use topic '\(topic)'"))
+                }
+                state.topics[topic] = created
+                rkt = created
+            }
+            let partition = key == nil ? (nullKeyPartition ?? SY_RD_KAFKA_PARTITION_UA) : SY_RD_KAFKA_PARTITION_UA
+            // librdkafka reads a NULL pointer as a null key/value; a zero-length buffer may have no base address.
+            let rc = withUnsafeBytes(of: UInt8(0)) { empty -> Int32 in
+                let valuePtr = value.baseAddress ?? empty.baseAddress!
+                let keyPtr = key.map { $0.baseAddress ?? empty.baseAddress! }
+                return rd_kafka_produce(rkt, partition, SY_RD_KAFKA_MSG_F_COPY,
+                                        UnsafeMutableRawPointer(mutating: valuePtr), value.count,
+                                        keyPtr, key?.count ?? 0,
+                                        UnsafeMutableRawPointer(bitPattern: UInt(truncatingIfNeeded: id)))
+            }
+            if rc == 0 { return .queued }
+            let err = rd_kafka_last_error()
+            if err == RD_KAFKA_RESP_ERR__QUEUE_FULL { return .queueFull }
+            return .failed(KafkaError(err))
+        }
+    }
+
+    /// Queues one record from `ByteBuffer`s (see `produce(topic:key:value:id:)`).
+    public func produce(topic: String, key: ByteBuffer?, value: ByteBuffer, id: UInt64) -> KafkaProduceResult {
+        value.withUnsafeReadableBytes { v in
+            if let key {
+                return key.withUnsafeReadableBytes { k in produce(topic: topic, key: k, value: v, id: id) }
+            }
+            return produce(topic: topic, key: nil, value: v, id: id)
+        }
+    }
+
+    /// Queues one record from byte arrays (see `produce(topic:key:value:id:)`).
+    public func produce(topic: String, key: [UInt8]?, value: [UInt8], id: UInt64) -> KafkaProduceResult {
+        value.withUnsafeBytes { v in
+            if let key {
+                return key.withUnsafeBytes { k in produce(topic: topic, key: k, value: v, id: id) }
+            }
+            return produce(topic: topic, key: nil, value: v, id: id)
+        }
+    }
+
+    /// Records queued or in flight whose delivery reports have not been handled yet.
+    public var outstanding: Int {
+        Int(rd_kafka_outq_len(client.handle))
+    }
+
+    /// Waits until every queued record's delivery report was handled, or the timeout passed (returns false).
+    /// Must not be called from a delivery callback (the poll thread itself): returns false at once there.
+    @discardableResult
+    public func flush(timeout: Duration) -> Bool {
+        if thread?.isCurrent ?? true { return outstanding == 0 }
+        return rd_kafka_flush(client.handle, milliseconds(timeout)) == RD_KAFKA_RESP_ERR_NO_ERROR
+    }
+
+    /// Stops producing: flushes up to `flushTimeout`, stops the poll thread (reports not yet handled are
+    /// dropped) and releases topic handles. The librdkafka handle itself is freed in deinit. Idempotent.
+    public func close(flushTimeout: Duration = .seconds(5)) {
+        let alreadyClosed = state.withLockedValue { state -> Bool in
+            defer { state.closed = true }
+            return state.closed
+        }
+        if alreadyClosed { return }
+        if flushTimeout > .zero { flush(timeout: flushTimeout) }
+        thread?.stop()
+        let topics = state.withLockedValue { state -> [OpaquePointer] in
+            defer { state.topics.removeAll() }
+            return Array(state.topics.values)
+        }
+        for rkt in topics { rd_kafka_topic_destroy(rkt) }
+    }
+
+    /// Whether the cluster answered lately (nil until known); changes also come as `.reachability` events.
+    public var isReachable: Bool? { client.isReachable }
+}
+
+/// The producer's poll loop, run on its own thread; holds no reference to the `KafkaProducer`.
+private final class ProducerLoop {
+    let client: RdKafkaClient
+    let onDelivery: @Sendable ([KafkaDeliveryReport]) -> Void
+    let messages = UnsafeMutablePointer<UnsafePointer<rd_kafka_message_t>?>.allocate(capacity: 1024)
+    var topicNames: [OpaquePointer: String] = [:]
+    var reports: [KafkaDeliveryReport] = []
+    var nextProbe = ContinuousClock.now
+
+    init(client: RdKafkaClient, onDelivery: @escaping @Sendable ([KafkaDeliveryReport]) -> Void) {
+        self.client = client
+        self.onDelivery = onDelivery
+    }
+
+    deinit {
+        messages.deallocate()
+    }
+
+    func iterate() {
+        client.serveMainQueue(timeoutMs: 100) { event in self.handleDeliveryReports(event) }
+        // While the cluster is not known to answer, probe it now and then so recovery is reported even when
+        // nothing is produced.
+        if client.isReachable != true, ContinuousClock.now >= nextProbe {
+            if let error = client.probe(timeoutMs: 1000) {
+                client.setReachable(false, reason: "metadata request failed: \(error.message)")
+            } else {
+                client.setReachable(true, reason: "metadata request answered")
+            }
+            nextProbe = ContinuousClock.now + .seconds(1)
+        }
+    }
+
+    private func handleDeliveryReports(_ event: OpaquePointer) {
+        reports.removeAll(keepingCapacity: true)
+        var delivered = false
+        while true {
+            let n = rd_kafka_event_message_array(event, messages, 1024)
+            if n == 0 { break }
+            for i in 0..<n {
+                guard let msg = messages[i]?.pointee else { continue }
+                let topic = topicName(msg.rkt)
+                let id = UInt64(UInt(bitPattern: msg._private))
+                if msg.err == RD_KAFKA_RESP_ERR_NO_ERROR {
+                    delivered = true
+                    reports.append(KafkaDeliveryReport(id: id, topic: topic, partition: msg.partition,
+                                                       offset: msg.offset, error: nil))
+                } else {
+                    reports.append(KafkaDeliveryReport(id: id, topic: topic, partition: msg.partition,
+                                                       offset: -1, error: KafkaError(msg.err)))
+                }
+            }
+        }
+        if delivered { client.setReachable(true, reason: "records delivered") }
+        if !reports.isEmpty { onDelivery(reports) }
+    }
+
+    private func topicName(_ rkt: OpaquePointer?) -> String {
+        guard let rkt else { return "" }
+        if let name = topicNames[rkt] { return name }
+        let name = String(cString: rd_kafka_topic_name(rkt))
+        topicNames[rkt] = name
+        return name
+    }
+}
