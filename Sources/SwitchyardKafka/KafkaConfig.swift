@@ -107,9 +107,8 @@ public struct KafkaConfig: Sendable {
     /// Parses `.properties` text; `file` names it in errors.
     public static func parse(_ text: String, file: String) throws -> KafkaConfig {
         var config = KafkaConfig(file: file)
-        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { line -> Substring in
-            line.hasSuffix("\r") ? line.dropLast() : line
-        }[...]
+        // "\r\n" is one Character in Swift: split on it as well as on "\n".
+        var lines = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })[...]
         var lineNumber = 0
         while let first = lines.popFirst() {
             lineNumber += 1
@@ -223,7 +222,10 @@ public struct KafkaConfig: Sendable {
         guard result == RD_KAFKA_CONF_OK else {
             var message = errbuf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
             if message.isEmpty {
-                message = result == RD_KAFKA_CONF_UNKNOWN ? "unknown property" : "invalid value '\(property.value)'"
+                message = result == RD_KAFKA_CONF_UNKNOWN ? "unknown property" : "invalid value"
+            }
+            if result == RD_KAFKA_CONF_INVALID, !message.contains(property.value) {
+                message += " (value '\(property.value)')"
             }
             throw KafkaConfigError(file: property.line > 0 ? file : "(set by Switchyard)", line: property.line,
                                    parameter: property.key, problem: message)

@@ -113,7 +113,8 @@ public final class KafkaProducer: @unchecked Sendable {
         }
     }
 
-    /// Records queued or in flight whose delivery reports have not been handled yet.
+    /// librdkafka's `rd_kafka_outq_len`: records queued or in flight whose delivery reports have not been
+    /// handled yet, plus other events not yet served. 0 once everything was delivered and reported.
     public var outstanding: Int {
         Int(rd_kafka_outq_len(client.handle))
     }
