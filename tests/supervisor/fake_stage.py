@@ -2,8 +2,9 @@
 """A stand-in Switchyard stage that honours the stage side of the supervisor contract.
 
 The name it is run by picks the stage and a behaviour: `[MODE-]STAGE`, e.g. `router`, `v2-router`,
-`never-ready-router` (never reports ready), `stubborn-router` (ignores SIGTERM). A stage named in the
-environment variable FAKE_NEVER_READY (comma-separated) never reports ready either.
+`never-ready-router` (never reports ready), `stubborn-router` (ignores SIGTERM). Stages named in the
+environment variables FAKE_NEVER_READY or FAKE_CRASH (comma-separated) never report ready, or exit with
+status 3 right after starting.
 
   fake_stage.py --print-config -c FILE   validate FILE, print the config JSON (exit 2 on a bad line)
   fake_stage.py -c FILE --instance N     run: stats every 0.2 s, logs to stdout, SIGUSR1 reloads the
@@ -67,8 +68,9 @@ def identity():
     for stage in STAGES:
         if name == stage or name.endswith("-" + stage):
             modes = set(name[:-len(stage)].strip("-").split("-")) if name != stage else set()
-            if stage in os.environ.get("FAKE_NEVER_READY", "").split(","):
-                modes.add("never")
+            for variable, mode in (("FAKE_NEVER_READY", "never"), ("FAKE_CRASH", "crash")):
+                if stage in os.environ.get(variable, "").split(","):
+                    modes.add(mode)
             return stage, modes
     sys.exit(f"fake_stage: cannot tell the stage from the name {name!r}")
 
@@ -109,6 +111,8 @@ def run(stage, modes, conf_path, instance):
     signal.signal(signal.SIGHUP, on_hup)
     signal.signal(signal.SIGTERM, on_term)
     log(f"{name} started (pid {os.getpid()}, modes {sorted(modes)}, cwd {os.getcwd()})")
+    if "crash" in modes:
+        return 3
     while True:
         write_json(os.path.join(run_dir, f"{name}.stats.json"), {
             "stage": stage, "instance": instance, "pid": os.getpid(), "ready": "never" not in modes,

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import selectors
 import signal
 import subprocess
@@ -171,6 +172,16 @@ def test_start_timeout_names_the_late_stage_and_cleans_up(stack):
     assert result.returncode == 1
     assert "not ready after 1.5s: cache-0 (starting)" in result.stderr
     assert "cache-0 started" in result.stderr  # the tail of its log
+    assert not stack.processes()
+
+
+def test_crash_loop_backs_off_exponentially(stack):
+    result = stack.sw("start", env={"FAKE_CRASH": "cache", "SWITCHYARD_START_TIMEOUT": "2"})
+    assert result.returncode == 1 and re.search(r"not ready after 2s: cache-0 \((re)?starting\)", result.stderr)
+    log = stack.log("supervisor")
+    assert "cache-0 exited with status 3" in log
+    for n, delay in enumerate(("0.1", "0.2", "0.4", "0.8"), 1):
+        assert f"restart #{n} in {delay}s" in log
     assert not stack.processes()
 
 
