@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 
-from conftest import SWITCHYARD, alive, wait_for
+from supervisor_helpers import SWITCHYARD, alive, wait_for
 
 STANDALONE = ["ws-ingress-0", "router-0", "cache-0", "fanout-0"]
 
