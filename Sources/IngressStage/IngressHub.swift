@@ -45,10 +45,19 @@ final class IngressHub {
         let deadline: UInt64
     }
 
+    /// A subscribe waiting for the cache's answer: one subscriber's, or a repair on behalf of every live
+    /// subscriber of a subject that may have missed messages.
     private struct PendingSubscribe {
-        let connectionID: UInt64
+        var connectionIDs: Set<UInt64>
         var request: Subscribe
         var sentAt: UInt64
+        var isRepair: Bool
+    }
+
+    /// The last message of a subject that went through this ingress: where a repair starts from.
+    private struct StreamPosition {
+        var epoch: String
+        var seq: UInt64
     }
 
     let instance: UInt32
@@ -63,6 +72,7 @@ final class IngressHub {
     private var subscribers: [String: [UInt64: Subscriber]] = [:]
     private var pendingPublishes: [UInt64: PendingPublish] = [:]
     private var pendingSubscribes: [UInt64: PendingSubscribe] = [:]
+    private var positions: [String: StreamPosition] = [:]
     private var nextConnectionID: UInt64 = 0
     private var nextRequestID: UInt64 = 0
     private var dirty: [ClientConnection] = []
@@ -142,9 +152,8 @@ final class IngressHub {
         }
         write(ServerFrames.subscribed(subject, status: "ALLOW"), to: connection)
         let registersInterest = subscribers[subject] == nil
-        if !connection.subjects.insert(subject).inserted, let previous = subscribers[subject]?[connection.id],
-           case .pending(let requestID, _) = previous.state {
-            pendingSubscribes[requestID] = nil
+        if !connection.subjects.insert(subject).inserted, let previous = subscribers[subject]?[connection.id] {
+            forgetPendingRequest(of: previous, connectionID: connection.id)
         }
         let start: SubscribeStart
         if let recover {
@@ -159,18 +168,25 @@ final class IngressHub {
                                 ingress: instance, registersInterest: registersInterest, start: start)
         subscribers[subject, default: [:]][connection.id] = Subscriber(
             connection: connection, state: .pending(requestID: request.requestID, held: []))
-        pendingSubscribes[request.requestID] = PendingSubscribe(connectionID: connection.id, request: request,
-                                                                sentAt: wallClockNanoseconds())
+        pendingSubscribes[request.requestID] = PendingSubscribe(connectionIDs: [connection.id], request: request,
+                                                                sentAt: wallClockNanoseconds(), isRepair: false)
         link.send(.subscribe(request))
     }
 
     private func removeSubscriber(_ connection: ClientConnection, from subject: String) {
         guard let removed = subscribers[subject]?.removeValue(forKey: connection.id) else { return }
-        if case .pending(let requestID, _) = removed.state { pendingSubscribes[requestID] = nil }
+        forgetPendingRequest(of: removed, connectionID: connection.id)
         if subscribers[subject]?.isEmpty == true {
             subscribers[subject] = nil
+            positions[subject] = nil
             link.send(.interest(Interest(subject: subject, ingress: instance, isAdded: false)))
         }
+    }
+
+    private func forgetPendingRequest(of subscriber: Subscriber, connectionID: UInt64) {
+        guard case .pending(let requestID, _) = subscriber.state else { return }
+        pendingSubscribes[requestID]?.connectionIDs.remove(connectionID)
+        if pendingSubscribes[requestID]?.connectionIDs.isEmpty == true { pendingSubscribes[requestID] = nil }
     }
 
     private func publish(_ publish: ClientPublish, from connection: ClientConnection) {
@@ -220,7 +236,7 @@ final class IngressHub {
             case .subscribeReply(let reply):
                 answer(reply)
             case .peerUp(let peer):
-                reannounce(after: peer)
+                reannounce(because: "peer up: \(peer.stage)-\(peer.instance)")
             case .publish, .subscribe, .interest:
                 logger.warn("unexpected envelope for the ingress dropped", ["envelope": envelope.kindName])
             }
@@ -229,26 +245,70 @@ final class IngressHub {
     }
 
     private func deliver(_ message: Message) {
-        guard let local = subscribers[message.subject] else { return }
+        guard subscribers[message.subject] != nil else { return }
+        if let position = positions[message.subject], position.epoch == message.epoch,
+           message.seq > position.seq + 1, detectsGapsBySeq {
+            logger.warn("messages missing from the live stream; repairing from the cache",
+                        ["subject": message.subject, "after": position.seq, "got": message.seq])
+            repair(message.subject, after: position)
+        }
+        advancePosition(message.subject, epoch: message.epoch, seq: message.seq)
         var frame: WebSocketFrame?
+        // State changes are applied after the loop: changing the dictionary while iterating it would copy it.
+        var changes: [(UInt64, Subscriber.State)] = []
         var heldOverflow: [ClientConnection] = []
-        for (id, subscriber) in local {
+        for (id, subscriber) in subscribers[message.subject]! {
             switch subscriber.state {
             case .live(let floorEpoch, let floorSeq):
-                if message.seq <= floorSeq && message.epoch == floorEpoch { continue }
+                if message.epoch != floorEpoch {
+                    // The subject's numbering started over (a restarted or re-sharded cache): say so.
+                    write(ServerFrames.status(message.subject, status: "DATA_RESYNC"), to: subscriber.connection)
+                    changes.append((id, .live(floorEpoch: message.epoch, floorSeq: 0)))
+                } else if message.seq <= floorSeq {
+                    continue
+                }
                 if frame == nil { frame = textFrame(ServerFrames.message(message, kind: .update, allocator: allocator)) }
                 write(frame!, to: subscriber.connection)
             case .pending(let requestID, var held):
                 held.append(message)
                 if held.count > Self.maxHeldMessages { heldOverflow.append(subscriber.connection) }
-                subscribers[message.subject]![id]!.state = .pending(requestID: requestID, held: held)
+                changes.append((id, .pending(requestID: requestID, held: held)))
             }
         }
+        for (id, state) in changes { subscribers[message.subject]?[id]?.state = state }
         for connection in heldOverflow {
             logger.warn("subscriber held too many messages while subscribing; disconnected",
                         ["connection": connection.id, "subject": message.subject])
             close(connection, code: .unknown(1013), reason: "try again later")
         }
+    }
+
+    /// Standalone, the cache numbers every subject without holes, so a hole in the live stream is a loss (a
+    /// stage restarted with messages in flight). Kafka offsets have holes by nature.
+    private var detectsGapsBySeq: Bool { config.clusterEngine == .none }
+
+    private func advancePosition(_ subject: String, epoch: String, seq: UInt64) {
+        if let position = positions[subject], position.epoch == epoch, position.seq >= seq { return }
+        positions[subject] = StreamPosition(epoch: epoch, seq: seq)
+    }
+
+    /// Asks the cache again for everything after `position` on behalf of the subject's live subscribers, who
+    /// hold live messages meanwhile: what went missing is then delivered in order, without duplicates.
+    private func repair(_ subject: String, after position: StreamPosition) {
+        guard let local = subscribers[subject] else { return }
+        nextRequestID += 1
+        let request = Subscribe(requestID: nextRequestID, replyTo: inboundAddress, subject: subject, ingress: instance,
+                                registersInterest: true, start: .recover(epoch: position.epoch, seq: position.seq))
+        var repaired: Set<UInt64> = []
+        for (id, subscriber) in local {
+            guard case .live = subscriber.state else { continue }
+            subscribers[subject]![id]!.state = .pending(requestID: request.requestID, held: [])
+            repaired.insert(id)
+        }
+        guard !repaired.isEmpty else { return }
+        pendingSubscribes[request.requestID] = PendingSubscribe(connectionIDs: repaired, request: request,
+                                                                sentAt: wallClockNanoseconds(), isRepair: true)
+        link.send(.subscribe(request))
     }
 
     private func acknowledge(_ ack: PublishAck) {
@@ -260,32 +320,41 @@ final class IngressHub {
     }
 
     private func answer(_ reply: SubscribeReply) {
-        guard let pending = pendingSubscribes.removeValue(forKey: reply.requestID),
-              let subscriber = subscribers[reply.subject]?[pending.connectionID],
-              case .pending(let requestID, let held) = subscriber.state, requestID == reply.requestID else { return }
-        let connection = subscriber.connection
-        for message in reply.messages {
-            write(ServerFrames.message(message, kind: reply.kind, allocator: allocator), to: connection)
+        guard let pending = pendingSubscribes.removeValue(forKey: reply.requestID) else { return }
+        if reply.epoch == positions[reply.subject]?.epoch || positions[reply.subject] == nil {
+            advancePosition(reply.subject, epoch: reply.epoch, seq: reply.lastSeq)
         }
-        switch reply.status {
-        case .sync: write(ServerFrames.status(reply.subject, status: "DATA_SYNC"), to: connection)
-        case .resync: write(ServerFrames.status(reply.subject, status: "DATA_RESYNC"), to: connection)
-        case .none: break
+        for connectionID in pending.connectionIDs {
+            guard let subscriber = subscribers[reply.subject]?[connectionID],
+                  case .pending(let requestID, let held) = subscriber.state, requestID == reply.requestID else { continue }
+            let connection = subscriber.connection
+            // A repair hands over missed live messages as updates; only a resync is worth telling.
+            let kind = pending.isRepair && reply.status == .sync ? MessageKind.update : reply.kind
+            for message in reply.messages {
+                write(ServerFrames.message(message, kind: kind, allocator: allocator), to: connection)
+            }
+            switch reply.status {
+            case .sync where !pending.isRepair:
+                write(ServerFrames.status(reply.subject, status: "DATA_SYNC"), to: connection)
+            case .resync:
+                write(ServerFrames.status(reply.subject, status: "DATA_RESYNC"), to: connection)
+            case .sync, .none:
+                break
+            }
+            for message in held where !(message.epoch == reply.epoch && message.seq <= reply.lastSeq) {
+                write(ServerFrames.message(message, kind: .update, allocator: allocator), to: connection)
+            }
+            subscribers[reply.subject]![connectionID]!.state = .live(floorEpoch: reply.epoch, floorSeq: reply.lastSeq)
         }
-        for message in held where !(message.epoch == reply.epoch && message.seq <= reply.lastSeq) {
-            write(ServerFrames.message(message, kind: .update, allocator: allocator), to: connection)
-        }
-        subscribers[reply.subject]![pending.connectionID]!.state = .live(floorEpoch: reply.epoch,
-                                                                          floorSeq: reply.lastSeq)
     }
 
-    /// A stage (re)started and may have lost what it knew: announce every subject again and re-ask pending
-    /// subscribes.
-    private func reannounce(after peer: PeerUp) {
-        logger.info("peer up; re-announcing interest", ["peer": "\(peer.stage)-\(peer.instance)",
-                                                        "subjects": subscribers.count])
+    /// A stage (re)started and may have lost what it knew or messages in flight, or the shards moved: announce
+    /// every subject again, repair every subject from its last position, and re-ask pending subscribes.
+    func reannounce(because reason: String) {
+        logger.info("re-announcing interest", ["reason": reason, "subjects": subscribers.count])
         for subject in subscribers.keys {
             link.send(.interest(Interest(subject: subject, ingress: instance, isAdded: true)))
+            if let position = positions[subject] { repair(subject, after: position) }
         }
         retrySubscribes(olderThan: 0)
     }

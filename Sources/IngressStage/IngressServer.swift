@@ -38,6 +38,7 @@ public final class IngressServer {
         let logger = context.logger
         let maxFrameSize = self.maxFrameSize
         let highWatermark = max(context.config.clientBufferLimit / 2, 8192)
+        let runDir = context.config.runDir
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 4096)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
@@ -60,7 +61,7 @@ public final class IngressServer {
                         }
                     })
                 return channel.eventLoop.makeCompletedFuture {
-                    let httpHandler = PlainHTTPHandler()
+                    let httpHandler = PlainHTTPHandler(runDir: runDir)
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(
                         withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in
                             context.pipeline.syncOperations.removeHandler(httpHandler, promise: nil)
@@ -76,6 +77,11 @@ public final class IngressServer {
         eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(250), delay: .milliseconds(250)) { [hub] _ in
             hub.tick()
         }
+    }
+
+    /// Shards may have moved: the pipeline must learn this ingress's interest again.
+    func topologyChanged() {
+        eventLoop.execute { [hub] in hub.reannounce(because: "topology changed") }
     }
 
     /// Closes every client with a "reconnect" close code, gives the frames a moment to leave, and stops.
@@ -103,7 +109,7 @@ public final class IngressServer {
             exit(1)
         }
         let stopped = DispatchSemaphore(value: 0)
-        context.start(onStop: { stopped.signal() })
+        context.start(onStop: { stopped.signal() }, onTopologyChange: { _ in server.topologyChanged() })
         context.setReady(true)
         context.logger.info("ready", ["address": context.inboundAddress, "pid": getpid()])
         stopped.wait()
@@ -113,26 +119,51 @@ public final class IngressServer {
     }
 }
 
-/// Answers plain HTTP requests (those that are not a WebSocket upgrade): `GET /health`, and a hint elsewhere.
+/// Answers plain HTTP requests (those that are not a WebSocket upgrade): `GET /health`, `GET /metrics` (every
+/// stage instance's figures as Prometheus text), and a hint elsewhere.
 final class PlainHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
+    private let runDir: String
+
+    init(runDir: String) {
+        self.runDir = runDir
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard case .head(let head) = unwrapInboundIn(data) else { return }
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? "/"
-        let (status, body): (HTTPResponseStatus, String)
         switch path {
-        case "/health": (status, body) = (.ok, "ok\n")
-        case "/", "/ws": (status, body) = (.upgradeRequired, "connect with a WebSocket client\n")
-        default: (status, body) = (.notFound, "not found\n")
+        case "/health":
+            respond(context, head, .ok, "ok\n")
+        case "/metrics":
+            // Reading the stats files is file I/O: off the event loop.
+            let runDir = self.runDir
+            let loop = context.eventLoop
+            let bound = NIOLoopBound((self, context), eventLoop: loop)
+            DispatchQueue.global().async {
+                let text = PrometheusExposition.render(runDir: runDir)
+                loop.execute {
+                    let (handler, context) = bound.value
+                    handler.respond(context, head, .ok, text, contentType: "text/plain; version=0.0.4")
+                }
+            }
+        case "/", "/ws":
+            respond(context, head, .upgradeRequired, "connect with a WebSocket client\n")
+        default:
+            respond(context, head, .notFound, "not found\n")
         }
+    }
+
+    private func respond(_ context: ChannelHandlerContext, _ request: HTTPRequestHead, _ status: HTTPResponseStatus,
+                         _ body: String, contentType: String = "text/plain; charset=utf-8") {
         var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
+        headers.add(name: "Content-Type", value: contentType)
         headers.add(name: "Content-Length", value: String(body.utf8.count))
         headers.add(name: "Connection", value: "close")
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))),
-                      promise: nil)
+        let head = HTTPResponseHead(version: request.version, status: status, headers: headers)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
     }

@@ -80,3 +80,64 @@ public final class StatsPublisher: @unchecked Sendable {
         timer.cancel()
     }
 }
+
+/// Renders the stats files of every stage instance in a run dir as Prometheus text (served by ws-ingress at
+/// `/metrics`): one family per figure, labelled by stage and instance.
+public enum PrometheusExposition {
+    public static func render(runDir: String) -> String {
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: runDir)) ?? []
+        let stats: [[String: Any]] = files.filter { $0.hasSuffix(".stats.json") }.sorted().compactMap { name in
+            let path = (runDir as NSString).appendingPathComponent(name)
+            guard let data = FileManager.default.contents(atPath: path) else { return nil }
+            return try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        }
+        return render(stats: stats, now: Date().timeIntervalSince1970)
+    }
+
+    static func render(stats: [[String: Any]], now: Double) -> String {
+        var families: [String: (type: String, help: String, samples: [String])] = [:]
+        func add(_ name: String, _ type: String, _ help: String, _ labels: String, _ value: Double) {
+            families[name, default: (type, help, [])].samples.append("\(name){\(labels)} \(value)")
+        }
+        for object in stats {
+            guard let stage = object["stage"] as? String, let instance = object["instance"] as? Int else { continue }
+            let labels = "stage=\"\(stage)\",instance=\"\(instance)\""
+            for (key, value) in object {
+                guard let number = value as? NSNumber, String(cString: number.objCType) != "c" else { continue }
+                switch key {
+                case "instance", "pid": continue
+                case "messagesIn":
+                    add("switchyard_messages_in_total", "counter", "Envelopes received", labels, number.doubleValue)
+                case "messagesOut":
+                    add("switchyard_messages_out_total", "counter", "Envelopes sent", labels, number.doubleValue)
+                case "startedAt":
+                    add("switchyard_uptime_seconds", "gauge", "Seconds since the instance started", labels,
+                        now - number.doubleValue)
+                default:
+                    add("switchyard_" + snakeCase(key), "gauge", "Stage figure \(key)", labels, number.doubleValue)
+                }
+            }
+            add("switchyard_ready", "gauge", "1 when the instance is ready", labels,
+                (object["ready"] as? Bool ?? false) ? 1 : 0)
+        }
+        var text = ""
+        for name in families.keys.sorted() {
+            let family = families[name]!
+            text += "# HELP \(name) \(family.help)\n# TYPE \(name) \(family.type)\n"
+            text += family.samples.joined(separator: "\n") + "\n"
+        }
+        return text
+    }
+
+    static func snakeCase(_ name: String) -> String {
+        var result = ""
+        for character in name {
+            if character.isUppercase {
+                result += "_" + character.lowercased()
+            } else {
+                result.append(character)
+            }
+        }
+        return result
+    }
+}
