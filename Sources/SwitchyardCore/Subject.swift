@@ -33,7 +33,7 @@ public enum Subject {
         guard first == UInt8(ascii: "/") else { return .missingLeadingSlash }
         guard bytes.count > 1 else { return .emptySegment }
         if bytes.last == UInt8(ascii: "/") { return .trailingSlash }
-        var previousWasSlash = false
+        var previousWasSlash = true  // the leading slash
         var topicLength = 0
         var inTopic = true
         for byte in bytes.dropFirst() {
