@@ -167,11 +167,20 @@ def test_bad_config_fails_start_fast_with_file_and_line(stack):
     assert missing.returncode == 2 and "config file not found" in missing.stderr
 
 
+def test_start_fails_fast_when_a_stage_executable_is_missing(stack):
+    (stack.bin / "fanout").unlink()
+    result = stack.sw("start")
+    assert result.returncode == 1 and "stage executable missing" in result.stderr
+    assert str(stack.bin / "fanout") in result.stderr
+    assert not stack.processes()
+
+
 def test_start_timeout_names_the_late_stage_and_cleans_up(stack):
     result = stack.sw("start", env={"FAKE_NEVER_READY": "cache", "SWITCHYARD_START_TIMEOUT": "1.5"})
     assert result.returncode == 1
     assert "not ready after 1.5s: cache-0 (starting)" in result.stderr
     assert "cache-0 started" in result.stderr  # the tail of its log
+    assert "supervisor.log: " in result.stderr and "launched cache-0" in result.stderr
     assert not stack.processes()
 
 
