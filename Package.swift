@@ -9,6 +9,7 @@ let package = Package(
         .executable(name: "router", targets: ["router"]),
         .executable(name: "cache", targets: ["cache"]),
         .executable(name: "fanout", targets: ["fanout"]),
+        .executable(name: "switchyard-bench", targets: ["switchyard-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -53,6 +54,12 @@ let package = Package(
         .executableTarget(name: "router", dependencies: ["RouterStage"]),
         .executableTarget(name: "cache", dependencies: ["CacheStage"]),
         .executableTarget(name: "fanout", dependencies: ["FanoutStage"]),
+        .executableTarget(name: "switchyard-bench", dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOWebSocket", package: "swift-nio"),
+        ]),
 
         .testTarget(name: "SwitchyardCoreTests", dependencies: ["SwitchyardCore"]),
         .testTarget(name: "CacheStageTests", dependencies: ["CacheStage"]),

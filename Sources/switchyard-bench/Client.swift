@@ -1,0 +1,480 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+
+/// What the connections of one event loop measured. Touched only on that loop; copied out with `submit`.
+final class LoopStats {
+    /// The measurement window (monotonic nanoseconds): latencies count for messages sent inside it, rates for
+    /// frames received inside it.
+    var windowStart: UInt64 = .max
+    var windowEnd: UInt64 = .max
+
+    // Subscribers
+    var latency = Histogram()
+    var delivered: UInt64 = 0
+    var deliveredInWindow: UInt64 = 0
+    var gaps: UInt64 = 0
+    var duplicates: UInt64 = 0
+    var subscribed: Int = 0
+    var subscribeRefused: Int = 0
+    var unparsable: UInt64 = 0
+
+    // Publishers
+    var ackLatency = Histogram()
+    var sent: UInt64 = 0
+    var sentInWindow: UInt64 = 0
+    var acksOK: UInt64 = 0
+    var acksFailed: UInt64 = 0
+    var acksOKInWindow: UInt64 = 0
+    var inflight: Int = 0
+    var okPerSubject: [UInt64]
+    var failureReasons: [String: Int] = [:]
+
+    // Both
+    var errors: UInt64 = 0
+    var disconnects: Int = 0
+    var closeReasons: [String: Int] = [:]
+
+    init(subjects: Int) {
+        okPerSubject = [UInt64](repeating: 0, count: subjects)
+    }
+
+    func snapshot(histograms: Bool) -> StatsSnapshot {
+        StatsSnapshot(latency: histograms ? latency : nil, ackLatency: histograms ? ackLatency : nil,
+                      delivered: delivered, deliveredInWindow: deliveredInWindow, gaps: gaps, duplicates: duplicates,
+                      subscribed: subscribed, subscribeRefused: subscribeRefused, unparsable: unparsable, sent: sent,
+                      sentInWindow: sentInWindow, acksOK: acksOK, acksFailed: acksFailed,
+                      acksOKInWindow: acksOKInWindow, inflight: inflight, okPerSubject: okPerSubject,
+                      failureReasons: failureReasons, errors: errors, disconnects: disconnects,
+                      closeReasons: closeReasons)
+    }
+
+    @inline(__always)
+    func inWindow(_ time: UInt64) -> Bool { time >= windowStart && time < windowEnd }
+}
+
+/// A copy of the counters of one or more loops.
+struct StatsSnapshot {
+    var latency: Histogram?
+    var ackLatency: Histogram?
+    var delivered: UInt64 = 0
+    var deliveredInWindow: UInt64 = 0
+    var gaps: UInt64 = 0
+    var duplicates: UInt64 = 0
+    var subscribed = 0
+    var subscribeRefused = 0
+    var unparsable: UInt64 = 0
+    var sent: UInt64 = 0
+    var sentInWindow: UInt64 = 0
+    var acksOK: UInt64 = 0
+    var acksFailed: UInt64 = 0
+    var acksOKInWindow: UInt64 = 0
+    var inflight = 0
+    var okPerSubject: [UInt64] = []
+    var failureReasons: [String: Int] = [:]
+    var errors: UInt64 = 0
+    var disconnects = 0
+    var closeReasons: [String: Int] = [:]
+
+    static func merged(_ parts: [StatsSnapshot]) -> StatsSnapshot {
+        var result = StatsSnapshot()
+        for part in parts {
+            if let latency = part.latency {
+                if result.latency == nil { result.latency = Histogram() }
+                result.latency!.merge(latency)
+            }
+            if let ackLatency = part.ackLatency {
+                if result.ackLatency == nil { result.ackLatency = Histogram() }
+                result.ackLatency!.merge(ackLatency)
+            }
+            result.delivered += part.delivered
+            result.deliveredInWindow += part.deliveredInWindow
+            result.gaps += part.gaps
+            result.duplicates += part.duplicates
+            result.subscribed += part.subscribed
+            result.subscribeRefused += part.subscribeRefused
+            result.unparsable += part.unparsable
+            result.sent += part.sent
+            result.sentInWindow += part.sentInWindow
+            result.acksOK += part.acksOK
+            result.acksFailed += part.acksFailed
+            result.acksOKInWindow += part.acksOKInWindow
+            result.inflight += part.inflight
+            if result.okPerSubject.count < part.okPerSubject.count {
+                result.okPerSubject += [UInt64](repeating: 0, count: part.okPerSubject.count - result.okPerSubject.count)
+            }
+            for (index, count) in part.okPerSubject.enumerated() { result.okPerSubject[index] += count }
+            result.failureReasons.merge(part.failureReasons, uniquingKeysWith: +)
+            result.errors += part.errors
+            result.disconnects += part.disconnects
+            result.closeReasons.merge(part.closeReasons, uniquingKeysWith: +)
+        }
+        return result
+    }
+}
+
+/// The common part of the bench's WebSocket handlers: ping/pong, close frames, disconnect accounting.
+class BenchConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    let stats: LoopStats
+    var random: FastRandom
+    var closing = false
+    private var sawClose = false
+
+    init(stats: LoopStats, seed: UInt64) {
+        self.stats = stats
+        random = FastRandom(seed: seed)
+    }
+
+    func frame(_ data: ByteBuffer, opcode: WebSocketOpcode = .text) -> WebSocketFrame {
+        WebSocketFrame(fin: true, opcode: opcode, maskKey: .random(using: &random), data: data)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        switch frame.opcode {
+        case .text:
+            text(context: context, frame.unmaskedData)
+        case .ping:
+            context.writeAndFlush(wrapOutboundOut(self.frame(frame.unmaskedData, opcode: .pong)), promise: nil)
+        case .connectionClose:
+            if !closing {
+                var data = frame.unmaskedData
+                let code = data.readInteger(as: UInt16.self).map(String.init) ?? "none"
+                let reason = data.readString(length: data.readableBytes) ?? ""
+                stats.closeReasons["\(code) \(reason)", default: 0] += 1
+                sawClose = true
+            }
+            closing = true
+            context.close(promise: nil)
+        default:
+            break
+        }
+    }
+
+    func text(context: ChannelHandlerContext, _ data: ByteBuffer) {}
+
+    // Declared here so that subclasses can override them: a protocol requirement's witness is chosen where the
+    // conformance is declared, so a subclass-only method would never be called.
+    func handlerAdded(context: ChannelHandlerContext) {}
+
+    func handlerRemoved(context: ChannelHandlerContext) {}
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.fireChannelReadComplete()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if !closing {
+            stats.disconnects += 1
+            if !sawClose { stats.closeReasons["connection lost", default: 0] += 1 }
+        } else if sawClose {
+            stats.disconnects += 1
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if !closing { stats.closeReasons["error: \(error)", default: 0] += 1 }
+        context.close(promise: nil)
+    }
+}
+
+/// One subscriber connection: subscribes to its subjects, then checks seqs and records latency per message.
+final class SubscriberHandler: BenchConnectionHandler {
+    private let subjects: [String]
+    private let allowed: EventLoopPromise<Void>
+    private var pendingAllows: Int
+    /// Last seq seen; the bench gives every subscriber one subject, so one counter suffices.
+    private var lastSeq: UInt64 = 0
+
+    init(stats: LoopStats, subjects: [String], allowed: EventLoopPromise<Void>, seed: UInt64) {
+        self.subjects = subjects
+        self.allowed = allowed
+        pendingAllows = subjects.count
+        super.init(stats: stats, seed: seed)
+    }
+
+    override func handlerAdded(context: ChannelHandlerContext) {
+        context.writeAndFlush(wrapOutboundOut(frame(ClientFrames.subscribe(subjects))), promise: nil)
+    }
+
+    override func text(context: ChannelHandlerContext, _ data: ByteBuffer) {
+        let now = monotonicNanos()
+        let stats = self.stats
+        let handled: Bool = data.withUnsafeReadableBytes { bytes in
+            if Scan.message.isPrefix(of: bytes) {
+                guard let timestampAt = Scan.contentTimestamp.end(in: bytes),
+                      let (sentAt, afterTimestamp) = Scan.decimal(in: bytes, at: timestampAt),
+                      let seqAt = Scan.seq.end(in: bytes, from: afterTimestamp),
+                      let (seq, _) = Scan.decimal(in: bytes, at: seqAt) else {
+                    stats.unparsable += 1
+                    return true
+                }
+                stats.delivered += 1
+                if stats.inWindow(now) { stats.deliveredInWindow += 1 }
+                if stats.inWindow(sentAt) { stats.latency.record(now &- sentAt) }
+                if seq == lastSeq &+ 1 {
+                    lastSeq = seq
+                } else if seq > lastSeq {
+                    stats.gaps += seq - lastSeq - 1
+                    lastSeq = seq
+                } else {
+                    stats.duplicates += 1
+                }
+                return true
+            }
+            if Scan.subscribed.isPrefix(of: bytes) {
+                if Scan.statusAllow.end(in: bytes) != nil {
+                    stats.subscribed += 1
+                } else {
+                    stats.subscribeRefused += 1
+                }
+                pendingAllows -= 1
+                if pendingAllows == 0 { allowed.succeed(()) }
+                return true
+            }
+            if Scan.error.isPrefix(of: bytes) { stats.errors += 1 }
+            return false
+        }
+        _ = handled
+    }
+
+    override func channelInactive(context: ChannelHandlerContext) {
+        allowed.fail(BenchError("subscriber disconnected before its subscribe was answered"))
+        super.channelInactive(context: context)
+    }
+}
+
+/// One publisher connection: keeps at most `window` publishes with a closure unanswered, optionally at a rate.
+final class PublisherHandler: BenchConnectionHandler {
+    private let prefixes: [ByteBuffer]
+    private let suffix: ByteBuffer
+    private let payload: Int
+    private let window: Int
+    private let ratePerSecond: Double
+    private let firstSubject: Int
+    private var context: ChannelHandlerContext?
+    private var nextSubject = 0
+    private var running = false
+    private var startedAt: UInt64 = 0
+    private var stopAt: UInt64 = 0
+    private var sentHere: UInt64 = 0
+    private var inflightHere = 0
+    private var timer: RepeatedTask?
+    /// Sends that a rate-limited publisher could not make because its window was full.
+    private(set) var behind: UInt64 = 0
+
+    init(stats: LoopStats, subjects: [String], firstSubject: Int, payload: Int, window: Int, ratePerSecond: Double,
+         suffix: ByteBuffer, seed: UInt64) {
+        prefixes = subjects.map(ClientFrames.publishPrefix(subject:))
+        self.firstSubject = firstSubject
+        self.suffix = suffix
+        self.payload = payload
+        self.window = window
+        self.ratePerSecond = ratePerSecond
+        nextSubject = firstSubject % max(subjects.count, 1)
+        super.init(stats: stats, seed: seed)
+    }
+
+    override func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    override func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        timer?.cancel()
+    }
+
+    /// Starts publishing at `start` (monotonic) until `stop`. Call on the channel's event loop.
+    func run(start: UInt64, stop: UInt64) {
+        guard let context else { return }
+        startedAt = start
+        stopAt = stop
+        let delay = TimeAmount.nanoseconds(Int64(start > monotonicNanos() ? start - monotonicNanos() : 0))
+        context.eventLoop.scheduleTask(in: delay) { [self] in
+            running = true
+            // A timer both paces a rate-limited publisher and notices the end when no ack arrives.
+            let period: TimeAmount = ratePerSecond > 0 ? .milliseconds(1) : .milliseconds(20)
+            timer = context.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: period) { [self] task in
+                if !running { task.cancel(); return }
+                pump()
+                self.context?.flush()
+            }
+        }
+    }
+
+    private func pump() {
+        guard running, let context else { return }
+        let now = monotonicNanos()
+        if now >= stopAt {
+            running = false
+            return
+        }
+        var budget = Int.max
+        if ratePerSecond > 0 {
+            let due = UInt64(Double(now - startedAt) * ratePerSecond / 1e9)
+            if due <= sentHere { return }
+            var owed = due - sentHere
+            // Do not burst more than 100 ms worth after a stall; count what was skipped.
+            let cap = UInt64(max(ratePerSecond / 10, 1))
+            if owed > cap {
+                behind += owed - cap
+                sentHere += owed - cap
+                owed = cap
+            }
+            budget = Int(owed)
+        }
+        var sentNow = 0
+        while inflightHere < window && sentNow < budget {
+            let subject = nextSubject
+            nextSubject += 1
+            if nextSubject == prefixes.count { nextSubject = 0 }
+            let sentAt = monotonicNanos()
+            let data = ClientFrames.publish(prefix: prefixes[subject], sentAt: sentAt, payload: payload,
+                                            subjectIndex: subject, suffix: suffix, allocator: context.channel.allocator)
+            context.write(wrapOutboundOut(frame(data)), promise: nil)
+            inflightHere += 1
+            sentHere += 1
+            sentNow += 1
+            stats.inflight += 1
+            stats.sent += 1
+            if stats.inWindow(sentAt) { stats.sentInWindow += 1 }
+        }
+    }
+
+    override func text(context: ChannelHandlerContext, _ data: ByteBuffer) {
+        let now = monotonicNanos()
+        let stats = self.stats
+        let isAck: Bool = data.withUnsafeReadableBytes { bytes in
+            guard Scan.publishStatus.isPrefix(of: bytes) else {
+                if Scan.error.isPrefix(of: bytes) { stats.errors += 1 }
+                return false
+            }
+            guard let closureAt = Scan.closure.end(in: bytes),
+                  let (sentAt, dash) = Scan.decimal(in: bytes, at: closureAt),
+                  dash < bytes.count, bytes[dash] == UInt8(ascii: "-"),
+                  let (subject, _) = Scan.decimal(in: bytes, at: dash + 1) else {
+                stats.unparsable += 1
+                return true
+            }
+            if Scan.statusOK.end(in: bytes) != nil {
+                stats.acksOK += 1
+                if Int(subject) < stats.okPerSubject.count { stats.okPerSubject[Int(subject)] += 1 }
+                if stats.inWindow(now) { stats.acksOKInWindow += 1 }
+                if stats.inWindow(sentAt) { stats.ackLatency.record(now &- sentAt) }
+            } else {
+                stats.acksFailed += 1
+                let status = String(decoding: bytes, as: UTF8.self)
+                stats.failureReasons[String(status.prefix(200)), default: 0] += 1
+            }
+            return true
+        }
+        if isAck {
+            inflightHere -= 1
+            stats.inflight -= 1
+            pump()
+        }
+    }
+
+    override func channelReadComplete(context: ChannelHandlerContext) {
+        context.flush()
+        context.fireChannelReadComplete()
+    }
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Sends the HTTP upgrade request and reports a refused upgrade; removed once the upgrade is done.
+final class UpgradeRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private let host: String
+    private let path: String
+    private let upgraded: EventLoopPromise<Void>
+
+    init(host: String, path: String, upgraded: EventLoopPromise<Void>) {
+        self.host = host
+        self.path = path
+        self.upgraded = upgraded
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Host", value: host)
+        headers.add(name: "Content-Length", value: "0")
+        let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // Only reached when the server answered without upgrading.
+        if case .head(let head) = unwrapInboundIn(data) {
+            upgraded.fail(BenchError("WebSocket upgrade refused: HTTP \(head.status.code)"))
+            context.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        upgraded.fail(BenchError("connection closed during the WebSocket upgrade"))
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        upgraded.fail(error)
+        context.close(promise: nil)
+    }
+}
+
+enum WebSocketConnector {
+    /// Connects to `host:port`, upgrades to WebSocket on `path`, then adds the handler `makeHandler` returns.
+    /// The future completes once the handler is in place.
+    static func connect(on eventLoop: EventLoop, host: String, port: Int, path: String, source: SocketAddress?,
+                        makeHandler: @escaping (Channel) -> ChannelHandler) -> EventLoopFuture<Channel> {
+        let upgraded = eventLoop.makePromise(of: Void.self)
+        var bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(.seconds(10))
+            .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+        if let source { bootstrap = bootstrap.bind(to: source) }
+        bootstrap = bootstrap.channelInitializer { channel in
+            let requestHandler = UpgradeRequestHandler(host: "\(host):\(port)", path: path, upgraded: upgraded)
+            let upgrader = NIOWebSocketClientUpgrader(
+                maxFrameSize: 1 << 22,
+                automaticErrorHandling: true,
+                upgradePipelineHandler: { channel, _ in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(makeHandler(channel))
+                        upgraded.succeed(())
+                    }
+                })
+            let configuration: NIOHTTPClientUpgradeConfiguration = (
+                upgraders: [upgrader],
+                completionHandler: { context in
+                    context.pipeline.syncOperations.removeHandler(requestHandler, promise: nil)
+                })
+            return channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHTTPClientHandlers(withClientUpgrade: configuration)
+                try channel.pipeline.syncOperations.addHandler(requestHandler)
+            }
+        }
+        return bootstrap.connect(host: host, port: port).flatMap { channel in
+            upgraded.futureResult.map { channel }.flatMapErrorThrowing { error in
+                channel.close(promise: nil)
+                throw error
+            }
+        }.flatMapErrorThrowing { error in
+            upgraded.fail(error)
+            throw error
+        }
+    }
+}

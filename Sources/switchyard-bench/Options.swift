@@ -1,0 +1,182 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+enum Scenario: String {
+    case fanout
+    case publish
+}
+
+struct Options {
+    var scenario: Scenario = .fanout
+    var host = "127.0.0.1"
+    var port = 8800
+    var path = "/"
+    var subscribers = 1000
+    var subjects = 10
+    var publishers: Int?
+    var rate: Double = 0
+    var window = 100
+    var duration: Double = 10
+    var warmup: Double = 2
+    var drain: Double = 5
+    var payload = 64
+    var threads = 1
+    var sources = 1
+    var connectConcurrency = 100
+    var qos: String?
+    var retained: Bool?
+    var baseline = false
+    var baselineOnly = false
+    var baselineHost = "127.0.0.1"
+    var baselinePort = 0
+    var jsonOut: String?
+    var quiet = false
+    var timeout: Double?
+
+    var publisherCount: Int { publishers ?? (scenario == .fanout ? 1 : 4) }
+    var subscriberCount: Int { scenario == .fanout ? subscribers : 0 }
+    var runCount: Int { (baselineOnly ? 0 : 1) + (baseline || baselineOnly ? 1 : 0) }
+    var effectiveTimeout: Double { timeout ?? Double(runCount) * (warmup + duration + drain + 45) }
+
+    static let usage = """
+    usage: switchyard-bench [options]
+
+    Load generator for Switchyard's WebSocket protocol (loopback only). With --baseline, the same load also runs
+    against a minimal in-process NIO fan-out server, and the report gives Switchyard/baseline ratios.
+
+    Scenarios
+      fanout   (default) N subscribers on S subjects (subscriber i on subject i mod S), then P publishers publish
+               round-robin over the subjects; measures acked publishes/s, deliveries/s, end-to-end latency
+               (publish sent -> message received), and checks per subscriber that seqs are contiguous.
+      publish  P publishers publish with closures as fast as their windows allow (or at --rate); no subscribers;
+               measures acked publishes/s and ack latency (publish sent -> publish_status received).
+
+    Options
+      --scenario fanout|publish
+      --target HOST:PORT       Switchyard's WebSocket listener (default 127.0.0.1:8800); loopback only
+      --path PATH              WebSocket path (default /)
+      --subscribers N          fanout subscribers (default 1000)
+      --subjects S             subjects (default 10)
+      --publishers P           publisher connections (default 1 for fanout, 4 for publish)
+      --rate R                 total publishes/s target; 0 = as fast as the windows allow (default 0)
+      --window W               unacknowledged publishes per publisher (default 100)
+      --duration D             measured seconds (default 10)
+      --warmup SECONDS         publishing before the measurement starts (default 2)
+      --drain SECONDS          at most this long after the end for the last acks and deliveries (default 5)
+      --payload BYTES          publish content size: "t=<send time ns>" padded with dots (default 64)
+      --qos GUARANTEED|STANDARD, --retained true|false
+                               publish options (default: the protocol defaults, omitted from the frame)
+      --threads T              load-generator event loop threads (default 1)
+      --sources K              spread subscribers over source addresses 127.0.0.1 .. 127.0.0.K (default 1)
+      --connect-concurrency C  connections opened at once (default 100)
+      --baseline               also run the load against the in-process baseline server and print ratios
+      --baseline-only          run only the baseline (no Switchyard needed)
+      --baseline-port PORT     the baseline's port (default 0: a free one)
+      --json-out FILE          also write the one-line JSON summary to FILE
+      --timeout SECONDS        give up (exit 4) after this long; default: per run warm-up + duration + drain + 45
+      --quiet                  no per-second progress on stderr
+
+    Exit status: 0 clean; 1 error; 2 usage; 3 the run finished but saw gaps, duplicates, missing deliveries,
+    failed publishes, failed connections or disconnects; 4 timed out.
+    """
+
+    static func parse(_ arguments: [String]) throws -> Options {
+        var options = Options()
+        var index = 0
+        func value(_ name: String) throws -> String {
+            index += 1
+            guard index < arguments.count else { throw BenchError("\(name) needs a value") }
+            return arguments[index]
+        }
+        func integer(_ name: String, min: Int = 0) throws -> Int {
+            let text = try value(name)
+            guard let number = Int(text), number >= min else { throw BenchError("\(name): '\(text)' is not an integer >= \(min)") }
+            return number
+        }
+        func number(_ name: String, min: Double = 0) throws -> Double {
+            let text = try value(name)
+            guard let number = Double(text), number >= min, number.isFinite else {
+                throw BenchError("\(name): '\(text)' is not a number >= \(min)")
+            }
+            return number
+        }
+        while index < arguments.count {
+            let argument = arguments[index]
+            switch argument {
+            case "-h", "--help":
+                print(usage)
+                exit(0)
+            case "--scenario":
+                let text = try value(argument)
+                guard let scenario = Scenario(rawValue: text) else { throw BenchError("unknown scenario '\(text)'") }
+                options.scenario = scenario
+            case "--target":
+                let text = try value(argument)
+                guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]) else {
+                    throw BenchError("--target must be HOST:PORT")
+                }
+                options.host = String(text[..<colon]).benchTrimmingBrackets()
+                options.port = port
+            case "--path": options.path = try value(argument)
+            case "--subscribers": options.subscribers = try integer(argument)
+            case "--subjects": options.subjects = try integer(argument, min: 1)
+            case "--publishers": options.publishers = try integer(argument, min: 1)
+            case "--rate": options.rate = try number(argument)
+            case "--window": options.window = try integer(argument, min: 1)
+            case "--duration": options.duration = try number(argument, min: 0.1)
+            case "--warmup": options.warmup = try number(argument)
+            case "--drain": options.drain = try number(argument)
+            case "--payload": options.payload = try integer(argument)
+            case "--threads": options.threads = try integer(argument, min: 1)
+            case "--sources": options.sources = try integer(argument, min: 1)
+            case "--connect-concurrency": options.connectConcurrency = try integer(argument, min: 1)
+            case "--qos":
+                let text = try value(argument)
+                guard text == "GUARANTEED" || text == "STANDARD" else { throw BenchError("--qos GUARANTEED|STANDARD") }
+                options.qos = text
+            case "--retained":
+                let text = try value(argument)
+                guard text == "true" || text == "false" else { throw BenchError("--retained true|false") }
+                options.retained = text == "true"
+            case "--baseline": options.baseline = true
+            case "--baseline-only": options.baselineOnly = true
+            case "--baseline-port": options.baselinePort = try integer(argument)
+            case "--json-out": options.jsonOut = try value(argument)
+            case "--quiet": options.quiet = true
+            case "--timeout": options.timeout = try number(argument, min: 1)
+            default:
+                throw BenchError("unknown option '\(argument)' (see --help)")
+            }
+            index += 1
+        }
+        guard isLoopback(options.host) else {
+            throw BenchError("--target must be a loopback address (127.0.0.0/8, ::1 or localhost): '\(options.host)'")
+        }
+        guard options.sources <= 254 else { throw BenchError("--sources is at most 254") }
+        return options
+    }
+
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+
+    /// The JSON string of the publish options suffix: `,"qos":"...","retained":...}`.
+    var publishSuffix: String {
+        var suffix = ""
+        if let qos { suffix += #","qos":"\#(qos)""# }
+        if let retained { suffix += #","retained":\#(retained)"# }
+        return suffix + "}"
+    }
+}
+
+extension String {
+    func benchTrimmingBrackets() -> String {
+        var result = Substring(self)
+        if result.first == "[" { result.removeFirst() }
+        if result.last == "]" { result.removeLast() }
+        return String(result)
+    }
+}

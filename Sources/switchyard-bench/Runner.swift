@@ -1,0 +1,222 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+import NIOCore
+import NIOPosix
+
+/// What one run (one target) measured.
+struct RunResult {
+    var name: String
+    var scenario: Scenario
+    var subscribersConnected = 0
+    var subscribersRequested = 0
+    var connectFailures = 0
+    var connectFailureReasons: [String: Int] = [:]
+    var subscribeRefused = 0
+    var publishers = 0
+    var measuredSeconds: Double = 0
+    var setupSeconds: Double = 0
+    var drainSeconds: Double = 0
+    var drained = false
+    var stats = StatsSnapshot()
+    var expectedDeliveries: UInt64 = 0
+
+    var acksPerSecond: Double { Double(stats.acksOKInWindow) / measuredSeconds }
+    var sendsPerSecond: Double { Double(stats.sentInWindow) / measuredSeconds }
+    var deliveriesPerSecond: Double { Double(stats.deliveredInWindow) / measuredSeconds }
+    var uniqueDelivered: UInt64 { stats.delivered - min(stats.delivered, stats.duplicates) }
+    var missing: UInt64 { expectedDeliveries > uniqueDelivered ? expectedDeliveries - uniqueDelivered : 0 }
+
+    func latencyMillis(_ histogram: Histogram?, _ percentile: Double) -> Double {
+        Double(histogram?.value(atPercentile: percentile) ?? 0) / 1e6
+    }
+}
+
+/// Runs one scenario against one WebSocket server.
+final class ScenarioRunner {
+    let options: Options
+    let name: String
+    let host: String
+    let port: Int
+    let progress: Bool
+
+    init(options: Options, name: String, host: String, port: Int) {
+        self.options = options
+        self.name = name
+        self.host = host
+        self.port = port
+        progress = !options.quiet
+    }
+
+    private func log(_ line: String) {
+        guard progress else { return }
+        fputs("[\(name)] \(line)\n", stderr)
+    }
+
+    func run() throws -> RunResult {
+        let setupStarted = monotonicNanos()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: options.threads)
+        defer { try? group.syncShutdownGracefully() }
+        var loops: [EventLoop] = []
+        for loop in group.makeIterator() { loops.append(loop) }
+        let stats = loops.map { _ in LoopStats(subjects: options.subjects) }
+        let runID = "\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
+        let subjects = (0..<options.subjects).map { "/bench/\(runID)/\(name)/s\($0)" }
+        var suffix = ByteBuffer()
+        suffix.writeString(options.publishSuffix)
+        var random = SystemRandomNumberGenerator()
+
+        var result = RunResult(name: name, scenario: options.scenario)
+        result.subscribersRequested = options.subscriberCount
+        var channels: [Channel] = []
+        var subscribersPerSubject = [UInt64](repeating: 0, count: subjects.count)
+
+        // Subscribers, a bounded number of connections at a time.
+        var allowed: [EventLoopFuture<Void>] = []
+        var next = 0
+        while next < options.subscriberCount {
+            let batch = next..<min(next + options.connectConcurrency, options.subscriberCount)
+            var connects: [(Int, EventLoopFuture<Channel>)] = []
+            for index in batch {
+                let loopIndex = index % loops.count
+                let loop = loops[loopIndex]
+                let subject = subjects[index % subjects.count]
+                let promise = loop.makePromise(of: Void.self)
+                let source = try sourceAddress(index)
+                let seed = random.next()
+                let loopStats = stats[loopIndex]
+                let connect = WebSocketConnector.connect(
+                    on: loop, host: host, port: port, path: options.path, source: source,
+                    makeHandler: { _ in
+                        SubscriberHandler(stats: loopStats, subjects: [subject], allowed: promise, seed: seed)
+                    })
+                connect.whenFailure { promise.fail($0) }
+                connects.append((index, connect))
+                allowed.append(promise.futureResult)
+            }
+            for (index, connect) in connects {
+                do {
+                    channels.append(try connect.wait())
+                    subscribersPerSubject[index % subjects.count] += 1
+                    result.subscribersConnected += 1
+                } catch {
+                    result.connectFailures += 1
+                    result.connectFailureReasons["\(error)", default: 0] += 1
+                }
+            }
+            next = batch.upperBound
+        }
+        if options.subscriberCount > 0 {
+            log("\(result.subscribersConnected)/\(options.subscriberCount) subscribers connected"
+                + (result.connectFailures > 0 ? " (\(result.connectFailures) failed: \(result.connectFailureReasons))" : ""))
+            guard result.subscribersConnected > 0 else {
+                throw BenchError("no subscriber could connect to \(host):\(port): \(result.connectFailureReasons)")
+            }
+            // Wait for every `subscribed` answer (at most 30 s).
+            let deadline = monotonicNanos() + 30_000_000_000
+            while monotonicNanos() < deadline {
+                let answered = try snapshot(loops, stats, histograms: false)
+                if answered.subscribed + answered.subscribeRefused >= result.subscribersConnected { break }
+                usleep(20_000)
+            }
+            let answered = try snapshot(loops, stats, histograms: false)
+            result.subscribeRefused = answered.subscribeRefused
+            log("\(answered.subscribed) subscriptions allowed, \(answered.subscribeRefused) refused")
+            // Let the subscribes settle in the pipeline (ingress holds live messages meanwhile anyway).
+            usleep(500_000)
+        }
+        _ = allowed
+
+        // Publishers.
+        var publisherHandlers: [(EventLoop, PublisherHandler)] = []
+        let perPublisherRate = options.rate / Double(options.publisherCount)
+        for index in 0..<options.publisherCount {
+            let loopIndex = (options.subscriberCount + index) % loops.count
+            let loop = loops[loopIndex]
+            let loopStats = stats[loopIndex]
+            let handler = PublisherHandler(stats: loopStats, subjects: subjects, firstSubject: index,
+                                           payload: options.payload, window: options.window,
+                                           ratePerSecond: perPublisherRate, suffix: suffix, seed: random.next())
+            let channel = try WebSocketConnector.connect(on: loop, host: host, port: port, path: options.path,
+                                                         source: nil, makeHandler: { _ in handler }).wait()
+            channels.append(channel)
+            publisherHandlers.append((loop, handler))
+        }
+        result.publishers = publisherHandlers.count
+
+        // Publish: warm-up, then the measured window.
+        let start = monotonicNanos() + 100_000_000
+        let windowStart = start + UInt64(options.warmup * 1e9)
+        let windowEnd = windowStart + UInt64(options.duration * 1e9)
+        for (loop, loopStats) in zip(loops, stats) {
+            try loop.submit {
+                loopStats.windowStart = windowStart
+                loopStats.windowEnd = windowEnd
+            }.wait()
+        }
+        result.setupSeconds = Double(start - setupStarted) / 1e9
+        for (loop, handler) in publisherHandlers {
+            loop.execute { handler.run(start: start, stop: windowEnd) }
+        }
+        log("publishing: \(options.warmup)s warm-up, then \(options.duration)s measured")
+
+        var previous = StatsSnapshot()
+        var previousAt = monotonicNanos()
+        while monotonicNanos() < windowEnd {
+            let remaining = windowEnd - monotonicNanos()
+            usleep(UInt32(min(remaining / 1000, 1_000_000)))
+            let now = monotonicNanos()
+            let current = try snapshot(loops, stats, histograms: false)
+            let seconds = Double(now - previousAt) / 1e9
+            let phase = now < windowStart ? "warm-up" : "measure"
+            if seconds > 0.2 {
+                log(phase + String(format: " acks %.0f/s, deliveries %.0f/s, in flight %d, failed %llu, gaps %llu, disconnects %d",
+                           Double(current.acksOK - previous.acksOK) / seconds,
+                           Double(current.delivered - previous.delivered) / seconds, current.inflight,
+                           current.acksFailed, current.gaps, current.disconnects))
+            }
+            previous = current
+            previousAt = now
+        }
+
+        // Drain: the last acks and deliveries.
+        let drainDeadline = windowEnd + UInt64(options.drain * 1e9)
+        var final = try snapshot(loops, stats, histograms: false)
+        while true {
+            final = try snapshot(loops, stats, histograms: false)
+            let expected = zip(final.okPerSubject, subscribersPerSubject).reduce(UInt64(0)) { $0 + $1.0 * $1.1 }
+            let unique = final.delivered - min(final.delivered, final.duplicates)
+            if final.inflight == 0 && unique >= expected {
+                result.drained = true
+                break
+            }
+            if monotonicNanos() >= drainDeadline { break }
+            usleep(20_000)
+        }
+        result.drainSeconds = Double(monotonicNanos() - windowEnd) / 1e9
+        final = try snapshot(loops, stats, histograms: true)
+        result.stats = final
+        result.expectedDeliveries = zip(final.okPerSubject, subscribersPerSubject).reduce(UInt64(0)) { $0 + $1.0 * $1.1 }
+        result.measuredSeconds = options.duration
+
+        for channel in channels { channel.close(promise: nil) }
+        usleep(100_000)
+        return result
+    }
+
+    private func snapshot(_ loops: [EventLoop], _ stats: [LoopStats], histograms: Bool) throws -> StatsSnapshot {
+        var parts: [StatsSnapshot] = []
+        for (loop, loopStats) in zip(loops, stats) {
+            parts.append(try loop.submit { loopStats.snapshot(histograms: histograms) }.wait())
+        }
+        return StatsSnapshot.merged(parts)
+    }
+
+    private func sourceAddress(_ index: Int) throws -> SocketAddress? {
+        guard options.sources > 1 else { return nil }
+        return try SocketAddress(ipAddress: "127.0.0.\(1 + index % options.sources)", port: 0)
+    }
+}

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Benchmark a throw-away Switchyard stack against the in-process baseline (docs/BENCHMARKS.md).
+#
+#   scripts/bench.sh [switchyard-bench options...]      e.g. --scenario publish, --subscribers 500, --duration 5
+#
+# Builds the stages and switchyard-bench (release), starts a standalone stack from a temporary config (a free
+# loopback port, temporary RunDir and LogFolder), runs `switchyard-bench --baseline` against it (all traffic on
+# 127.0.0.1), stops the stack and prints the results, the CPU time each stage used, and the JSON summary.
+# With the defaults the whole run takes well under 2 minutes once the build is up to date.
+#
+#   BENCH_SKIP_BUILD=1   use the executables already in .build/release
+#   BENCH_KEEP=1         keep the temporary folder (config, logs, result JSON)
+#   BENCH_LOGLEVEL=INFO  the stack's LogLevel
+#   BENCH_INGRESS=N      IngressInstances (default 1)
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+if [ -x /opt/swift/usr/bin/swift ]; then export PATH="/opt/swift/usr/bin:$PATH"; fi
+
+# Build the same way as `make build` (local librdkafka through pkg-config + rpath) so nothing is rebuilt twice.
+SWIFT_LINK=()
+if [ -d "$REPO/.deps/librdkafka/lib/pkgconfig" ]; then
+    export PKG_CONFIG_PATH="$REPO/.deps/librdkafka/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+    SWIFT_LINK=(-Xlinker -rpath -Xlinker "$REPO/.deps/librdkafka/lib")
+fi
+BIN="$REPO/.build/release"
+if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
+    for product in ws-ingress router cache fanout switchyard-bench; do
+        echo "bench: building $product (release)" >&2
+        swift build -c release --product "$product" "${SWIFT_LINK[@]}" 2>&1 | grep -Ev '^(\[[0-9]+/[0-9]+\]|Building for|Compiling|Write|Planning)' >&2 || true
+        [ -x "$BIN/$product" ] || { echo "bench: $BIN/$product missing after the build" >&2; exit 1; }
+    done
+fi
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-bench.XXXXXX")
+CONF="$TMP/switchyard.conf"
+PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+cat > "$CONF" <<CONF
+# Written by scripts/bench.sh for one benchmark run.
+Listen = 127.0.0.1:$PORT
+ClusterEngine = none
+RunDir = $TMP/run
+LogFolder = $TMP/log
+LogLevel = ${BENCH_LOGLEVEL:-INFO}
+IngressInstances = ${BENCH_INGRESS:-1}
+CONF
+
+cleanup() {
+    SWITCHYARD_GRACE=2 ./switchyard stop -c "$CONF" >/dev/null 2>&1 || true
+    if [ -z "${BENCH_KEEP:-}" ]; then rm -rf "$TMP"; else echo "bench: kept $TMP" >&2; fi
+}
+trap cleanup EXIT
+
+echo "bench: starting a standalone stack on 127.0.0.1:$PORT ($TMP)" >&2
+SWITCHYARD_BIN="$BIN" SWITCHYARD_START_TIMEOUT=30 ./switchyard start -c "$CONF" >&2
+
+# CPU seconds (user + system) of every stage instance, from /proc/PID/stat.
+stage_cpu() {
+    local file pid name ticks
+    ticks=$(getconf CLK_TCK)
+    for file in "$TMP"/run/*.pid; do
+        name=$(basename "$file" .pid)
+        [ "$name" = supervisor ] && continue
+        pid=$(cat "$file" 2>/dev/null) || continue
+        [ -r "/proc/$pid/stat" ] || continue
+        awk -v n="$name" -v t="$ticks" '{ sub(/^.*\) /, ""); printf "%s %.2f\n", n, ($12 + $13) / t }' "/proc/$pid/stat"
+    done | sort
+}
+stage_cpu > "$TMP/cpu.before"
+START=$(date +%s.%N)
+
+status=0
+timeout --signal=INT 170 "$BIN/switchyard-bench" --target "127.0.0.1:$PORT" --baseline --json-out "$TMP/result.json" "$@" \
+    || status=$?
+
+END=$(date +%s.%N)
+stage_cpu > "$TMP/cpu.after"
+echo
+echo "stage CPU seconds during the bench ($(awk -v a="$START" -v b="$END" 'BEGIN { printf "%.1f", b - a }') s wall, both runs; the stages idle during the baseline run):"
+join "$TMP/cpu.before" "$TMP/cpu.after" | awk '{ printf "  %-14s %6.2f s\n", $1, $3 - $2 }'
+if [ "$status" -ne 0 ]; then
+    echo "bench: switchyard-bench exited with status $status (3: integrity problems, 4: timed out)" >&2
+    echo "bench: last log lines of the stack:" >&2
+    tail -n 5 "$TMP"/log/*.log >&2 || true
+fi
+exit "$status"
