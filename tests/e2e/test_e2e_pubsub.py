@@ -176,3 +176,79 @@ def test_ws_path_and_ping_pong(broker):
                 await asyncio.wait_for(waiter, 5)
 
     run(scenario(), 30)
+
+
+def test_content_with_quotes_escapes_and_unicode_round_trips_exactly(broker):
+    s = unique_subject("text")
+    contents = [
+        'quote " backslash \\ slash / newline \n tab \t cr \r',
+        "control \u0001\u001f and nul \u0000 inside",
+        "ünïcödé ✓ 汉字 🚀 and </script>",
+        '{"op":"publish","subject":"/x","content":"nested json"}',
+        "",
+    ]
+
+    async def scenario():
+        async with await Client.connect(broker.url) as sub, await Client.connect(broker.url) as pub:
+            await sub.subscribe([s])
+            for i, c in enumerate(contents):
+                await pub.publish_ok(s, c, closure=f'cl "{i}" \\ ✓')
+            got = await sub.messages(s, len(contents))
+            assert [m["content"] for m in got] == contents
+            assert [m["closure"] for m in got] == [f'cl "{i}" \\ ✓' for i in range(len(contents))]
+
+    run(scenario(), 30)
+
+
+def test_message_at_the_default_size_limit_is_delivered_intact(broker):
+    s = unique_subject("big")
+    content = "".join(chr(ord("a") + i % 26) for i in range(131072))  # MessageSizeLimit default: 128 KiB
+
+    async def scenario():
+        async with await Client.connect(broker.url) as sub, await Client.connect(broker.url) as pub:
+            await sub.subscribe([s])
+            await pub.publish_ok(s, content)
+            st = await pub.publish(s, content + "!", closure="too-big")
+            assert st["status"] == "MESSAGE_SIZE_LIMIT_EXCEEDED", st
+            m = (await sub.messages(s, 1, timeout=15))[0]
+            assert m["content"] == content
+
+    run(scenario(), 30)
+
+
+def test_subscribing_twice_on_one_connection_delivers_once(broker):
+    s = unique_subject("twice")
+
+    async def scenario():
+        async with await Client.connect(broker.url) as sub, await Client.connect(broker.url) as pub:
+            await sub.subscribe([s])
+            await sub.subscribe([s])
+            await pub.publish_ok(s, "once")
+            assert [m["seq"] for m in await sub.messages(s, 1)] == [1]
+            extra = await sub.quiet(is_msg(s), 0.7)
+            assert extra == [], f"delivered twice: {summarize(extra)}"
+            # unsubscribe and subscribe again on the same connection: live again
+            await sub.send({"op": "unsubscribe", "subjects": [s]})
+            await sub.subscribe([s])
+            frames = await sub.subject_frames_until(s, lambda g: len(g) >= 1)
+            assert frames[0]["type"] == "snapshot" and frames[0]["seq"] == 1, summarize(frames)
+            await pub.publish_ok(s, "again")
+            m = (await sub.messages(s, 1))[0]
+            assert (m["type"], m["seq"], m["content"]) == ("update", 2, "again")
+
+    run(scenario(), 30)
+
+
+def test_token_on_url_and_connect_op_are_accepted(broker):
+    async def scenario():
+        for url in (broker.url + "?token=abc", broker.url.rstrip("/") + "/ws?token=abc"):
+            s = unique_subject("token")
+            async with await Client.connect(url) as c:
+                await c.send({"op": "connect", "token": "abc"})
+                await c.subscribe([s])
+                await c.publish_ok(s, url)
+                assert (await c.messages(s, 1))[0]["content"] == url
+                errors = await c.quiet(lambda f: f.get("op") == "error", 0.3)
+                assert errors == [], errors
+
+    run(scenario(), 30)

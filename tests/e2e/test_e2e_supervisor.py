@@ -4,7 +4,9 @@ stage is survived (the supervisor restarts it; clients of a killed ws-ingress re
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import time
 
 import pytest
@@ -205,3 +207,47 @@ def test_kill_9_of_ws_ingress_client_reconnects_and_recovers(make_broker):
         await pub.close()
 
     run(scenario(), 90)
+
+
+def test_unacknowledged_publish_fails_after_publish_timeout(make_broker):
+    """A cache that stops answering (SIGSTOP, so the supervisor does not restart it): a publish with a closure
+    is answered FAILED once PublishTimeout passes, and works again once the cache runs again."""
+    b = make_broker(PublishTimeout=2)
+    s = unique_subject("timeout")
+
+    async def scenario():
+        async with await Client.connect(b.url, name="pub") as pub:
+            await pub.publish_ok(s, "before")
+            cache = b.pid("cache")
+            os.kill(cache, signal.SIGSTOP)
+            try:
+                began = time.monotonic()
+                st = await pub.publish(s, "stuck", closure="stuck", timeout=10)
+                waited = time.monotonic() - began
+                assert st["status"] == "FAILED", st
+                assert 1.5 <= waited <= 6, f"FAILED after {waited:.1f}s with PublishTimeout = 2"
+            finally:
+                os.kill(cache, signal.SIGCONT)
+            st = await pub.publish(s, "after", closure="after", timeout=10)
+            assert st["status"] == "OK", st
+
+    run(scenario(), 40)
+
+
+def test_status_counts_connections_and_forgets_closed_ones(make_broker):
+    b = make_broker()
+
+    def ingress_connections():
+        row = b.status_row("ws-ingress")
+        return row.get("connections") if row else None
+
+    async def scenario():
+        clients = [await Client.connect(b.url, name=f"c{i}") for i in range(20)]
+        await asyncio.to_thread(wait_until, lambda: (ingress_connections() or 0) >= 20, 15, 0.5,
+                                "ws-ingress to count 20 connections")
+        for c in clients:
+            await c.close()
+        await asyncio.to_thread(wait_until, lambda: ingress_connections() == 0, 15, 0.5,
+                                "ws-ingress connections back to 0 after the clients closed")
+
+    run(scenario(), 60)
