@@ -4,8 +4,8 @@
 #   make build   set-up, then a release build of the stages into .build/release
 #   make run     build, then run a standalone broker in the foreground from switchyard.conf (*:8800)
 #   make test    build, unit tests (swift test), then the Python end-to-end and supervisor tests (pytest)
-#   make bench   build, start a stack from $(CONF) unless one runs, run switchyard-bench against it, stop it
-#                (BENCH_ARGS="--subscribers 2000 --duration 20 --baseline" passes options through)
+#   make bench   build, then scripts/bench.sh: switchyard-bench against a throw-away stack and the baseline
+#                (BENCH_ARGS="--subscribers 500 --duration 5" passes options through)
 #   make clean   remove build output and run-time files (keeps .venv and .deps)
 
 SHELL := /bin/bash
@@ -19,8 +19,6 @@ RDKAFKA := $(CURDIR)/.deps/librdkafka
 CONF ?= switchyard.conf
 PYTEST_ARGS ?= -q
 BENCH_ARGS ?=
-# the first Listen address of $(CONF), with * read as 127.0.0.1
-BENCH_TARGET ?= $(shell sed -n 's/^[[:space:]]*Listen[[:space:]]*=[[:space:]]*\([^,#[:space:]]*\).*/\1/p' $(CONF) | head -n1 | sed 's/^\*:/127.0.0.1:/; s/^0\.0\.0\.0:/127.0.0.1:/')
 
 # Evaluated in the shell when a recipe runs, after set-up may have built .deps/librdkafka:
 # use the local librdkafka through pkg-config and find it at run time through an rpath.
@@ -54,13 +52,7 @@ e2e-test:
 	@.venv/bin/python -m pytest tests $(PYTEST_ARGS)
 
 bench: build
-	@test -x .build/release/switchyard-bench || { echo "make bench: .build/release/switchyard-bench was not built" >&2; exit 1; }
-	@if ./switchyard status -c $(CONF) >/dev/null 2>&1; then \
-	    .build/release/switchyard-bench --target $(BENCH_TARGET) $(BENCH_ARGS); \
-	else \
-	    ./switchyard start -c $(CONF) && trap './switchyard stop -c $(CONF) >/dev/null' EXIT && \
-	    .build/release/switchyard-bench --target $(BENCH_TARGET) $(BENCH_ARGS); \
-	fi
+	@BENCH_SKIP_BUILD=1 bash scripts/bench.sh $(BENCH_ARGS)
 
 clean:
 	rm -rf .build .build-e2e var .pytest_cache
