@@ -4,17 +4,32 @@ import SwitchyardCore
 /// Per subject: numbers messages (standalone) or keeps Kafka's numbers, holds the history and the snapshot,
 /// answers subscribes, acknowledges stored publishes, and passes every message and interest change on to the
 /// subject's fanout shard — one pipe, so an interest always reaches the fanout in order with the messages.
+///
+/// In Kafka mode, a recovery from further back than the cache holds is passed to kafka-in, which reads it from
+/// Kafka (deep recovery); its answer comes back here and goes on to the subscriber's ingress.
 public final class Cache: EnvelopeHandler {
+    /// A subscribe waiting for kafka-in, under the cache's own request id (ingress ids can collide).
+    private struct DeepRecovery {
+        let subscribe: Subscribe
+        let askedAt: UInt64
+    }
+
+    /// How long a deep recovery may take before it is forgotten (the ingress asks again by itself).
+    static let deepRecoveryTimeout: UInt64 = 30_000_000_000
+
     private let context: StageContext
     public let store: SubjectStore
     private var lastExpiry: UInt64 = 0
+    private var deepRecoveries: [UInt64: DeepRecovery] = [:]
+    private var nextDeepRecoveryID: UInt64 = 0
 
     public init(context: StageContext) {
         self.context = context
         let config = context.config
         store = SubjectStore(epoch: Self.newEpoch(instance: context.instance),
                              maxMessagesPerSubject: config.maxCachedMessagesPerSubject,
-                             maxAge: UInt64(config.cacheExpireTime) * 1_000_000_000)
+                             maxAge: UInt64(config.cacheExpireTime) * 1_000_000_000,
+                             backedByKafka: config.clusterEngine == .kafka)
     }
 
     /// A fresh standalone epoch: the start time and instance, unique across restarts.
@@ -37,25 +52,51 @@ public final class Cache: EnvelopeHandler {
                             delivery: .reply)
             }
         case .message(let message):
-            store.insert(message)
-            outbox.send(envelope, to: fanoutAddress(message.subject, topology))
+            if store.insert(message) {
+                outbox.send(envelope, to: fanoutAddress(message.subject, topology))
+            }
         case .subscribe(let subscribe):
             if subscribe.registersInterest {
                 let interest = Interest(subject: subscribe.subject, ingress: subscribe.ingress, isAdded: true)
                 outbox.send(.interest(interest), to: fanoutAddress(subscribe.subject, topology))
             }
-            outbox.send(.subscribeReply(store.reply(to: subscribe)), to: subscribe.replyTo, delivery: .reply)
+            if let reply = store.reply(to: subscribe) {
+                outbox.send(.subscribeReply(reply), to: subscribe.replyTo, delivery: .reply)
+            } else {
+                askKafka(subscribe, outbox: outbox, topology)
+            }
+        case .subscribeReply(let reply):
+            answerFromKafka(reply, outbox: outbox)
         case .interest(let interest):
             outbox.send(envelope, to: fanoutAddress(interest.subject, topology))
-        case .publishAck, .subscribeReply, .peerUp:
+        case .publishAck, .peerUp:
             context.logger.warn("unexpected envelope for the cache dropped", ["envelope": envelope.kindName])
         }
+    }
+
+    private func askKafka(_ subscribe: Subscribe, outbox: Outbox, _ topology: Topology) {
+        nextDeepRecoveryID += 1
+        deepRecoveries[nextDeepRecoveryID] = DeepRecovery(subscribe: subscribe, askedAt: wallClockNanoseconds())
+        var request = subscribe
+        request.requestID = nextDeepRecoveryID
+        request.replyTo = context.inboundAddress
+        request.registersInterest = false
+        outbox.send(.subscribe(request), to: topology.address(.kafkaIn, 0))
+    }
+
+    /// kafka-in's answer: recovered from Kafka, or a resync (then with the snapshot this cache holds).
+    private func answerFromKafka(_ reply: SubscribeReply, outbox: Outbox) {
+        guard let pending = deepRecoveries.removeValue(forKey: reply.requestID) else { return }
+        var answer = reply.status == .resync ? store.resyncReply(to: pending.subscribe) : reply
+        answer.requestID = pending.subscribe.requestID
+        outbox.send(.subscribeReply(answer), to: pending.subscribe.replyTo, delivery: .reply)
     }
 
     public func tick(now: UInt64, outbox: Outbox) {
         guard now - lastExpiry >= 1_000_000_000 else { return }
         lastExpiry = now
         store.expire(now: now)
+        deepRecoveries = deepRecoveries.filter { now - $0.value.askedAt < Self.deepRecoveryTimeout }
         context.metrics.setGauge("subjects", store.subjectCount)
         context.metrics.setGauge("cachedMessages", store.messageCount)
     }

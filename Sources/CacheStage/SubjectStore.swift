@@ -20,16 +20,20 @@ public final class SubjectStore {
     public let epoch: String
     public let maxMessagesPerSubject: Int
     public let maxAge: UInt64
+    /// Kafka mode: what the store cannot answer, Kafka may (`reply` returns nil for those).
+    public let backedByKafka: Bool
     private var entries: [String: Entry] = [:]
     public private(set) var messageCount = 0
 
     /// - Parameters:
     ///   - epoch: the epoch of messages this store numbers itself (standalone mode).
     ///   - maxAge: nanoseconds a message stays in the history.
-    public init(epoch: String, maxMessagesPerSubject: Int, maxAge: UInt64) {
+    ///   - backedByKafka: messages come numbered from Kafka, which holds more history than the store.
+    public init(epoch: String, maxMessagesPerSubject: Int, maxAge: UInt64, backedByKafka: Bool = false) {
         self.epoch = epoch
         self.maxMessagesPerSubject = maxMessagesPerSubject
         self.maxAge = maxAge
+        self.backedByKafka = backedByKafka
     }
 
     public var subjectCount: Int { entries.count }
@@ -47,10 +51,13 @@ public final class SubjectStore {
         return message
     }
 
-    /// Keeps a message that arrived already numbered (a Kafka record). A new epoch starts the subject over.
-    public func insert(_ message: Message) {
+    /// Keeps a message that arrived already numbered (a Kafka record) and says whether it was new: a record
+    /// read again (cache warm-up after a restart elsewhere) is not passed on twice. A new epoch starts the
+    /// subject over.
+    @discardableResult
+    public func insert(_ message: Message) -> Bool {
         if let current = entries[message.subject]?.epoch, current == message.epoch {
-            guard message.seq > entries[message.subject]!.lastSeq else { return }
+            guard message.seq > entries[message.subject]!.lastSeq else { return false }
         } else {
             var fresh = Entry(epoch: message.epoch)
             fresh.coveredAfter = message.seq == 0 ? 0 : message.seq - 1
@@ -58,6 +65,7 @@ public final class SubjectStore {
         }
         entries[message.subject]!.lastSeq = message.seq
         keep(message, in: &entries[message.subject]!)
+        return true
     }
 
     private func keep(_ message: Message, in entry: inout Entry) {
@@ -74,8 +82,9 @@ public final class SubjectStore {
         }
     }
 
-    /// What a new subscriber gets, as the cache's reply.
-    public func reply(to subscribe: Subscribe) -> SubscribeReply {
+    /// What a new subscriber gets, as the cache's reply; nil when only Kafka can tell (a recovery from further
+    /// back than the store reaches, or from an epoch it does not know).
+    public func reply(to subscribe: Subscribe) -> SubscribeReply? {
         let entry = entries[subscribe.subject]
         let epoch = entry?.epoch ?? self.epoch
         let lastSeq = entry?.lastSeq ?? 0
@@ -92,12 +101,29 @@ public final class SubjectStore {
             return answer(.historical, .none, Array(history.suffix(Int(count))))
         case .recover(let clientEpoch, let clientSeq):
             let coveredAfter = entry?.coveredAfter ?? 0
-            guard clientEpoch == epoch, clientSeq <= lastSeq, clientSeq >= coveredAfter else {
+            if backedByKafka {
+                guard let entry, clientEpoch == entry.epoch, clientSeq >= coveredAfter else { return nil }
+                if clientSeq >= lastSeq {
+                    // The client saw more than this node has read yet (it came from a node further ahead):
+                    // nothing to send, and nothing up to its position may be sent again.
+                    return SubscribeReply(requestID: subscribe.requestID, subject: subscribe.subject,
+                                          kind: .recovered, status: .sync, messages: [], epoch: epoch,
+                                          lastSeq: clientSeq)
+                }
+            } else if clientEpoch != epoch || clientSeq > lastSeq || clientSeq < coveredAfter {
                 return answer(.snapshot, .resync, snapshot)
             }
             let missed = entry?.history.filter { $0.seq > clientSeq } ?? []
             return answer(.recovered, .sync, missed)
         }
+    }
+
+    /// The answer for a position that cannot be served: the snapshot, if any, and a resync.
+    public func resyncReply(to subscribe: Subscribe) -> SubscribeReply {
+        let entry = entries[subscribe.subject]
+        return SubscribeReply(requestID: subscribe.requestID, subject: subscribe.subject, kind: .snapshot,
+                              status: .resync, messages: entry?.snapshot.map { [$0] } ?? [],
+                              epoch: entry?.epoch ?? epoch, lastSeq: entry?.lastSeq ?? 0)
     }
 
     /// Drops messages older than `maxAge`; the history then no longer reaches back past them.

@@ -16,6 +16,21 @@ final class SubjectStoreTests: XCTestCase {
                   start: start)
     }
 
+    func answer(_ store: SubjectStore, _ start: SubscribeStart) -> SubscribeReply {
+        guard let reply = store.reply(to: subscribe(start)) else {
+            XCTFail("the store left \(start) to Kafka")
+            return store.resyncReply(to: subscribe(start))
+        }
+        return reply
+    }
+
+    func record(_ offset: UInt64, epoch: String = "p0", subject: String = "/a/b") -> Message {
+        var record = published("r\(offset)", subject: subject)
+        record.seq = offset
+        record.epoch = epoch
+        return record
+    }
+
     func contents(_ reply: SubscribeReply) -> [String] {
         reply.messages.map { String(buffer: $0.content) }
     }
@@ -31,10 +46,10 @@ final class SubjectStoreTests: XCTestCase {
 
     func testSnapshotIsTheLastRetainedMessage() {
         let store = SubjectStore(epoch: "E", maxMessagesPerSubject: 10, maxAge: 60 * second)
-        XCTAssertEqual(store.reply(to: subscribe(.snapshot)).messages, [])
+        XCTAssertEqual(answer(store, .snapshot).messages, [])
         _ = store.append(published("kept"), now: 1)
         _ = store.append(published("not retained", flags: [.guaranteed]), now: 2)
-        let reply = store.reply(to: subscribe(.snapshot))
+        let reply = answer(store, .snapshot)
         XCTAssertEqual(contents(reply), ["kept"])
         XCTAssertEqual(reply.kind, .snapshot)
         XCTAssertEqual(reply.lastSeq, 2)
@@ -43,7 +58,7 @@ final class SubjectStoreTests: XCTestCase {
     func testHistoryReturnsTheMostRecentOldestFirst() {
         let store = SubjectStore(epoch: "E", maxMessagesPerSubject: 10, maxAge: 60 * second)
         for index in 1...5 { _ = store.append(published("m\(index)"), now: UInt64(index)) }
-        let reply = store.reply(to: subscribe(.history(count: 3)))
+        let reply = answer(store, .history(count: 3))
         XCTAssertEqual(contents(reply), ["m3", "m4", "m5"])
         XCTAssertEqual(reply.kind, .historical)
     }
@@ -51,19 +66,19 @@ final class SubjectStoreTests: XCTestCase {
     func testRecoveryReturnsExactlyWhatWasMissed() {
         let store = SubjectStore(epoch: "E", maxMessagesPerSubject: 10, maxAge: 60 * second)
         for index in 1...5 { _ = store.append(published("m\(index)"), now: UInt64(index)) }
-        let reply = store.reply(to: subscribe(.recover(epoch: "E", seq: 2)))
+        let reply = answer(store, .recover(epoch: "E", seq: 2))
         XCTAssertEqual(reply.status, .sync)
         XCTAssertEqual(reply.kind, .recovered)
         XCTAssertEqual(reply.messages.map(\.seq), [3, 4, 5])
-        XCTAssertEqual(store.reply(to: subscribe(.recover(epoch: "E", seq: 5))).messages, [])
-        XCTAssertEqual(store.reply(to: subscribe(.recover(epoch: "E", seq: 5))).status, .sync)
+        XCTAssertEqual(answer(store, .recover(epoch: "E", seq: 5)).messages, [])
+        XCTAssertEqual(answer(store, .recover(epoch: "E", seq: 5)).status, .sync)
     }
 
     func testUnknownEpochOrFuturePositionResyncsWithTheSnapshot() {
         let store = SubjectStore(epoch: "E", maxMessagesPerSubject: 10, maxAge: 60 * second)
         for index in 1...3 { _ = store.append(published("m\(index)"), now: UInt64(index)) }
         for start in [SubscribeStart.recover(epoch: "old", seq: 1), .recover(epoch: "E", seq: 9)] {
-            let reply = store.reply(to: subscribe(start))
+            let reply = answer(store, start)
             XCTAssertEqual(reply.status, .resync)
             XCTAssertEqual(contents(reply), ["m3"])
         }
@@ -73,8 +88,8 @@ final class SubjectStoreTests: XCTestCase {
         let store = SubjectStore(epoch: "E", maxMessagesPerSubject: 3, maxAge: 60 * second)
         for index in 1...6 { _ = store.append(published("m\(index)"), now: UInt64(index)) }
         XCTAssertEqual(store.messageCount, 3)
-        XCTAssertEqual(store.reply(to: subscribe(.recover(epoch: "E", seq: 3))).messages.map(\.seq), [4, 5, 6])
-        XCTAssertEqual(store.reply(to: subscribe(.recover(epoch: "E", seq: 2))).status, .resync)
+        XCTAssertEqual(answer(store, .recover(epoch: "E", seq: 3)).messages.map(\.seq), [4, 5, 6])
+        XCTAssertEqual(answer(store, .recover(epoch: "E", seq: 2)).status, .resync)
     }
 
     func testAgeExpiryEndsRecoveryBeyondTheWindow() {
@@ -83,11 +98,11 @@ final class SubjectStoreTests: XCTestCase {
         _ = store.append(published("new"), now: 105 * second)
         store.expire(now: 112 * second)
         XCTAssertEqual(store.messageCount, 1)
-        XCTAssertEqual(store.reply(to: subscribe(.recover(epoch: "E", seq: 1))).messages.map(\.seq), [2])
-        XCTAssertEqual(store.reply(to: subscribe(.recover(epoch: "E", seq: 0))).status, .resync)
+        XCTAssertEqual(answer(store, .recover(epoch: "E", seq: 1)).messages.map(\.seq), [2])
+        XCTAssertEqual(answer(store, .recover(epoch: "E", seq: 0)).status, .resync)
         // The snapshot outlives the history.
         store.expire(now: 200 * second)
-        XCTAssertEqual(contents(store.reply(to: subscribe(.snapshot))), ["new"])
+        XCTAssertEqual(contents(answer(store, .snapshot)), ["new"])
     }
 
     func testStandardMessagesAreNumberedButNotKept() {
@@ -95,7 +110,7 @@ final class SubjectStoreTests: XCTestCase {
         _ = store.append(published("g1"), now: 1)
         XCTAssertEqual(store.append(published("s2", flags: [.retained]), now: 2).seq, 2)
         _ = store.append(published("g3"), now: 3)
-        XCTAssertEqual(store.reply(to: subscribe(.recover(epoch: "E", seq: 0))).messages.map(\.seq), [1, 3])
+        XCTAssertEqual(answer(store, .recover(epoch: "E", seq: 0)).messages.map(\.seq), [1, 3])
     }
 
     func testKafkaRecordsKeepTheirNumbersAndANewEpochStartsOver() {
@@ -106,12 +121,27 @@ final class SubjectStoreTests: XCTestCase {
             record.epoch = "p0"
             store.insert(record)
         }
-        XCTAssertEqual(store.reply(to: subscribe(.recover(epoch: "p0", seq: 11))).messages.map(\.seq), [12, 15])
-        XCTAssertEqual(store.reply(to: subscribe(.recover(epoch: "p0", seq: 8))).status, .resync)
+        XCTAssertEqual(answer(store, .recover(epoch: "p0", seq: 11)).messages.map(\.seq), [12, 15])
+        XCTAssertEqual(answer(store, .recover(epoch: "p0", seq: 8)).status, .resync)
         var recreated = published("fresh")
         recreated.seq = 0
         recreated.epoch = "p0-new"
         store.insert(recreated)
-        XCTAssertEqual(store.reply(to: subscribe(.recover(epoch: "p0", seq: 15))).status, .resync)
+        XCTAssertEqual(answer(store, .recover(epoch: "p0", seq: 15)).status, .resync)
+    }
+
+    func testKafkaModeLeavesWhatItCannotServeToKafka() {
+        let store = SubjectStore(epoch: "unused", maxMessagesPerSubject: 2, maxAge: 60 * second, backedByKafka: true)
+        XCTAssertNil(store.reply(to: subscribe(.recover(epoch: "p0", seq: 3))), "unknown subject")
+        for offset: UInt64 in [10, 12, 15] { XCTAssertTrue(store.insert(record(offset))) }
+        XCTAssertFalse(store.insert(record(12)), "a record read again is not new")
+        XCTAssertEqual(answer(store, .recover(epoch: "p0", seq: 12)).messages.map(\.seq), [15])
+        XCTAssertNil(store.reply(to: subscribe(.recover(epoch: "p0", seq: 9))), "evicted: deep recovery")
+        XCTAssertNil(store.reply(to: subscribe(.recover(epoch: "other", seq: 12))), "another epoch")
+        let ahead = answer(store, .recover(epoch: "p0", seq: 20))
+        XCTAssertEqual(ahead.status, .sync)
+        XCTAssertEqual(ahead.messages, [])
+        XCTAssertEqual(ahead.lastSeq, 20, "nothing up to the client's position may be sent again")
+        XCTAssertEqual(store.resyncReply(to: subscribe(.snapshot)).messages.map(\.seq), [15])
     }
 }
