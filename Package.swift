@@ -9,6 +9,8 @@ let package = Package(
         .executable(name: "router", targets: ["router"]),
         .executable(name: "cache", targets: ["cache"]),
         .executable(name: "fanout", targets: ["fanout"]),
+        .executable(name: "kafka-in", targets: ["kafka-in"]),
+        .executable(name: "kafka-out", targets: ["kafka-out"]),
         .executable(name: "switchyard-bench", targets: ["switchyard-bench"]),
     ],
     dependencies: [
@@ -42,6 +44,8 @@ let package = Package(
             .product(name: "DequeModule", package: "swift-collections"),
         ]),
         .target(name: "FanoutStage", dependencies: ["SwitchyardCore"]),
+        .target(name: "KafkaInStage", dependencies: ["SwitchyardCore", "SwitchyardKafka"]),
+        .target(name: "KafkaOutStage", dependencies: ["SwitchyardCore", "SwitchyardKafka"]),
 
         // librdkafka wrapper (producer, assign-based consumer, properties files) for the kafka stages.
         .target(name: "SwitchyardKafka", dependencies: [
@@ -54,6 +58,8 @@ let package = Package(
         .executableTarget(name: "router", dependencies: ["RouterStage"]),
         .executableTarget(name: "cache", dependencies: ["CacheStage"]),
         .executableTarget(name: "fanout", dependencies: ["FanoutStage"]),
+        .executableTarget(name: "kafka-in", dependencies: ["KafkaInStage"]),
+        .executableTarget(name: "kafka-out", dependencies: ["KafkaOutStage"]),
         .executableTarget(name: "switchyard-bench", dependencies: [
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

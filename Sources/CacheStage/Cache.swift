@@ -74,6 +74,13 @@ public final class Cache: EnvelopeHandler {
         }
     }
 
+    /// In Kafka mode a (re)started cache is empty: kafka-in reads the recent records again to warm it.
+    public func started(outbox: Outbox) {
+        guard context.config.clusterEngine == .kafka else { return }
+        let peerUp = Envelope.peerUp(PeerUp(stage: StageName.cache.rawValue, instance: UInt32(context.instance)))
+        outbox.send(peerUp, to: context.topology.address(.kafkaIn, 0), delivery: .bestEffort)
+    }
+
     private func askKafka(_ subscribe: Subscribe, outbox: Outbox, _ topology: Topology) {
         nextDeepRecoveryID += 1
         deepRecoveries[nextDeepRecoveryID] = DeepRecovery(subscribe: subscribe, askedAt: wallClockNanoseconds())

@@ -38,6 +38,10 @@ public final class SubjectStore {
 
     public var subjectCount: Int { entries.count }
 
+    /// The epoch reported for a subject without messages: standalone, the store's own (its first message will
+    /// have it); in Kafka mode none yet, since the partition is known only with the first record.
+    private var unknownSubjectEpoch: String { backedByKafka ? "" : epoch }
+
     /// Numbers a published message (next seq of its subject, this store's epoch) and keeps it.
     public func append(_ published: Message, now: UInt64) -> Message {
         var message = published
@@ -86,7 +90,7 @@ public final class SubjectStore {
     /// back than the store reaches, or from an epoch it does not know).
     public func reply(to subscribe: Subscribe) -> SubscribeReply? {
         let entry = entries[subscribe.subject]
-        let epoch = entry?.epoch ?? self.epoch
+        let epoch = entry?.epoch ?? unknownSubjectEpoch
         let lastSeq = entry?.lastSeq ?? 0
         func answer(_ kind: MessageKind, _ status: SubscribeReply.Status, _ messages: [Message]) -> SubscribeReply {
             SubscribeReply(requestID: subscribe.requestID, subject: subscribe.subject, kind: kind, status: status,
@@ -123,7 +127,7 @@ public final class SubjectStore {
         let entry = entries[subscribe.subject]
         return SubscribeReply(requestID: subscribe.requestID, subject: subscribe.subject, kind: .snapshot,
                               status: .resync, messages: entry?.snapshot.map { [$0] } ?? [],
-                              epoch: entry?.epoch ?? epoch, lastSeq: entry?.lastSeq ?? 0)
+                              epoch: entry?.epoch ?? unknownSubjectEpoch, lastSeq: entry?.lastSeq ?? 0)
     }
 
     /// Drops messages older than `maxAge`; the history then no longer reaches back past them.

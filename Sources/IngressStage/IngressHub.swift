@@ -261,8 +261,11 @@ final class IngressHub {
             switch subscriber.state {
             case .live(let floorEpoch, let floorSeq):
                 if message.epoch != floorEpoch {
-                    // The subject's numbering started over (a restarted or re-sharded cache): say so.
-                    write(ServerFrames.status(message.subject, status: "DATA_RESYNC"), to: subscriber.connection)
+                    // The subject's numbering started over (a restarted or re-sharded cache, a recreated topic):
+                    // say so. An empty floor epoch is a subject that had no messages yet.
+                    if !floorEpoch.isEmpty {
+                        write(ServerFrames.status(message.subject, status: "DATA_RESYNC"), to: subscriber.connection)
+                    }
                     changes.append((id, .live(floorEpoch: message.epoch, floorSeq: 0)))
                 } else if message.seq <= floorSeq {
                     continue

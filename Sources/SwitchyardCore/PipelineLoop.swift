@@ -10,10 +10,13 @@ public protocol EnvelopeHandler: AnyObject {
     func tick(now: UInt64, outbox: Outbox)
     /// Called on the loop's thread after the topology was re-read (SIGHUP).
     func topologyChanged(_ topology: Topology, outbox: Outbox)
+    /// Called once before the loop runs, after every ingress was told the stage is up.
+    func started(outbox: Outbox)
 }
 
 extension EnvelopeHandler {
     public func tick(now: UInt64, outbox: Outbox) {}
+    public func started(outbox: Outbox) {}
     public func topologyChanged(_ topology: Topology, outbox: Outbox) {}
 }
 
@@ -28,6 +31,8 @@ public enum Delivery {
 }
 
 /// Batches outgoing envelopes per destination and sends each batch as one nanomsg message.
+///
+/// Not thread-safe: each thread that sends owns an outbox of its own.
 public final class Outbox {
     private final class Destination {
         let socket: NanomsgSocket
@@ -52,7 +57,8 @@ public final class Outbox {
     private let metrics: StageMetrics
     private let isRunning: () -> Bool
 
-    init(logger: Logger, metrics: StageMetrics, isRunning: @escaping () -> Bool) {
+    /// - Parameter isRunning: while true, a pipeline send keeps waiting for its peer.
+    public init(logger: Logger, metrics: StageMetrics, isRunning: @escaping () -> Bool) {
         self.logger = logger
         self.metrics = metrics
         self.isRunning = isRunning
@@ -217,9 +223,17 @@ public final class PipelineLoop: @unchecked Sendable {
 
     /// The whole life of a router, cache or fanout instance: bind, tell the ingresses it is up (so they
     /// re-announce their interest), handle envelopes until SIGTERM.
-    public static func runStage(_ stage: StageName, makeHandler: (StageContext) -> EnvelopeHandler) -> Never {
+    /// A handler that cannot be made (e.g. bad Kafka properties) stops the stage with exit status 2.
+    public static func runStage(_ stage: StageName, makeHandler: (StageContext) throws -> EnvelopeHandler) -> Never {
         let context = StageContext.bootstrap(stage)
-        let handler = makeHandler(context)
+        let handler: EnvelopeHandler
+        do {
+            handler = try makeHandler(context)
+        } catch {
+            context.logger.error("cannot start", ["error": error])
+            FileHandle.standardError.write(Data("\(stage.rawValue): \(error)\n".utf8))
+            exit(2)
+        }
         let loop: PipelineLoop
         do {
             loop = try PipelineLoop(context: context, handler: handler)
@@ -234,6 +248,7 @@ public final class PipelineLoop: @unchecked Sendable {
             for ingress in 0..<topology.count(.ingress) {
                 outbox.send(peerUp, to: topology.address(.ingress, ingress), delivery: .bestEffort)
             }
+            handler.started(outbox: outbox)
         }
         context.setReady(true)
         context.logger.info("ready", ["address": context.inboundAddress, "pid": getpid()])

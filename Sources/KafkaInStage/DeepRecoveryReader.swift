@@ -1,0 +1,117 @@
+import Foundation
+import NIOCore
+import SwitchyardCore
+import SwitchyardKafka
+
+/// Reads one partition from an offset to its end with a short-lived consumer of its own, keeping the records of
+/// one key: how a subscriber whose position is older than the caches hold is recovered from Kafka itself.
+final class DeepRecoveryReader: @unchecked Sendable {
+    enum Outcome {
+        /// The key's records after the position, and the partition's end (the next offset) when read.
+        case records([KafkaRecord], end: Int64)
+        /// Kafka cannot serve it (the position is no longer in the log, or the read took too long).
+        case unavailable(String)
+    }
+
+    /// Bounds of one deep recovery.
+    static let timeout: TimeInterval = 15
+    static let maxRecordsKept = 100_000
+
+    private let config: KafkaConfig
+    private let logger: Logger
+
+    init(config: KafkaConfig, logger: Logger) {
+        self.config = config
+        self.logger = logger
+    }
+
+    func read(_ partition: KafkaPartitionInfo, after position: Int64, key: String?) -> Outcome {
+        let collector = Collector(partition: partition.partition, first: position + 1, key: key)
+        let consumer: KafkaConsumer
+        do {
+            consumer = try KafkaConsumer(
+                config: config, topics: KafkaTopicSelection(names: [partition.topic]),
+                startOffset: { info in info.partition == partition.partition ? .offset(position + 1) : .end },
+                onRecords: { records in collector.add(records) },
+                onEvent: { event in collector.note(event, epoch: partition.epoch) })
+        } catch {
+            return .unavailable("cannot create a reader: \(error)")
+        }
+        consumer.start()
+        defer { consumer.close() }
+        return collector.wait(until: Date().addingTimeInterval(Self.timeout))
+    }
+
+    /// Gathers what the reader's poll thread delivers, until the partition's end.
+    private final class Collector: @unchecked Sendable {
+        private let condition = NSCondition()
+        private let partition: Int32
+        private let first: Int64
+        private let key: ByteBuffer?
+        private var records: [KafkaRecord] = []
+        private var firstOffsetSeen: Int64?
+        private var outcome: Outcome?
+
+        init(partition: Int32, first: Int64, key: String?) {
+            self.partition = partition
+            self.first = first
+            self.key = key.map { ByteBuffer(string: $0) }
+        }
+
+        func add(_ batch: [KafkaRecord]) {
+            condition.lock()
+            defer { condition.unlock() }
+            for record in batch where record.partition == partition && outcome == nil {
+                if firstOffsetSeen == nil {
+                    firstOffsetSeen = record.offset
+                    if record.offset > first {
+                        // The log no longer starts at the position: records in between are gone.
+                        finish(.unavailable("the log starts at offset \(record.offset), after \(first)"))
+                        return
+                    }
+                }
+                if record.key == key && record.offset >= first { records.append(record) }
+                if records.count > DeepRecoveryReader.maxRecordsKept {
+                    finish(.unavailable("more than \(DeepRecoveryReader.maxRecordsKept) records to recover"))
+                }
+            }
+        }
+
+        func note(_ event: KafkaEvent, epoch: String) {
+            condition.lock()
+            defer { condition.unlock() }
+            switch event {
+            case .partitionsAssigned(let assignments):
+                if let mine = assignments.first(where: { $0.info.partition == partition }), mine.info.epoch != epoch {
+                    finish(.unavailable("the topic was recreated"))
+                }
+            case .partitionEOF(let info, let offset) where info.partition == partition && outcome == nil:
+                if firstOffsetSeen == nil && offset > first {
+                    finish(.unavailable("the log ends at offset \(offset) without the position's records"))
+                } else {
+                    finish(.records(records, end: offset))
+                }
+            case .partitionError(let info, let error) where info.partition == partition:
+                finish(.unavailable("partition error: \(error)"))
+            default:
+                break
+            }
+        }
+
+        /// Called with the lock held.
+        private func finish(_ result: Outcome) {
+            guard outcome == nil else { return }
+            outcome = result
+            condition.broadcast()
+        }
+
+        func wait(until deadline: Date) -> Outcome {
+            condition.lock()
+            defer { condition.unlock() }
+            while outcome == nil {
+                if !condition.wait(until: deadline) { return .unavailable("no answer from Kafka in time") }
+            }
+            return outcome!
+        }
+    }
+}

@@ -1,0 +1,171 @@
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import SwitchyardCore
+import SwitchyardKafka
+
+/// Consumes the configured topics — every partition, on every node — and turns each record into a message on
+/// `/topic/key` (`/topic` for a null key) with seq = offset and epoch = the partition's epoch, for the router.
+///
+/// At start it reads the last `MaxCachedMessagesPerSubject` records of each partition so the caches are warm at
+/// once, and again when a cache restarts (`peerUp` from a cache). Its own inbound socket also takes deep
+/// recoveries from the caches: a position older than a cache holds is read back from Kafka.
+public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
+    private let context: StageContext
+    private let consumerConfig: KafkaConfig
+    private var consumer: KafkaConsumer!
+    private let recordOutbox: Outbox
+    private let running = NIOLockedValueBox(true)
+    /// Partitions assigned by the first metadata pass start at the warm-up tail; later ones (a topic created or
+    /// recreated while running) start at their beginning, since all of their records are new.
+    private let initialAssignmentDone = NIOLockedValueBox(false)
+    private let deepReader: DeepRecoveryReader
+
+    public init(context: StageContext) throws {
+        self.context = context
+        consumerConfig = try KafkaConfig.load(path: context.config.kafkaConsumerConfig)
+        try consumerConfig.validate()
+        let running = self.running
+        recordOutbox = Outbox(logger: context.logger, metrics: context.metrics,
+                              isRunning: { running.withLockedValue { $0 } })
+        deepReader = DeepRecoveryReader(config: consumerConfig, logger: context.logger)
+        let warmUp = Int64(context.config.maxCachedMessagesPerSubject)
+        consumer = try KafkaConsumer(
+            config: consumerConfig,
+            startOffset: { [initialAssignmentDone] _ in
+                initialAssignmentDone.withLockedValue { $0 } ? .beginning : .tail(warmUp)
+            },
+            onRecords: { [weak self] records in self?.forward(records) },
+            onEvent: { [weak self] event in self?.report(event) })
+        consumer.start()
+    }
+
+    // MARK: Records → router (the consumer's poll thread)
+
+    private func forward(_ records: [KafkaRecord]) {
+        let router = context.topology.address(.router, 0)
+        var skipped = 0
+        for record in records {
+            guard let message = Self.message(from: record) else {
+                skipped += 1
+                continue
+            }
+            recordOutbox.send(.message(message), to: router)
+        }
+        context.metrics.countIn(records.count)
+        if skipped > 0 {
+            context.logger.warn("records whose key makes no valid subject skipped", ["count": skipped])
+            context.metrics.addToGauge("skippedRecords", skipped)
+        }
+        recordOutbox.flush()
+    }
+
+    /// The message a record becomes; nil when its key does not make a valid subject (not UTF-8, `a//b`, ...).
+    static func message(from record: KafkaRecord) -> Message? {
+        var key: String?
+        if let keyBytes = record.key {
+            guard let text = String(validating: keyBytes.readableBytesView, as: UTF8.self) else { return nil }
+            key = text
+        }
+        let subject = Subject.fromKafka(topic: record.topic, key: key)
+        guard Subject.validate(subject) == nil else { return nil }
+        var flags: MessageFlags = [.retained, .guaranteed]
+        if String(validating: record.value.readableBytesView, as: UTF8.self) == nil { flags.insert(.binary) }
+        let timestamp = record.timestamp >= 0 ? UInt64(record.timestamp) * 1_000_000 : wallClockNanoseconds()
+        return Message(subject: subject, content: record.value, seq: UInt64(record.offset), epoch: record.epoch,
+                       flags: flags, timestamp: timestamp)
+    }
+
+    private func report(_ event: KafkaEvent) {
+        let logger = context.logger
+        switch event {
+        case .reachability(let reachable, let reason):
+            if reachable {
+                logger.info("Kafka reachable", ["reason": reason])
+                context.metrics.setState("ok", ready: true)
+            } else {
+                logger.warn("Kafka unreachable; consuming resumes when it is back", ["reason": reason])
+                context.metrics.setState("kafka unreachable", ready: true)
+            }
+        case .partitionsAssigned(let assignments):
+            initialAssignmentDone.withLockedValue { $0 = true }
+            logger.info("partitions assigned", ["partitions": assignments.map(\.description).joined(separator: ", ")])
+            context.metrics.setGauge("partitions", consumer?.assignment.count ?? assignments.count)
+        case .partitionsRevoked(let partitions):
+            logger.info("partitions revoked", ["partitions": partitions.map(\.description).joined(separator: ", ")])
+        case .partitionEOF(let partition, let offset):
+            logger.debug("caught up", ["partition": partition, "next": offset])
+        case .partitionError(let partition, let error):
+            logger.warn("partition error", ["partition": partition, "error": error])
+        case .error(let error):
+            logger.warn("Kafka client error", ["error": error])
+        case .log(let level, let facility, let message):
+            if level <= 4 { logger.warn("librdkafka", ["facility": facility, "message": message]) }
+        }
+    }
+
+    // MARK: Requests from the caches (the pipeline loop's thread)
+
+    public func handle(_ envelope: Envelope, outbox: Outbox) {
+        switch envelope {
+        case .subscribe(let request):
+            outbox.send(.subscribeReply(deepRecovery(request)), to: request.replyTo, delivery: .reply)
+        case .peerUp(let peer) where peer.stage == StageName.cache.rawValue:
+            rewarm(because: "\(peer.stage)-\(peer.instance) started")
+        default:
+            context.logger.warn("unexpected envelope for kafka-in dropped", ["envelope": envelope.kindName])
+        }
+    }
+
+    /// Reads the recent records of every partition again, for a cache that starts empty. Caches that have them
+    /// already pass them on no further.
+    private func rewarm(because reason: String) {
+        let tail = Int64(context.config.maxCachedMessagesPerSubject)
+        let partitions = consumer.assignment
+        context.logger.info("warming the caches again", ["reason": reason, "partitions": partitions.count])
+        for partition in partitions {
+            do {
+                try consumer.seek(partition.topicPartition, to: .tail(tail))
+            } catch {
+                context.logger.warn("cannot re-read partition", ["partition": partition, "error": error])
+            }
+        }
+    }
+
+    private func deepRecovery(_ request: Subscribe) -> SubscribeReply {
+        func reply(_ status: SubscribeReply.Status, _ messages: [Message] = [], epoch: String = "", lastSeq: UInt64 = 0)
+            -> SubscribeReply {
+            SubscribeReply(requestID: request.requestID, subject: request.subject, kind: .recovered, status: status,
+                           messages: messages, epoch: epoch, lastSeq: lastSeq)
+        }
+        guard case .recover(let epoch, let seq) = request.start else { return reply(.resync) }
+        let (topic, key) = Subject.kafkaMapping(request.subject)
+        guard let partition = consumer.assignment.first(where: { $0.topic == topic && $0.epoch == epoch }) else {
+            context.logger.info("deep recovery: epoch unknown", ["subject": request.subject, "epoch": epoch])
+            return reply(.resync)
+        }
+        let started = wallClockNanoseconds()
+        let outcome = deepReader.read(partition, after: Int64(seq), key: key.map(String.init))
+        let milliseconds = (wallClockNanoseconds() - started) / 1_000_000
+        switch outcome {
+        case .records(let records, let end):
+            let messages = records.compactMap(Self.message(from:))
+            context.logger.info("deep recovery", ["subject": request.subject, "after": seq,
+                                                  "messages": messages.count, "ms": milliseconds])
+            return reply(.sync, messages, epoch: epoch, lastSeq: max(seq, UInt64(max(end - 1, 0))))
+        case .unavailable(let reason):
+            context.logger.info("deep recovery not possible", ["subject": request.subject, "after": seq,
+                                                               "reason": reason, "ms": milliseconds])
+            return reply(.resync)
+        }
+    }
+
+    public func tick(now: UInt64, outbox: Outbox) {
+        context.metrics.setGauge("partitions", consumer.assignment.count)
+    }
+
+    public func stop() {
+        running.withLockedValue { $0 = false }
+        consumer.close()
+    }
+}

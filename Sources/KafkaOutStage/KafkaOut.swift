@@ -1,0 +1,122 @@
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import SwitchyardCore
+import SwitchyardKafka
+
+/// Produces publishes to Kafka — `/vehicles/car66/speed` → topic `vehicles`, key `car66/speed`; `/vehicles` →
+/// null key — and acknowledges each publish from its delivery report, straight to the publisher's ingress.
+///
+/// Publishes arrive on the pipeline loop's thread; delivery reports on the producer's poll thread, which owns an
+/// outbox of its own for the acknowledgements. A full producer queue stops the loop (and so the reading of
+/// nanomsg) until reports free space: backpressure, not a busy spin.
+public final class KafkaOut: EnvelopeHandler, @unchecked Sendable {
+    /// Who waits for a record's delivery report.
+    private struct Waiting {
+        let requestID: UInt64
+        let replyTo: String
+    }
+
+    private let context: StageContext
+    private var producer: KafkaProducer!
+    private let waiting = NIOLockedValueBox<[UInt64: Waiting]>([:])
+    private let space = NSCondition()
+    private var nextID: UInt64 = 0
+    private let ackOutbox: Outbox
+
+    public init(context: StageContext) throws {
+        self.context = context
+        var config = try KafkaConfig.load(path: context.config.kafkaProducerConfig)
+        // A record Kafka did not take before the publisher's timeout fails for good (FAILED), rather than being
+        // stored after the publisher was told it failed.
+        config.setDefault("message.timeout.ms", String(max(1, context.config.publishTimeout - 1) * 1000))
+        try config.validate()
+        ackOutbox = Outbox(logger: context.logger, metrics: context.metrics, isRunning: { true })
+        producer = try KafkaProducer(
+            config: config,
+            onDelivery: { [weak self] reports in self?.delivered(reports) },
+            onEvent: { [weak self] event in self?.report(event) })
+    }
+
+    public func handle(_ envelope: Envelope, outbox: Outbox) {
+        guard case .publish(let publish) = envelope else {
+            context.logger.warn("unexpected envelope for kafka-out dropped", ["envelope": envelope.kindName])
+            return
+        }
+        let (topic, key) = Subject.kafkaMapping(publish.message.subject)
+        nextID += 1
+        let id = nextID
+        if publish.message.flags.contains(.wantsAck) {
+            waiting.withLockedValue { $0[id] = Waiting(requestID: publish.requestID, replyTo: publish.replyTo) }
+        }
+        let keyBuffer = key.map { ByteBuffer(string: String($0)) }
+        let giveUp = Date().addingTimeInterval(TimeInterval(context.config.publishTimeout))
+        while true {
+            var result = producer.produce(topic: String(topic), key: keyBuffer, value: publish.message.content, id: id)
+            if result == .queueFull && Date() > giveUp {
+                result = .failed(KafkaError(code: KafkaError.queueFullCode, name: "QUEUE_FULL",
+                                            message: "the producer queue stayed full"))
+            }
+            switch result {
+            case .queued:
+                return
+            case .queueFull:
+                space.lock()
+                _ = space.wait(until: Date().addingTimeInterval(0.1))
+                space.unlock()
+            case .failed(let error):
+                context.logger.warn("publish refused by the producer",
+                                    ["subject": publish.message.subject, "error": error])
+                if let waiter = waiting.withLockedValue({ $0.removeValue(forKey: id) }) {
+                    outbox.send(.publishAck(PublishAck(requestID: waiter.requestID, status: .failed,
+                                                       reason: "Kafka refused it: \(error)")),
+                                to: waiter.replyTo, delivery: .reply)
+                }
+                return
+            }
+        }
+    }
+
+    /// On the producer's poll thread: acknowledge each report's publish, and wake a loop waiting for space.
+    private func delivered(_ reports: [KafkaDeliveryReport]) {
+        let waiters = waiting.withLockedValue { waiting in reports.map { waiting.removeValue(forKey: $0.id) } }
+        for (report, waiter) in zip(reports, waiters) {
+            if let error = report.error {
+                context.logger.warn("delivery failed", ["topic": report.topic, "error": error])
+            }
+            guard let waiter else { continue }
+            let ack = report.error.map {
+                PublishAck(requestID: waiter.requestID, status: .failed, reason: "Kafka delivery failed: \($0)")
+            } ?? PublishAck(requestID: waiter.requestID, status: .ok)
+            ackOutbox.send(.publishAck(ack), to: waiter.replyTo, delivery: .reply)
+        }
+        ackOutbox.flush()
+        space.lock()
+        space.broadcast()
+        space.unlock()
+    }
+
+    private func report(_ event: KafkaEvent) {
+        switch event {
+        case .reachability(let reachable, let reason):
+            if reachable {
+                context.logger.info("Kafka reachable", ["reason": reason])
+                context.metrics.setState("ok", ready: true)
+            } else {
+                context.logger.warn("Kafka unreachable; publishes wait, then fail", ["reason": reason])
+                context.metrics.setState("kafka unreachable", ready: true)
+            }
+        case .error(let error):
+            context.logger.warn("Kafka client error", ["error": error])
+        case .log(let level, let facility, let message):
+            if level <= 4 { context.logger.warn("librdkafka", ["facility": facility, "message": message]) }
+        case .partitionsAssigned, .partitionsRevoked, .partitionEOF, .partitionError:
+            break
+        }
+    }
+
+    public func tick(now: UInt64, outbox: Outbox) {
+        context.metrics.setGauge("queueDepth", producer.outstanding)
+        context.metrics.setGauge("pendingAcks", waiting.withLockedValue { $0.count })
+    }
+}

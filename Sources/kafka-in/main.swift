@@ -1,0 +1,4 @@
+import KafkaInStage
+import SwitchyardCore
+
+PipelineLoop.runStage(.kafkaIn) { try KafkaIn(context: $0) }

@@ -1,0 +1,4 @@
+import KafkaOutStage
+import SwitchyardCore
+
+PipelineLoop.runStage(.kafkaOut) { try KafkaOut(context: $0) }
