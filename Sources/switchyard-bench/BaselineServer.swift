@@ -9,7 +9,7 @@ import NIOWebSocket
 /// its subject, the message frame encoded once (same layout as ws-ingress) and written to every subscriber of the
 /// subject, then `publish_status` OK. Client frames are parsed with JSONSerialization, as ws-ingress does, so
 /// that the ratio measures the pipeline (processes, nanomsg hops, cache, fanout) rather than a JSON parser.
-/// No storage, no recovery, no back-pressure policy.
+/// No storage, no recovery, no back-pressure policy. Writes are flushed once per event-loop round.
 final class BaselineServer {
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     private var channel: Channel?
@@ -62,9 +62,15 @@ final class BaselineHub {
         self.eventLoop = eventLoop
     }
 
+    /// Writes without flushing; every written channel is flushed once when the event loop has handled all the
+    /// reads of this round, so that messages to one subscriber share a `writev` (as ws-ingress flushes once per
+    /// batch from the pipeline).
     func write(_ frame: WebSocketFrame, to channel: Channel) {
         channel.write(frame, promise: nil)
-        if dirtyIDs.insert(ObjectIdentifier(channel)).inserted { dirty.append(channel) }
+        if dirtyIDs.insert(ObjectIdentifier(channel)).inserted {
+            if dirty.isEmpty { eventLoop.execute { self.flush() } }
+            dirty.append(channel)
+        }
     }
 
     func flush() {
@@ -180,11 +186,6 @@ final class BaselineHandler: ChannelInboundHandler {
         default:
             reply(context, ["op": "error", "code": "UNKNOWN_OP", "reason": "unknown op '\(op)'"])
         }
-    }
-
-    func channelReadComplete(context: ChannelHandlerContext) {
-        hub.flush()
-        context.fireChannelReadComplete()
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -35,6 +35,7 @@ struct Options {
     var jsonOut: String?
     var quiet = false
     var timeout: Double?
+    var watchRunDir: String?
 
     var publisherCount: Int { publishers ?? (scenario == .fanout ? 1 : 4) }
     var subscriberCount: Int { scenario == .fanout ? subscribers : 0 }
@@ -75,6 +76,7 @@ struct Options {
       --baseline               also run the load against the in-process baseline server and print ratios
       --baseline-only          run only the baseline (no Switchyard needed)
       --baseline-port PORT     the baseline's port (default 0: a free one)
+      --watch-rundir DIR       report the CPU use of the stack's stages (DIR/*.pid) during the measured window
       --json-out FILE          also write the one-line JSON summary to FILE
       --timeout SECONDS        give up (exit 4) after this long; default: per run warm-up + duration + drain + 45
       --quiet                  no per-second progress on stderr
@@ -145,6 +147,7 @@ struct Options {
             case "--baseline-only": options.baselineOnly = true
             case "--baseline-port": options.baselinePort = try integer(argument)
             case "--json-out": options.jsonOut = try value(argument)
+            case "--watch-rundir": options.watchRunDir = try value(argument)
             case "--quiet": options.quiet = true
             case "--timeout": options.timeout = try number(argument, min: 1)
             default:

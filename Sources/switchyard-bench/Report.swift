@@ -125,6 +125,14 @@ struct Report {
             lines.append(line)
         }
         for result in results {
+            var cpu = "\(result.name) CPU in the measured window (cores): bench process " + String(format: "%.2f", result.benchCores)
+            if result.name == "baseline" { cpu += " (load generator + baseline server)" }
+            for (name, cores) in result.watchedCores.sorted(by: { $0.key < $1.key }) {
+                cpu += ", \(name) " + String(format: "%.2f", cores)
+            }
+            lines.append(cpu)
+        }
+        for result in results {
             if !result.drained {
                 lines.append("\(result.name): not drained within \(fmt(options.drain))s after the end "
                              + "(\(result.stats.inflight) publishes unanswered, \(result.missing) deliveries missing)")
@@ -197,6 +205,8 @@ struct Report {
             ("disconnects", .integer(Int64(result.stats.disconnects))),
             ("drained", .bool(result.drained)),
             ("drain_s", .number(round3(result.drainSeconds))),
+            ("cpu_cores", .object([("bench_process", .number(round3(result.benchCores)))]
+                + result.watchedCores.sorted(by: { $0.key < $1.key }).map { ($0.key, .number(round3($0.value))) })),
         ]
         return .object(fields)
     }

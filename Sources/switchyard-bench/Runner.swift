@@ -23,6 +23,10 @@ struct RunResult {
     var drained = false
     var stats = StatsSnapshot()
     var expectedDeliveries: UInt64 = 0
+    /// Cores used during the measured window: by this process (load generator, and the baseline server when it
+    /// runs) and by each watched process.
+    var benchCores: Double = 0
+    var watchedCores: [String: Double] = [:]
 
     var acksPerSecond: Double { Double(stats.acksOKInWindow) / measuredSeconds }
     var sendsPerSecond: Double { Double(stats.sentInWindow) / measuredSeconds }
@@ -42,8 +46,11 @@ final class ScenarioRunner {
     let host: String
     let port: Int
     let progress: Bool
+    /// Processes whose CPU time is reported for the measured window (the stages of the stack under test).
+    let watched: [(name: String, pid: Int32)]
 
-    init(options: Options, name: String, host: String, port: Int) {
+    init(options: Options, name: String, host: String, port: Int, watched: [(name: String, pid: Int32)] = []) {
+        self.watched = watched
         self.options = options
         self.name = name
         self.host = host
@@ -165,21 +172,33 @@ final class ScenarioRunner {
 
         var previous = StatsSnapshot()
         var previousAt = monotonicNanos()
+        var cpuAtStart: CPUSample?
         while monotonicNanos() < windowEnd {
-            let remaining = windowEnd - monotonicNanos()
-            usleep(UInt32(min(remaining / 1000, 1_000_000)))
+            let now0 = monotonicNanos()
+            // Wake at the start of the window (to sample CPU time there), else every second.
+            let boundary = cpuAtStart == nil && now0 < windowStart ? windowStart : windowEnd
+            usleep(UInt32(min((boundary - min(now0, boundary)) / 1000, 1_000_000)))
             let now = monotonicNanos()
+            if cpuAtStart == nil && now >= windowStart { cpuAtStart = CPUSample.take(watching: watched) }
             let current = try snapshot(loops, stats, histograms: false)
             let seconds = Double(now - previousAt) / 1e9
             let phase = now < windowStart ? "warm-up" : "measure"
-            if seconds > 0.2 {
+            if seconds > 0.5 {
                 log(phase + String(format: " acks %.0f/s, deliveries %.0f/s, in flight %d, failed %llu, gaps %llu, disconnects %d",
                            Double(current.acksOK - previous.acksOK) / seconds,
                            Double(current.delivered - previous.delivered) / seconds, current.inflight,
                            current.acksFailed, current.gaps, current.disconnects))
+                previous = current
+                previousAt = now
             }
-            previous = current
-            previousAt = now
+        }
+        let cpuAtEnd = CPUSample.take(watching: watched)
+        if let cpuAtStart {
+            let seconds = Double(monotonicNanos() - windowStart) / 1e9
+            result.benchCores = (cpuAtEnd.own - cpuAtStart.own) / seconds
+            for (name, end) in cpuAtEnd.watched {
+                if let start = cpuAtStart.watched[name] { result.watchedCores[name] = (end - start) / seconds }
+            }
         }
 
         // Drain: the last acks and deliveries.

@@ -40,7 +40,9 @@ watchdog.start()
 var results: [RunResult] = []
 do {
     if !options.baselineOnly {
-        let runner = ScenarioRunner(options: options, name: "switchyard", host: options.host, port: options.port)
+        let watched = options.watchRunDir.map { CPUSample.stageProcesses(runDir: $0) } ?? []
+        let runner = ScenarioRunner(options: options, name: "switchyard", host: options.host, port: options.port,
+                                    watched: watched)
         results.append(try runner.run())
     }
     if options.baseline || options.baselineOnly {
