@@ -12,7 +12,13 @@
 #   swift build -Xlinker -rpath -Xlinker <repo>/.deps/librdkafka/lib
 # and Debian's kcat (installed here too) works when run with LD_LIBRARY_PATH=<repo>/.deps/librdkafka/lib.
 #
-# Idempotent: does nothing when the local build (or the system's librdkafka) is already >= 2.2.
+# One patch is applied (patch_metadata_null_topic below): librdkafka (2.8, and still 2.16 as shipped in the
+# confluent-kafka wheel) crashes (NULL strcmp in rd_kafka_metadata_update_op) when a Fetch response without
+# topic ids carries KIP-951 leader-discovery tags, which Tansu sends once a consumed topic is deleted: every
+# consumer of that topic would segfault. The patched build skips such entries. The system's librdkafka, even
+# when new enough, is therefore not used.
+#
+# Idempotent: does nothing when the local build is already >= 2.2 with the current patches.
 # Needs root for apt-get (uses sudo when not root). Options:
 #   --no-kcat   do not install Debian's kcat
 #   --force     rebuild even when a good build exists
@@ -23,6 +29,9 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PREFIX="$REPO/.deps/librdkafka"
 SRC_ROOT="$REPO/.deps/src"
 PC_FILE="$PREFIX/lib/pkgconfig/rdkafka.pc"
+# Names the patches of this build; a build without this exact stamp is rebuilt.
+BUILD_ID="switchyard-librdkafka-1 patches: metadata-null-topic"
+STAMP="$PREFIX/switchyard-build.txt"
 SOURCES_FILE=/etc/apt/sources.list.d/switchyard-trixie-src.sources
 
 WANT_KCAT=1
@@ -31,7 +40,7 @@ for arg in "$@"; do
     case "$arg" in
         --no-kcat) WANT_KCAT=0 ;;
         --force) FORCE=1 ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "build-librdkafka: unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
@@ -92,27 +101,38 @@ if [ "$FORCE" -eq 0 ]; then
         have="$(pc_version "$PC_FILE")"
         # The .pc names absolute paths: a tree copied or moved elsewhere must rebuild.
         if [ -n "$have" ] && version_ge "$have" "$MIN_VERSION" && [ -e "$PREFIX/lib/librdkafka.so.1" ] \
-            && grep -qx "prefix=$PREFIX" "$PC_FILE"; then
+            && grep -qx "prefix=$PREFIX" "$PC_FILE" && [ "$(cat "$STAMP" 2>/dev/null)" = "$BUILD_ID" ]; then
             ensure_kcat
             log "librdkafka $have already built in $PREFIX"
             echo "$have"
             exit 0
         fi
     fi
-    # A machine whose own librdkafka is new enough (e.g. Debian 13) needs no local build:
-    # pkg-config finds the system's, and the PKG_CONFIG_PATH/rpath above point at nothing.
-    if command -v pkg-config >/dev/null 2>&1 && sys="$(pkg-config --modversion rdkafka 2>/dev/null)" \
-        && version_ge "$sys" "$MIN_VERSION"; then
-        ensure_kcat
-        log "system librdkafka $sys is >= $MIN_VERSION; no local build needed"
-        echo "$sys"
-        exit 0
-    fi
 fi
+
+# Applied in the unpacked source tree (patch -p1).
+patch_metadata_null_topic() {
+    cat <<'PATCH'
+--- a/src/rdkafka_metadata.c
++++ b/src/rdkafka_metadata.c
+@@ -2008,6 +2008,11 @@
+                             rk, mdi->topics[i].topic_id, 1);
+                         topic_id = mdi->topics[i].topic_id;
+                 } else {
++                        /* Leader discovery from a Fetch response without
++                         * topic ids (Fetch <= v12) names no topic: skip it
++                         * rather than look up a NULL name. */
++                        if (!md->topics[i].topic)
++                                continue;
+                         rkmce = rd_kafka_metadata_cache_find(
+                             rk, md->topics[i].topic, 1);
+                         topic = md->topics[i].topic;
+PATCH
+}
 
 # ---------------------------------------------------------------------------------------------
 # 2. Build dependencies and the trixie deb-src entry.
-apt_install build-essential pkg-config dpkg-dev ca-certificates debian-archive-keyring \
+apt_install build-essential pkg-config dpkg-dev patch ca-certificates debian-archive-keyring \
     libssl-dev zlib1g-dev libzstd-dev
 
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
@@ -149,6 +169,11 @@ SRC_DIR="$(find "$WORK" -mindepth 1 -maxdepth 1 -type d -name 'librdkafka-*' | h
 log "building $(basename "$SRC_DIR") (C library only)"
 
 cd "$SRC_DIR"
+if ! patch_metadata_null_topic | patch -p1 --forward --quiet >"$WORK/patch.log" 2>&1; then
+    cat "$WORK/patch.log" >&2
+    log "the metadata-null-topic patch does not apply to $(basename "$SRC_DIR"): update it in $0"
+    exit 1
+fi
 # lz4 is bundled with librdkafka; zstd, zlib and OpenSSL come from the -dev packages above.
 ./configure --prefix="$PREFIX" \
     --disable-sasl --disable-gssapi --disable-curl \
@@ -159,8 +184,17 @@ cd "$SRC_DIR"
 JOBS="${JOBS:-$(nproc 2>/dev/null || echo 2)}"
 make -j"$JOBS" -C src >"$WORK/make.log" 2>&1 || { tail -n 40 "$WORK/make.log" >&2; log "make failed"; exit 1; }
 
-rm -rf "$PREFIX"
-make -C src install >"$WORK/install.log" 2>&1 || { tail -n 40 "$WORK/install.log" >&2; log "make install failed"; exit 1; }
+# Install into a staging tree, then swap it in: a build running meanwhile never sees a half-installed prefix.
+STAGE="$WORK/stage"
+make -C src install DESTDIR="$STAGE" >"$WORK/install.log" 2>&1 || {
+    tail -n 40 "$WORK/install.log" >&2; log "make install failed"; exit 1; }
+[ -f "$STAGE$PC_FILE" ] || { log "make install put no rdkafka.pc under $STAGE$PREFIX"; exit 1; }
+echo "$BUILD_ID" >"$STAGE$STAMP"
+mkdir -p "$(dirname "$PREFIX")"
+rm -rf "$PREFIX.old"
+if [ -e "$PREFIX" ]; then mv "$PREFIX" "$PREFIX.old"; fi
+mv "$STAGE$PREFIX" "$PREFIX"
+rm -rf "$PREFIX.old"
 
 have="$(pc_version "$PC_FILE")"
 if [ -z "$have" ] || ! version_ge "$have" "$MIN_VERSION"; then

@@ -69,11 +69,18 @@ cmd_start() {
     fi
 
     local url="tcp://127.0.0.1:$port"
-    # setsid: the broker outlives this script and a Ctrl-C in the caller's terminal.
-    setsid "$bin" broker \
-        --listener-url "$url" --advertised-listener-url "$url" \
-        --storage-engine "memory://tansu/" \
-        >>"$dir/tansu.log" 2>&1 </dev/null &
+    # setsid: the broker outlives this script and a Ctrl-C in the caller's terminal. It keeps none of the
+    # caller's other file descriptors (a caller waiting for a pipe or socket to close would hang otherwise).
+    (
+        for fd in /proc/$BASHPID/fd/*; do
+            n="${fd##*/}"
+            if [ "$n" -gt 2 ] 2>/dev/null; then eval "exec $n>&-" 2>/dev/null || true; fi
+        done
+        exec setsid "$bin" broker \
+            --listener-url "$url" --advertised-listener-url "$url" \
+            --storage-engine "memory://tansu/" \
+            >>"$dir/tansu.log" 2>&1 </dev/null
+    ) &
     pid=$!
     echo "$pid" >"$dir/tansu.pid"
     echo "$port" >"$dir/tansu.port"
