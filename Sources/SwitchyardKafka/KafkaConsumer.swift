@@ -50,11 +50,13 @@ public final class KafkaConsumer: @unchecked Sendable {
     ///   - config: librdkafka properties plus, unless `topics` is given, the topic selection from the file.
     ///   - topics: what to consume; defaults to the config's `topics` / `topics.regex`.
     ///   - startOffset: where to start a newly assigned partition (called on the poll thread), e.g.
-    ///     `.tail(1000)` to warm a cache with the last records, or `.offset(n)` to resume.
+    ///     `.tail(1000)` to warm a cache with the last records, or `.offset(n)` to resume; nil leaves the partition
+    ///     unassigned (asked again at the next metadata check): a deep-recovery reader assigns only the partition
+    ///     it needs, and only while its epoch is the expected one.
     ///   - onRecords: a batch of records (at most `options.maxBatch`), in partition order.
     ///   - onEvent: assignment changes, partition EOFs, errors, reachability, logs.
     public init(config: KafkaConfig, topics: KafkaTopicSelection? = nil, options: Options = Options(),
-                startOffset: @escaping @Sendable (KafkaPartitionInfo) -> KafkaOffset,
+                startOffset: @escaping @Sendable (KafkaPartitionInfo) -> KafkaOffset?,
                 onRecords: @escaping @Sendable ([KafkaRecord]) -> Void,
                 onEvent: @escaping @Sendable (KafkaEvent) -> Void = { _ in }) throws {
         let selection = topics ?? config.topics
@@ -156,7 +158,7 @@ private final class ConsumerLoop: @unchecked Sendable {
     let names: Set<String>
     let regex: Regex<AnyRegexOutput>?
     let options: ConsumerOptions
-    let startOffset: @Sendable (KafkaPartitionInfo) -> KafkaOffset
+    let startOffset: @Sendable (KafkaPartitionInfo) -> KafkaOffset?
     let onRecords: @Sendable ([KafkaRecord]) -> Void
 
     let refreshRequested = NIOLockedValueBox(true)
@@ -178,7 +180,7 @@ private final class ConsumerLoop: @unchecked Sendable {
     typealias ConsumerOptions = KafkaConsumer.Options
 
     init(client: RdKafkaClient, queue: OpaquePointer, names: Set<String>, regex: Regex<AnyRegexOutput>?,
-         options: ConsumerOptions, startOffset: @escaping @Sendable (KafkaPartitionInfo) -> KafkaOffset,
+         options: ConsumerOptions, startOffset: @escaping @Sendable (KafkaPartitionInfo) -> KafkaOffset?,
          onRecords: @escaping @Sendable ([KafkaRecord]) -> Void) {
         self.client = client
         self.queue = queue
@@ -343,9 +345,10 @@ private final class ConsumerLoop: @unchecked Sendable {
         for (tp, info) in desired where assigned[tp]?.epoch != info.epoch {
             added.append(info)
         }
-        if revoked.isEmpty && added.isEmpty { return }
-        revoked.sort { ($0.topic, $0.partition) < ($1.topic, $1.partition) }
         added.sort { ($0.topic, $0.partition) < ($1.topic, $1.partition) }
+        let assignments = added.compactMap { info in startOffset(info).map { KafkaPartitionAssignment(info: info, start: $0) } }
+        if revoked.isEmpty && assignments.isEmpty { return }
+        revoked.sort { ($0.topic, $0.partition) < ($1.topic, $1.partition) }
 
         if !revoked.isEmpty {
             if let error = changeAssignment(revoked.map { ($0.topicPartition, nil) }, assign: false) {
@@ -356,8 +359,7 @@ private final class ConsumerLoop: @unchecked Sendable {
                 client.onEvent(.partitionsRevoked(revoked))
             }
         }
-        if !added.isEmpty {
-            let assignments = added.map { KafkaPartitionAssignment(info: $0, start: startOffset($0)) }
+        if !assignments.isEmpty {
             if let error = changeAssignment(assignments.map { ($0.info.topicPartition, $0.start) }, assign: true) {
                 client.onEvent(.error(error))
             } else {

@@ -135,6 +135,11 @@ final class KafkaClientTests: XCTestCase {
         waitUntil("re-read from offset 2") { records.items.count == 3 + 8 }
         XCTAssertEqual(records.items.dropFirst(3).map(\.offset), Array(2...9))
 
+        // Back to the tail (what a warm-up after a cache restart does).
+        try consumer.seek(KafkaTopicPartition(topic: "veh.a", partition: 0), to: .tail(2))
+        waitUntil("re-read of the last 2") { records.items.count == 3 + 8 + 2 }
+        XCTAssertEqual(records.items.suffix(2).map(\.offset), [8, 9])
+
         // A topic created later that matches the regex is picked up; one that doesn't match is not.
         try cluster.createTopic("veh.b", partitions: 2)
         try cluster.createTopic("other", partitions: 1)
@@ -148,6 +153,17 @@ final class KafkaClientTests: XCTestCase {
         XCTAssertNil(b0.key)
         XCTAssertEqual(b0.partition, 0)
         consumer.close()
+
+        // A one-partition reader (deep recovery): nil leaves the other partitions unassigned.
+        let single = Collector<KafkaRecord>()
+        let singleEvents = Collector<KafkaEvent>()
+        let reader = try KafkaConsumer(config: config, topics: KafkaTopicSelection(names: ["veh.b"]), options: options,
+                                       startOffset: { $0.partition == 0 ? .offset(0) : nil },
+                                       onRecords: { single.append($0) }, onEvent: { singleEvents.append($0) })
+        reader.start()
+        waitUntil("EOF of veh.b[0]") { singleEvents.items.contains { if case .partitionEOF(let info, 1) = $0 { return info.partition == 0 } else { return false } } }
+        XCTAssertEqual(reader.assignment.map(\.partition), [0])
+        XCTAssertEqual(single.items.map(\.offset), [0])
     }
 
     func testQueueFullIsBackpressure() throws {
