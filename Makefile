@@ -3,6 +3,7 @@
 #   make setup   install what is missing (Debian packages, .venv, librdkafka >= 2.2 in .deps)
 #   make build   set-up, then a release build of the stages into .build/release
 #   make run     build, then run a standalone broker in the foreground from switchyard.conf (*:8800)
+#   make run-kafka  build, start Tansu on 127.0.0.1:9092, run a Kafka-mode node (switchyard-kafka.conf)
 #   make test    build, unit tests (swift test), then the Python end-to-end and supervisor tests (pytest)
 #   make bench   build, then scripts/bench.sh: switchyard-bench against a throw-away stack and the baseline
 #                (BENCH_ARGS="--subscribers 500 --duration 5" passes options through)
@@ -27,7 +28,7 @@ SWIFT_ENV = if [ -d "$(RDKAFKA)/lib/pkgconfig" ]; then \
         SWIFT_LINK="-Xlinker -rpath -Xlinker $(RDKAFKA)/lib"; \
     else SWIFT_LINK=""; fi;
 
-.PHONY: all setup build run test unit-test e2e-test bench clean distclean
+.PHONY: all setup build run run-kafka test unit-test e2e-test bench clean distclean
 
 all: build
 
@@ -39,6 +40,12 @@ build: setup
 
 run: build
 	./switchyard run -c $(CONF)
+
+# A local Kafka demo: Tansu on 127.0.0.1:9092 (memory storage), then a Kafka-mode node in the foreground.
+TANSU_DIR := $(CURDIR)/var/tansu
+run-kafka: build
+	@bash scripts/tansu.sh status $(TANSU_DIR) >/dev/null 2>&1 || bash scripts/tansu.sh start 9092 $(TANSU_DIR) >/dev/null
+	@trap 'bash scripts/tansu.sh stop $(TANSU_DIR) >/dev/null' EXIT; ./switchyard run -c switchyard-kafka.conf
 
 # swift test first, pytest last: the pytest summary line is the last line printed.
 test: build
