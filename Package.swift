@@ -70,6 +70,7 @@ let package = Package(
         .testTarget(name: "SwitchyardCoreTests", dependencies: ["SwitchyardCore"]),
         .testTarget(name: "CacheStageTests", dependencies: ["CacheStage"]),
         .testTarget(name: "SwitchyardKafkaTests", dependencies: ["SwitchyardKafka"]),
+        .testTarget(name: "KafkaInStageTests", dependencies: ["KafkaInStage", "SwitchyardKafka"]),
         .testTarget(name: "IngressStageTests", dependencies: [
             "IngressStage",
             .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -51,6 +51,7 @@ public final class SubjectStore {
         // Mutated in place: a copy of the entry would copy its whole history.
         entries[message.subject, default: Entry(epoch: epoch)].lastSeq += 1
         message.seq = entries[message.subject]!.lastSeq
+        message.previousSeq = message.seq - 1
         keep(message, in: &entries[message.subject]!)
         return message
     }
@@ -62,9 +63,15 @@ public final class SubjectStore {
     public func insert(_ message: Message) -> Bool {
         if let current = entries[message.subject]?.epoch, current == message.epoch {
             guard message.seq > entries[message.subject]!.lastSeq else { return false }
+            if message.previousSeq > entries[message.subject]!.lastSeq {
+                // Records of this subject went missing on the way here (a stage restarted with them in
+                // flight): the history no longer reaches back past them, so recoveries from before go to Kafka.
+                entries[message.subject]!.coveredAfter = message.previousSeq
+            }
         } else {
             var fresh = Entry(epoch: message.epoch)
-            fresh.coveredAfter = message.seq == 0 ? 0 : message.seq - 1
+            // Known previous record: nothing of this subject lies between it and this one.
+            fresh.coveredAfter = message.previousSeq > 0 ? message.previousSeq : (message.seq == 0 ? 0 : message.seq - 1)
             entries[message.subject] = fresh
         }
         entries[message.subject]!.lastSeq = message.seq

@@ -247,9 +247,9 @@ final class IngressHub {
     private func deliver(_ message: Message) {
         guard subscribers[message.subject] != nil else { return }
         if let position = positions[message.subject], position.epoch == message.epoch,
-           message.seq > position.seq + 1, detectsGapsBySeq {
+           message.previousSeq > position.seq {
             logger.warn("messages missing from the live stream; repairing from the cache",
-                        ["subject": message.subject, "after": position.seq, "got": message.seq])
+                        ["subject": message.subject, "after": position.seq, "missing": message.previousSeq])
             repair(message.subject, after: position)
         }
         advancePosition(message.subject, epoch: message.epoch, seq: message.seq)
@@ -285,10 +285,6 @@ final class IngressHub {
             close(connection, code: .unknown(1013), reason: "try again later")
         }
     }
-
-    /// Standalone, the cache numbers every subject without holes, so a hole in the live stream is a loss (a
-    /// stage restarted with messages in flight). Kafka offsets have holes by nature.
-    private var detectsGapsBySeq: Bool { config.clusterEngine == .none }
 
     private func advancePosition(_ subject: String, epoch: String, seq: UInt64) {
         if let position = positions[subject], position.epoch == epoch, position.seq >= seq { return }

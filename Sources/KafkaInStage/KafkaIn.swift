@@ -20,6 +20,9 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
     /// recreated while running) start at their beginning, since all of their records are new.
     private let initialAssignmentDone = NIOLockedValueBox(false)
     private let deepReader: DeepRecoveryReader
+    private let checkpoint: OffsetCheckpoint
+    /// Touched only on the consumer's poll thread.
+    private let previousOffsets = PreviousOffsets()
 
     public init(context: StageContext) throws {
         self.context = context
@@ -30,10 +33,18 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
                               isRunning: { running.withLockedValue { $0 } })
         deepReader = DeepRecoveryReader(config: consumerConfig, logger: context.logger)
         let warmUp = Int64(context.config.maxCachedMessagesPerSubject)
+        let checkpoint = OffsetCheckpoint(
+            file: (context.config.runDir as NSString).appendingPathComponent("kafka-in-\(context.instance).offsets.json"))
+        self.checkpoint = checkpoint
+        let resumed = checkpoint.load()
+        if !resumed.isEmpty { context.logger.info("resuming from the last run's offsets", ["partitions": resumed.count]) }
         consumer = try KafkaConsumer(
             config: consumerConfig,
-            startOffset: { [initialAssignmentDone] _ in
-                initialAssignmentDone.withLockedValue { $0 } ? .beginning : .tail(warmUp)
+            startOffset: { [initialAssignmentDone] partition in
+                // Where the last run stopped (minus the warm-up window, for caches that restarted too), so a
+                // restart skips nothing; else the warm-up tail; topics that appear later from their beginning.
+                if let next = resumed[partition.epoch] { return .offset(max(0, next - warmUp)) }
+                return initialAssignmentDone.withLockedValue { $0 } ? .beginning : .tail(warmUp)
             },
             onRecords: { [weak self] records in self?.forward(records) },
             onEvent: { [weak self] event in self?.report(event) })
@@ -46,10 +57,11 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
         let router = context.topology.address(.router, 0)
         var skipped = 0
         for record in records {
-            guard let message = Self.message(from: record) else {
+            guard var message = Self.message(from: record) else {
                 skipped += 1
                 continue
             }
+            message.previousSeq = previousOffsets.previous(of: message)
             recordOutbox.send(.message(message), to: router)
         }
         context.metrics.countIn(records.count)
@@ -58,6 +70,7 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
             context.metrics.addToGauge("skippedRecords", skipped)
         }
         recordOutbox.flush()
+        checkpoint.advance(records)
     }
 
     /// The message a record becomes; nil when its key does not make a valid subject (not UTF-8, `a//b`, ...).

@@ -37,6 +37,9 @@ public struct Message: Equatable, Sendable {
     public var subject: String
     public var content: ByteBuffer
     public var seq: UInt64
+    /// The seq of the subject's message before this one in the same epoch, when known (0: unknown or none).
+    /// Whoever receives the stream can tell a message was lost when this is above the last seq it saw.
+    public var previousSeq: UInt64
     public var epoch: String
     public var flags: MessageFlags
     /// The publisher's closure, echoed to subscribers; empty when none was given.
@@ -44,11 +47,12 @@ public struct Message: Equatable, Sendable {
     /// Nanoseconds since the Unix epoch when the message entered the broker.
     public var timestamp: UInt64
 
-    public init(subject: String, content: ByteBuffer, seq: UInt64 = 0, epoch: String = "",
+    public init(subject: String, content: ByteBuffer, seq: UInt64 = 0, previousSeq: UInt64 = 0, epoch: String = "",
                 flags: MessageFlags = [.retained, .guaranteed], closure: String = "", timestamp: UInt64 = 0) {
         self.subject = subject
         self.content = content
         self.seq = seq
+        self.previousSeq = previousSeq
         self.epoch = epoch
         self.flags = flags
         self.closure = closure

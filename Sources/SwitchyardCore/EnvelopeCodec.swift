@@ -6,6 +6,7 @@ import NIOCore
 /// batch    := magic "SY" · version u8 · reserved u8 · count u32 · envelope*
 /// envelope := length u32 · kind u8 · body          (length counts kind and body)
 /// string   := length u32 · UTF-8 bytes             bytes := length u32 · bytes
+/// message  := subject · content bytes · seq u64 · previous seq u64 · epoch · flags u8 · closure · timestamp u64
 /// ```
 /// Integers are big-endian. A reader skips envelopes of kinds it does not know, so a newer stage can add kinds
 /// without breaking an older peer; anything malformed is a `CodecError`, never a crash.
@@ -172,6 +173,7 @@ extension ByteBuffer {
         writeInteger(UInt32(message.content.readableBytes))
         writeImmutableBuffer(message.content)
         writeInteger(message.seq)
+        writeInteger(message.previousSeq)
         writeLengthPrefixed(message.epoch)
         writeInteger(message.flags.rawValue)
         writeLengthPrefixed(message.closure)
@@ -244,12 +246,13 @@ extension ByteBuffer {
         let subject = try readLengthPrefixedString()
         guard let content = readSlice(length: try readLength()) else { throw CodecError.truncated }
         let seq = try readRequired(UInt64.self)
+        let previousSeq = try readRequired(UInt64.self)
         let epoch = try readLengthPrefixedString()
         let flags = MessageFlags(rawValue: try readRequired(UInt8.self))
         let closure = try readLengthPrefixedString()
         let timestamp = try readRequired(UInt64.self)
-        return Message(subject: subject, content: content, seq: seq, epoch: epoch, flags: flags, closure: closure,
-                       timestamp: timestamp)
+        return Message(subject: subject, content: content, seq: seq, previousSeq: previousSeq, epoch: epoch,
+                       flags: flags, closure: closure, timestamp: timestamp)
     }
 
     fileprivate mutating func readLength() throws -> Int {

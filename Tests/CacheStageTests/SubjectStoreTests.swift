@@ -144,4 +144,25 @@ final class SubjectStoreTests: XCTestCase {
         XCTAssertEqual(ahead.lastSeq, 20, "nothing up to the client's position may be sent again")
         XCTAssertEqual(store.resyncReply(to: subscribe(.snapshot)).messages.map(\.seq), [15])
     }
+
+    func testStandaloneMessagesCarryTheirPredecessor() {
+        let store = SubjectStore(epoch: "E", maxMessagesPerSubject: 10, maxAge: 60 * second)
+        XCTAssertEqual(store.append(published("m1"), now: 1).previousSeq, 0)
+        XCTAssertEqual(store.append(published("m2"), now: 2).previousSeq, 1)
+    }
+
+    func testAMissingKafkaRecordSendsOlderRecoveriesToKafka() {
+        let store = SubjectStore(epoch: "unused", maxMessagesPerSubject: 10, maxAge: 60 * second, backedByKafka: true)
+        var first = record(20)
+        first.previousSeq = 12
+        store.insert(first)
+        XCTAssertEqual(answer(store, .recover(epoch: "p0", seq: 12)).messages.map(\.seq), [20],
+                       "nothing of the subject lies between 12 and 20")
+        XCTAssertNil(store.reply(to: subscribe(.recover(epoch: "p0", seq: 11))))
+        var afterLoss = record(40)
+        afterLoss.previousSeq = 31  // 31 never arrived
+        XCTAssertTrue(store.insert(afterLoss))
+        XCTAssertEqual(answer(store, .recover(epoch: "p0", seq: 31)).messages.map(\.seq), [40])
+        XCTAssertNil(store.reply(to: subscribe(.recover(epoch: "p0", seq: 20))), "31 must come from Kafka")
+    }
 }

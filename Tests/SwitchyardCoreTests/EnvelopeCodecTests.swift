@@ -3,7 +3,7 @@ import XCTest
 @testable import SwitchyardCore
 
 final class EnvelopeCodecTests: XCTestCase {
-    static let sample = Message(subject: "/vehicles/car66/speed", content: ByteBuffer(string: "88 km/h"), seq: 42,
+    static let sample = Message(subject: "/vehicles/car66/speed", content: ByteBuffer(string: "88 km/h"), seq: 42, previousSeq: 40,
                                 epoch: "e1", flags: [.retained, .guaranteed, .wantsAck], closure: "c1",
                                 timestamp: 1_700_000_000_000_000_000)
 

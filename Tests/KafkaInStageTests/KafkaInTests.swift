@@ -1,0 +1,44 @@
+import NIOCore
+import SwitchyardCore
+import XCTest
+@testable import KafkaInStage
+@testable import SwitchyardKafka
+
+final class KafkaInTests: XCTestCase {
+    func record(_ offset: Int64, key: [UInt8]?, value: [UInt8] = Array("v".utf8)) -> KafkaRecord {
+        KafkaRecord(topic: "notifications", partition: 2, offset: offset, key: key.map { ByteBuffer(bytes: $0) },
+                    value: ByteBuffer(bytes: value), timestamp: 1_700_000_000_000, epoch: "T.2")
+    }
+
+    func testRecordsBecomeMessagesOnTopicAndKey() throws {
+        let keyed = try XCTUnwrap(KafkaIn.message(from: record(7, key: Array("car66".utf8))))
+        XCTAssertEqual(keyed.subject, "/notifications/car66")
+        XCTAssertEqual(keyed.seq, 7)
+        XCTAssertEqual(keyed.epoch, "T.2")
+        XCTAssertEqual(keyed.timestamp, 1_700_000_000_000_000_000)
+        XCTAssertTrue(keyed.flags.contains(.retained) && keyed.flags.contains(.guaranteed))
+        XCTAssertFalse(keyed.flags.contains(.binary))
+        XCTAssertEqual(KafkaIn.message(from: record(8, key: nil))?.subject, "/notifications")
+        XCTAssertEqual(KafkaIn.message(from: record(9, key: []))?.subject, "/notifications")
+        XCTAssertTrue(KafkaIn.message(from: record(10, key: nil, value: [0xff, 0xfe]))!.flags.contains(.binary))
+    }
+
+    func testKeysThatMakeNoValidSubjectAreSkipped() {
+        XCTAssertNil(KafkaIn.message(from: record(1, key: Array("a//b".utf8))))
+        XCTAssertNil(KafkaIn.message(from: record(2, key: Array("a/".utf8))))
+        XCTAssertNil(KafkaIn.message(from: record(3, key: [0xc3, 0x28])))
+    }
+
+    func testPreviousOffsetsChainEachSubjectAndIgnoreRereads() {
+        let offsets = PreviousOffsets()
+        func message(_ subject: String, _ seq: UInt64, epoch: String = "T.2") -> Message {
+            Message(subject: subject, content: ByteBuffer(), seq: seq, epoch: epoch)
+        }
+        XCTAssertEqual(offsets.previous(of: message("/n/a", 3)), 0)
+        XCTAssertEqual(offsets.previous(of: message("/n/b", 4)), 0)
+        XCTAssertEqual(offsets.previous(of: message("/n/a", 9)), 3)
+        XCTAssertEqual(offsets.previous(of: message("/n/a", 3)), 0, "a record read again")
+        XCTAssertEqual(offsets.previous(of: message("/n/a", 12)), 9)
+        XCTAssertEqual(offsets.previous(of: message("/n/a", 13, epoch: "T.0")), 0, "another partition")
+    }
+}
