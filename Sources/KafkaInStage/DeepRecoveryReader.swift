@@ -31,7 +31,7 @@ final class DeepRecoveryReader: @unchecked Sendable {
         do {
             consumer = try KafkaConsumer(
                 config: config, topics: KafkaTopicSelection(names: [partition.topic]),
-                startOffset: { info in info.partition == partition.partition ? .offset(position + 1) : .end },
+                startOffset: { info in info.partition == partition.partition ? .offset(position + 1) : nil },
                 onRecords: { records in collector.add(records) },
                 onEvent: { event in collector.note(event, epoch: partition.epoch) })
         } catch {
