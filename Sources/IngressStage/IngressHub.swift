@@ -21,8 +21,8 @@ final class ClientConnection {
 /// A connection's subscription to one subject.
 struct Subscriber {
     enum State {
-        /// Waiting for the cache's answer to `requestID`; live messages wait here meanwhile.
-        case pending(requestID: UInt64, held: [Message])
+        /// Waiting for the cache's answer to `requestID`; live messages wait with the request meanwhile.
+        case pending(requestID: UInt64)
         /// Live. Messages at or below `floorSeq` of `floorEpoch` were covered by the cache's answer.
         case live(floorEpoch: String, floorSeq: UInt64)
     }
@@ -52,6 +52,8 @@ final class IngressHub {
         var request: Subscribe
         var sentAt: UInt64
         var isRepair: Bool
+        /// Live messages that arrived meanwhile, shared by every subscriber waiting for this answer.
+        var held: [Message] = []
     }
 
     /// The last message of a subject that went through this ingress: where a repair starts from.
@@ -167,7 +169,7 @@ final class IngressHub {
         let request = Subscribe(requestID: nextRequestID, replyTo: inboundAddress, subject: subject,
                                 ingress: instance, registersInterest: registersInterest, start: start)
         subscribers[subject, default: [:]][connection.id] = Subscriber(
-            connection: connection, state: .pending(requestID: request.requestID, held: []))
+            connection: connection, state: .pending(requestID: request.requestID))
         pendingSubscribes[request.requestID] = PendingSubscribe(connectionIDs: [connection.id], request: request,
                                                                 sentAt: wallClockNanoseconds(), isRepair: false)
         link.send(.subscribe(request))
@@ -184,7 +186,7 @@ final class IngressHub {
     }
 
     private func forgetPendingRequest(of subscriber: Subscriber, connectionID: UInt64) {
-        guard case .pending(let requestID, _) = subscriber.state else { return }
+        guard case .pending(let requestID) = subscriber.state else { return }
         pendingSubscribes[requestID]?.connectionIDs.remove(connectionID)
         if pendingSubscribes[requestID]?.connectionIDs.isEmpty == true { pendingSubscribes[requestID] = nil }
     }
@@ -256,7 +258,7 @@ final class IngressHub {
         var frame: WebSocketFrame?
         // State changes are applied after the loop: changing the dictionary while iterating it would copy it.
         var changes: [(UInt64, Subscriber.State)] = []
-        var heldOverflow: [ClientConnection] = []
+        var waitingRequests: Set<UInt64> = []
         for (id, subscriber) in subscribers[message.subject]! {
             switch subscriber.state {
             case .live(let floorEpoch, let floorSeq):
@@ -272,17 +274,21 @@ final class IngressHub {
                 }
                 if frame == nil { frame = textFrame(ServerFrames.message(message, kind: .update, allocator: allocator)) }
                 write(frame!, to: subscriber.connection)
-            case .pending(let requestID, var held):
-                held.append(message)
-                if held.count > Self.maxHeldMessages { heldOverflow.append(subscriber.connection) }
-                changes.append((id, .pending(requestID: requestID, held: held)))
+            case .pending(let requestID):
+                waitingRequests.insert(requestID)
             }
         }
         for (id, state) in changes { subscribers[message.subject]?[id]?.state = state }
-        for connection in heldOverflow {
-            logger.warn("subscriber held too many messages while subscribing; disconnected",
-                        ["connection": connection.id, "subject": message.subject])
-            close(connection, code: .unknown(1013), reason: "try again later")
+        for requestID in waitingRequests {
+            pendingSubscribes[requestID]?.held.append(message)
+            guard let pending = pendingSubscribes[requestID], pending.held.count > Self.maxHeldMessages else { continue }
+            logger.warn("subscribers held too many messages while subscribing; disconnected",
+                        ["connections": pending.connectionIDs.count, "subject": message.subject])
+            for connectionID in pending.connectionIDs {
+                if let connection = connections[connectionID] {
+                    close(connection, code: .unknown(1013), reason: "try again later")
+                }
+            }
         }
     }
 
@@ -301,7 +307,7 @@ final class IngressHub {
         var repaired: Set<UInt64> = []
         for (id, subscriber) in local {
             guard case .live = subscriber.state else { continue }
-            subscribers[subject]![id]!.state = .pending(requestID: request.requestID, held: [])
+            subscribers[subject]![id]!.state = .pending(requestID: request.requestID)
             repaired.insert(id)
         }
         guard !repaired.isEmpty else { return }
@@ -325,7 +331,7 @@ final class IngressHub {
         }
         for connectionID in pending.connectionIDs {
             guard let subscriber = subscribers[reply.subject]?[connectionID],
-                  case .pending(let requestID, let held) = subscriber.state, requestID == reply.requestID else { continue }
+                  case .pending(let requestID) = subscriber.state, requestID == reply.requestID else { continue }
             let connection = subscriber.connection
             // A repair hands over missed live messages as updates; only a resync is worth telling.
             let kind = pending.isRepair && reply.status == .sync ? MessageKind.update : reply.kind
@@ -340,7 +346,7 @@ final class IngressHub {
             case .sync, .none:
                 break
             }
-            for message in held where !(message.epoch == reply.epoch && message.seq <= reply.lastSeq) {
+            for message in pending.held where !(message.epoch == reply.epoch && message.seq <= reply.lastSeq) {
                 write(ServerFrames.message(message, kind: .update, allocator: allocator), to: connection)
             }
             subscribers[reply.subject]![connectionID]!.state = .live(floorEpoch: reply.epoch, floorSeq: reply.lastSeq)
