@@ -191,6 +191,8 @@ public final class PipelineLoop: @unchecked Sendable {
                     wait = false
                     drained += 1
                 }
+                // Batches that were already waiting behind the first: how far behind the stage is.
+                context.metrics.setGauge("queueDepth", max(0, drained - 1))
             } catch let error as NanomsgError where error.isTerminating {
                 break
             } catch {
