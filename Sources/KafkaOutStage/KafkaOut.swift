@@ -116,7 +116,7 @@ public final class KafkaOut: EnvelopeHandler, @unchecked Sendable {
     }
 
     public func tick(now: UInt64, outbox: Outbox) {
-        context.metrics.setGauge("queueDepth", producer.outstanding)
+        context.metrics.setGauge("producerQueue", producer.outstanding)
         context.metrics.setGauge("pendingAcks", waiting.withLockedValue { $0.count })
     }
 }
