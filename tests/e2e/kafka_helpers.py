@@ -301,6 +301,21 @@ def topic_partitions(bootstrap: str, topic: str, timeout: float = KAFKA_WAIT) ->
         c.close()
 
 
+def topic_id(bootstrap: str, topic: str, timeout: float = KAFKA_WAIT) -> str:
+    """The topic's id as Kafka prints it (base64): the first part of Switchyard's epoch `<topic id>.<partition>`."""
+    from confluent_kafka import TopicCollection
+    from confluent_kafka.admin import AdminClient
+    topic_partitions(bootstrap, topic, timeout)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    desc = admin.describe_topics(TopicCollection([topic]))[topic].result(timeout)
+    return str(desc.topic_id)
+
+
+def epoch_of_record(bootstrap: str, record: Record) -> str:
+    """The epoch Switchyard gives the record's partition."""
+    return f"{topic_id(bootstrap, record.topic)}.{record.partition}"
+
+
 def read_topic(bootstrap: str, topic: str, timeout: float = KAFKA_WAIT) -> list[Record]:
     """Every record of every partition of `topic`, read from the beginning to the end (partition-EOF events,
     not watermarks: Tansu's ListOffsets is off by a batch), sorted by (partition, offset)."""
