@@ -23,6 +23,15 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(config.logLevel, .info)
     }
 
+    func testWindowsLineEndings() throws {
+        let config = try SwitchyardConfig.parse("LogLevel = DEBUG\r\nCacheExpireTime = 5\r\n", file: "/x.conf")
+        XCTAssertEqual(config.logLevel, .debug)
+        XCTAssertEqual(config.cacheExpireTime, 5)
+        XCTAssertThrowsError(try SwitchyardConfig.parse("LogLevel = DEBUG\r\nNope = 1\r\n", file: "/x.conf")) {
+            XCTAssertEqual(($0 as? ConfigError)?.line, 2)
+        }
+    }
+
     func testSeveralListenAddresses() throws {
         let config = try SwitchyardConfig.parse("Listen = 127.0.0.1:1, [::1]:2", file: "/x.conf")
         XCTAssertEqual(config.listen, [ListenAddress(host: "127.0.0.1", port: 1), ListenAddress(host: "::1", port: 2)])
