@@ -50,6 +50,7 @@ let package = Package(
         // librdkafka wrapper (producer, assign-based consumer, properties files) for the kafka stages.
         .target(name: "SwitchyardKafka", dependencies: [
             "CRdKafka",
+            "SwitchyardCore",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ]),

@@ -1,7 +1,7 @@
 import Foundation
 
 /// A problem in a configuration file, named by file, line and parameter so an operator can fix it at once.
-public struct ConfigError: Error, CustomStringConvertible {
+public struct ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
     public let file: String
     public let line: Int
     public let parameter: String
@@ -15,7 +15,9 @@ public struct ConfigError: Error, CustomStringConvertible {
     }
 
     public var description: String {
-        line > 0 ? "\(file):\(line): parameter '\(parameter)': \(problem)" : "\(file): \(problem)"
+        if line > 0 { return "\(file):\(line): parameter '\(parameter)': \(problem)" }
+        if parameter.isEmpty { return "\(file): \(problem)" }
+        return "\(file): parameter '\(parameter)': \(problem)"
     }
 }
 

@@ -1,29 +1,10 @@
 import CRdKafka
 import Foundation
+import SwitchyardCore
 
-/// A problem in a Kafka `.properties` file, named by file, line and parameter (the same shape as
-/// SwitchyardCore's `ConfigError`, so start-up messages read alike).
-public struct KafkaConfigError: Error, Equatable, Sendable, CustomStringConvertible {
-    /// The file the parameter came from; "(set by Switchyard)" for a property set in code.
-    public let file: String
-    /// 1-based line number; 0 when the property was not read from a file.
-    public let line: Int
-    public let parameter: String
-    public let problem: String
-
-    public init(file: String, line: Int, parameter: String, problem: String) {
-        self.file = file
-        self.line = line
-        self.parameter = parameter
-        self.problem = problem
-    }
-
-    public var description: String {
-        if line > 0 { return "\(file):\(line): parameter '\(parameter)': \(problem)" }
-        if parameter.isEmpty { return "\(file): \(problem)" }
-        return "\(file): parameter '\(parameter)': \(problem)"
-    }
-}
+/// A problem in a Kafka `.properties` file: Switchyard's `ConfigError`, so start-up messages read alike
+/// (file "(set by Switchyard)" and line 0 for a property set in code).
+public typealias KafkaConfigError = ConfigError
 
 /// Which topics a consumer reads: listed names and/or a regular expression that must match a whole topic name.
 public struct KafkaTopicSelection: Sendable, Equatable {
