@@ -36,10 +36,11 @@ struct Options {
     var quiet = false
     var timeout: Double?
     var watchRunDir: String?
+    var rounds = 1
 
     var publisherCount: Int { publishers ?? (scenario == .fanout ? 1 : 4) }
     var subscriberCount: Int { scenario == .fanout ? subscribers : 0 }
-    var runCount: Int { (baselineOnly ? 0 : 1) + (baseline || baselineOnly ? 1 : 0) }
+    var runCount: Int { ((baselineOnly ? 0 : 1) + (baseline || baselineOnly ? 1 : 0)) * rounds }
     var effectiveTimeout: Double { timeout ?? Double(runCount) * (warmup + duration + drain + 45) }
 
     static let usage = """
@@ -75,6 +76,8 @@ struct Options {
       --connect-concurrency C  connections opened at once (default 100)
       --baseline               also run the load against the in-process baseline server and print ratios
       --baseline-only          run only the baseline (no Switchyard needed)
+      --rounds N               repeat the runs N times, alternating which target goes first; the report pools
+                               the rounds and lists each round's ratios (default 1)
       --baseline-port PORT     the baseline's port (default 0: a free one)
       --watch-rundir DIR       report the CPU use of the stack's stages (DIR/*.pid) during the measured window
       --json-out FILE          also write the one-line JSON summary to FILE
@@ -145,6 +148,7 @@ struct Options {
                 options.retained = text == "true"
             case "--baseline": options.baseline = true
             case "--baseline-only": options.baselineOnly = true
+            case "--rounds": options.rounds = try integer(argument, min: 1)
             case "--baseline-port": options.baselinePort = try integer(argument)
             case "--json-out": options.jsonOut = try value(argument)
             case "--watch-rundir": options.watchRunDir = try value(argument)

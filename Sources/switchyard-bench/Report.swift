@@ -8,6 +8,7 @@ indirect enum JSON {
     case bool(Bool)
     case null
     case object([(String, JSON)])
+    case array([JSON])
 
     var text: String {
         switch self {
@@ -18,6 +19,8 @@ indirect enum JSON {
         case .string(let value): return Self.quote(value)
         case .bool(let value): return value ? "true" : "false"
         case .null: return "null"
+        case .array(let values):
+            return "[" + values.map(\.text).joined(separator: ",") + "]"
         case .object(let fields):
             return "{" + fields.map { Self.quote($0.0) + ":" + $0.1.text }.joined(separator: ",") + "}"
         }
@@ -43,6 +46,8 @@ indirect enum JSON {
 struct Report {
     let options: Options
     let results: [RunResult]
+    /// Each round's results (switchyard first); more than one when --rounds was given.
+    var rounds: [[RunResult]] = []
 
     private var switchyard: RunResult? { results.first { $0.name == "switchyard" } }
     private var baseline: RunResult? { results.first { $0.name == "baseline" } }
@@ -150,6 +155,21 @@ struct Report {
                 lines.append("\(result.name): \(result.stats.errors) error frames, \(result.stats.unparsable) unparsable frames")
             }
         }
+        if rounds.count > 1 {
+            lines.append("pooled over \(rounds.count) rounds of \(fmt(options.duration))s each; per round:")
+            for (index, round) in rounds.enumerated() {
+                var line = "  round \(index + 1):"
+                for result in round {
+                    line += " \(result.name) " + String(format: "%.0f acks/s", result.acksPerSecond)
+                    if options.scenario == .fanout { line += String(format: " %.0f deliveries/s", result.deliveriesPerSecond) }
+                    line += ";"
+                }
+                if round.count == 2, round[1].acksPerSecond > 0 {
+                    line += String(format: " ratio %.2f", round[0].acksPerSecond / round[1].acksPerSecond)
+                }
+                lines.append(line)
+            }
+        }
         if showRatio {
             lines.append("ratio = switchyard / baseline (rates: higher is better; latencies: lower is better)")
         }
@@ -225,9 +245,21 @@ struct Report {
                 ("duration_s", .number(options.duration)),
                 ("warmup_s", .number(options.warmup)),
                 ("threads", .integer(Int64(options.threads))),
+                ("rounds", .integer(Int64(max(rounds.count, 1)))),
             ])),
         ]
         for result in results { fields.append((result.name, resultJSON(result))) }
+        if rounds.count > 1 {
+            fields.append(("rounds", .array(rounds.map { round -> JSON in
+                .object(round.map { result -> (String, JSON) in
+                    (result.name, .object([
+                        ("publishes_acked_per_s", .number(result.acksPerSecond.rounded())),
+                        ("deliveries_per_s", .number(result.deliveriesPerSecond.rounded())),
+                        ("latency_p50_ms", .number(round3(result.latencyMillis(result.stats.latency, 50)))),
+                    ]))
+                })
+            })))
+        }
         if let switchyard, let baseline {
             func ratio(_ a: Double, _ b: Double) -> JSON { b > 0 ? .number((a / b * 1000).rounded() / 1000) : .null }
             var ratios: [(String, JSON)] = [

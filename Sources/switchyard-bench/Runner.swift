@@ -39,6 +39,31 @@ struct RunResult {
     }
 }
 
+extension RunResult {
+    /// Several rounds against the same target as one result: counts and histograms added up, rates over the
+    /// total measured time.
+    static func pooled(_ parts: [RunResult]) -> RunResult {
+        guard var result = parts.first, parts.count > 1 else { return parts[0] }
+        result.stats = StatsSnapshot.merged(parts.map(\.stats))
+        result.measuredSeconds = parts.reduce(0) { $0 + $1.measuredSeconds }
+        result.expectedDeliveries = parts.reduce(0) { $0 + $1.expectedDeliveries }
+        result.connectFailures = parts.reduce(0) { $0 + $1.connectFailures }
+        result.subscribeRefused = parts.reduce(0) { $0 + $1.subscribeRefused }
+        result.subscribersConnected = parts.map(\.subscribersConnected).min() ?? 0
+        result.connectFailureReasons = parts.reduce(into: [:]) { $0.merge($1.connectFailureReasons, uniquingKeysWith: +) }
+        result.drained = parts.allSatisfy(\.drained)
+        result.drainSeconds = parts.map(\.drainSeconds).max() ?? 0
+        result.setupSeconds = parts.map(\.setupSeconds).max() ?? 0
+        result.benchCores = parts.reduce(0) { $0 + $1.benchCores * $1.measuredSeconds } / result.measuredSeconds
+        var cores: [String: Double] = [:]
+        for part in parts {
+            for (name, value) in part.watchedCores { cores[name, default: 0] += value * part.measuredSeconds }
+        }
+        result.watchedCores = cores.mapValues { $0 / result.measuredSeconds }
+        return result
+    }
+}
+
 /// Runs one scenario against one WebSocket server.
 final class ScenarioRunner {
     let options: Options

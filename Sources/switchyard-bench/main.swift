@@ -37,27 +37,41 @@ let watchdog = Thread {
 }
 watchdog.start()
 
-var results: [RunResult] = []
+// Each round runs the load against Switchyard and against the baseline, alternating which goes first, so that
+// the noise of a shared machine falls on both; the report pools the rounds.
+var rounds: [[RunResult]] = []
 do {
-    if !options.baselineOnly {
-        let watched = options.watchRunDir.map { CPUSample.stageProcesses(runDir: $0) } ?? []
-        let runner = ScenarioRunner(options: options, name: "switchyard", host: options.host, port: options.port,
-                                    watched: watched)
-        results.append(try runner.run())
-    }
+    var baselineServer: BaselineServer?
+    var baselinePort = 0
     if options.baseline || options.baselineOnly {
         let server = BaselineServer()
-        let port = try server.start(host: options.baselineHost, port: options.baselinePort)
-        defer { server.stop() }
-        let runner = ScenarioRunner(options: options, name: "baseline", host: options.baselineHost, port: port)
-        results.append(try runner.run())
+        baselinePort = try server.start(host: options.baselineHost, port: options.baselinePort)
+        baselineServer = server
+    }
+    defer { baselineServer?.stop() }
+    let watched = options.watchRunDir.map { CPUSample.stageProcesses(runDir: $0) } ?? []
+    for round in 0..<options.rounds {
+        if options.rounds > 1 && !options.quiet { fputs("round \(round + 1) of \(options.rounds)\n", stderr) }
+        var runners: [ScenarioRunner] = []
+        if !options.baselineOnly {
+            runners.append(ScenarioRunner(options: options, name: "switchyard", host: options.host, port: options.port,
+                                          watched: watched))
+        }
+        if baselineServer != nil {
+            runners.append(ScenarioRunner(options: options, name: "baseline", host: options.baselineHost,
+                                          port: baselinePort))
+        }
+        var results: [RunResult] = []
+        for runner in (round % 2 == 0 ? runners : runners.reversed()) { results.append(try runner.run()) }
+        rounds.append(results.sorted { $0.name == "switchyard" && $1.name != "switchyard" })
     }
 } catch {
     fputs("switchyard-bench: \(error)\n", stderr)
     exit(1)
 }
+let results = rounds[0].indices.map { index in RunResult.pooled(rounds.map { $0[index] }) }
 
-let report = Report(options: options, results: results)
+let report = Report(options: options, results: results, rounds: rounds)
 print(report.table())
 let json = report.json()
 print(json)
