@@ -150,7 +150,7 @@ async def measure(args) -> int:
 
         await stream.stop_publishing()
         await stream.drain(answer_timeout=publish_timeout + 3, deliver_timeout=10)
-        report = analyze(stream)
+        report = analyze(stream, seq_holes=kafka)
     finally:
         await stream.close()
 
@@ -170,8 +170,10 @@ async def measure(args) -> int:
             print("  ".join("-" * w for w in widths))
     print()
     problems = report.delivery_problems()
-    print(f"whole run: {report.publishes} publishes, {report.ok} OK, {report.failed} FAILED, "
-          f"{report.conn_lost} lost with their connection, {len(report.unanswered)} unanswered; "
+    print(f"whole run: {report.publishes} publishes, {report.ok} OK, {report.failed} FAILED "
+          f"({report.failed_delivered} of them delivered anyway), {report.conn_lost} without an answer because "
+          f"their connection closed ({report.conn_lost_delivered} of them delivered), "
+          f"{len(report.unanswered)} unanswered; "
           f"{report.deliveries} deliveries; {len(report.missing)} OK'd deliveries missing, {report.covered} covered "
           f"by a DATA_RESYNC; {len(report.duplicates)} duplicates; {len(report.gaps)} silent gaps")
     if problems:

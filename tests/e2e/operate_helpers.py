@@ -165,7 +165,8 @@ class Subscriber:
             if ev is None:
                 self.other.append(f)
                 return
-            epoch, seq, closure = f.get("epoch"), f.get("seq"), f.get("closure")
+            # a message carries its publisher's closure; a Kafka record does not, but its content is the closure
+            epoch, seq, closure = f.get("epoch"), f.get("seq"), f.get("closure") or f.get("content")
             ev.append((MSG, t, epoch, seq, f.get("type"), closure))
             self.stream.deliveries += 1
             if closure:
@@ -464,6 +465,7 @@ class Report:
     conn_lost: int = 0                                    # publishes whose connection closed before the answer
     not_sent: int = 0                                     # publishes skipped while the publisher was disconnected
     failed_delivered: int = 0                             # FAILED but delivered anyway (stored late)
+    conn_lost_delivered: int = 0                          # no answer (connection closed) but delivered
     max_ack_latency: float = 0.0
     deliveries: int = 0
     missing: list = field(default_factory=list)           # (sub, subject, closure): OK'd, not received, not covered
@@ -488,7 +490,7 @@ class Report:
             return f"{len(xs)} {xs[:n]}" if xs else "0"
         return (f"subscribers={self.subscribers} subjects={self.subjects} publishes={self.publishes} ok={self.ok} "
                 f"failed={self.failed} other={self.other_status} unanswered={few(self.unanswered)} "
-                f"conn_lost={self.conn_lost} not_sent={self.not_sent} failed_delivered={self.failed_delivered} "
+                f"conn_lost={self.conn_lost} (delivered {self.conn_lost_delivered}) not_sent={self.not_sent} failed_delivered={self.failed_delivered} "
                 f"max_ack={self.max_ack_latency:.2f}s deliveries={self.deliveries}\n"
                 f"  missing={few(self.missing)} covered_by_resync={self.covered}\n"
                 f"  duplicates={few(self.duplicates)} out_of_order={few(self.out_of_order)} gaps={few(self.gaps)} "
@@ -514,7 +516,9 @@ def _parse_closure(closure: str | None) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def analyze(stream: SteadyStream) -> Report:
+def analyze(stream: SteadyStream, seq_holes: bool = False) -> Report:
+    """`seq_holes`: a subject's seqs may have holes (Kafka mode: seq = the partition offset, shared by every key
+    of the partition), so only duplicates and order are checked there, not continuity."""
     r = Report(subscribers=len(stream.subs), subjects=len(stream.subjects), publishes=len(stream.records))
     recs = stream.records
     ok_by_subject: dict[str, list[PubRecord]] = {}
@@ -545,6 +549,8 @@ def analyze(stream: SteadyStream) -> Report:
                     landed.setdefault(ev[5], (ev[2], ev[3]))
                     delivered_closures.add(ev[5])
     r.failed_delivered = sum(1 for c, rec in recs.items() if rec.status == "FAILED" and c in delivered_closures)
+    r.conn_lost_delivered = sum(1 for c, rec in recs.items()
+                                if rec.status is None and rec.conn_lost and c in delivered_closures)
 
     epochs_seen: dict[str, list[str]] = {}
     for sub in stream.subs:
@@ -593,7 +599,7 @@ def analyze(stream: SteadyStream) -> Report:
                 if prev is not None:
                     if q < prev:
                         r.out_of_order.append((sub.name, s, e, prev, q))
-                    elif q > prev + 1 and not status_since_msg:
+                    elif q > prev + 1 and not status_since_msg and not seq_holes:
                         r.gaps.append((sub.name, s, e, prev, q))
                 last_seq[e] = max(q, prev or 0)
                 pc = _parse_closure(closure)
