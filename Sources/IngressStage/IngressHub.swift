@@ -98,11 +98,13 @@ final class IngressHub {
         let connection = ClientConnection(id: nextConnectionID, channel: channel)
         connections[connection.id] = connection
         metrics.setGauge("connections", connections.count)
+        logger.debug("client connected", ["connection": connection.id, "remote": channel.remoteAddress as Any])
         return connection
     }
 
     func disconnect(_ connection: ClientConnection) {
         guard connections.removeValue(forKey: connection.id) != nil else { return }
+        logger.debug("client disconnected", ["connection": connection.id, "subjects": connection.subjects.count])
         for subject in connection.subjects { removeSubscriber(connection, from: subject) }
         connection.subjects.removeAll()
         metrics.setGauge("connections", connections.count)
@@ -166,6 +168,7 @@ final class IngressHub {
             start = .snapshot
         }
         nextRequestID += 1
+        logger.debug("subscribe", ["connection": connection.id, "subject": subject, "start": start])
         let request = Subscribe(requestID: nextRequestID, replyTo: inboundAddress, subject: subject,
                                 ingress: instance, registersInterest: registersInterest, start: start)
         subscribers[subject, default: [:]][connection.id] = Subscriber(
@@ -223,6 +226,8 @@ final class IngressHub {
         }
         let message = Message(subject: publish.subject, content: publish.content, flags: flags,
                               closure: publish.closure ?? "", timestamp: now)
+        logger.trace("publish", ["connection": connection.id, "subject": publish.subject,
+                                 "bytes": publish.content.readableBytes])
         link.send(.publish(Publish(requestID: nextRequestID, replyTo: inboundAddress, message: message)))
     }
 

@@ -65,6 +65,7 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
             recordOutbox.send(.message(message), to: router)
         }
         context.metrics.countIn(records.count)
+        context.logger.debug("records forwarded", ["records": records.count - skipped])
         if skipped > 0 {
             context.logger.warn("records whose key makes no valid subject skipped", ["count": skipped])
             context.metrics.addToGauge("skippedRecords", skipped)

@@ -217,6 +217,7 @@ public final class PipelineLoop: @unchecked Sendable {
             let (envelopes, skipped) = try EnvelopeCodec.decodeBatch(batch)
             if skipped > 0 { context.logger.warn("skipped envelopes of unknown kinds", ["count": skipped]) }
             context.metrics.countIn(envelopes.count)
+            context.logger.debug("batch received", ["envelopes": envelopes.count, "bytes": batch.readableBytes])
             for envelope in envelopes { handler.handle(envelope, outbox: outbox) }
         } catch {
             context.logger.error("malformed batch dropped", ["error": error, "bytes": batch.readableBytes])
