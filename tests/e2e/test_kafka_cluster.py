@@ -167,3 +167,27 @@ def test_recovery_on_node2_while_publishes_keep_coming_has_no_gap_and_no_duplica
     assert contents == [f"m{i}" for i in range(5, total)], f"gap or duplicate: {contents}"
     want_seqs = [f["seq"] for f in everything if f["content"] not in {f"m{i}" for i in range(5)}]
     assert [f["seq"] for f in got if f.get("op") == "message"] == want_seqs
+
+
+def test_null_key_subject_recovers_across_nodes(nodes):
+    """`/topic` (a null key) goes to partition 0 from Switchyard's producer: one epoch, recoverable anywhere."""
+    n1, n2 = nodes
+    s = f"/{unique_topic(PREFIX)}"
+
+    async def scenario():
+        async with await Client.connect(n1.url, name="pub@1") as pub, \
+                await Client.connect(n2.url, name="watch@2") as watch:
+            await watch.subscribe([s])
+            await pub.publish_ok(s, "n0", closure="n0", timeout=15)
+            first = await watch_until(watch, s, ["n0"])
+            for i in (1, 2, 3):
+                await pub.publish_ok(s, f"n{i}", closure=f"n{i}", timeout=15)
+            rest = await watch_until(watch, s, ["n1", "n2", "n3"])
+            async with await Client.connect(n2.url, name="back@2") as back:
+                await back.subscribe([s], recover={s: {"epoch": first[0]["epoch"], "seq": first[0]["seq"]}})
+                frames = await back.subject_frames_until(s, has_status, timeout=20)
+            return first + rest, frames
+
+    seen, frames = run(scenario(), 90)
+    assert all(f["epoch"].endswith(".0") for f in seen), summarize(seen)
+    assert kinds(frames) == [("recovered", f["seq"]) for f in seen[1:]] + [("status", "DATA_SYNC")], summarize(frames)
