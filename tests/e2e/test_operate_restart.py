@@ -30,6 +30,7 @@ RATE = 200
 def restart_action(broker, stage: str, how: str, out: dict):
     async def action(stream):
         before = broker.status_row(stage)
+        out["t0"] = stream.now()
         if how == "restart":
             r = await cli_async(broker, "restart", stage)
             assert r.rc == 0, r
@@ -41,6 +42,15 @@ def restart_action(broker, stage: str, how: str, out: dict):
         out["old_pid"] = int(before["pid"])
         out["old_restarts"] = int(before["restarts"])
     return action
+
+
+def check_outage_answered(stream, rep, out: dict, what: str):
+    """Publishes made while the stage was away were all answered: OK (late) or FAILED."""
+    during = [r for r in stream.records.values() if out["t0"] <= r.t_sent <= out["back_at"]]
+    assert during, f"{what}: no publish was made while the stage was away"
+    assert all(r.status in ("OK", "FAILED") for r in during), \
+        f"{what}: publishes made during the outage without OK/FAILED: " \
+        f"{[(r.closure, r.status) for r in during if r.status not in ('OK', 'FAILED')][:5]}\n{rep.summary()}"
 
 
 def check_stage_replaced(broker, stage: str, how: str, out: dict):
@@ -67,6 +77,7 @@ def test_router_or_fanout_restart_keeps_every_client_and_message(op_broker, stag
     assert rep.resyncs == {0: pairs(stream)}, f"{what}: DATA_RESYNC where none was due\n{rep.summary()}"
     assert rep.covered == 0, rep.summary()
     assert rep.syncs == 0, f"{what}: clients were made to resubscribe\n{rep.summary()}"
+    check_outage_answered(stream, rep, out, what)
     assert_recovered_after(stream, rep, out["back_at"] + 1.0, what)
 
 
@@ -100,6 +111,7 @@ def test_cache_restart_resyncs_every_subscriber_exactly_once(op_broker, how):
     if how == "restart":
         # a graceful stop passes on everything it acknowledged: nothing may be missing at all
         assert rep.covered == 0, f"{what}: OK'd messages lost over a graceful cache restart\n{rep.summary()}"
+    check_outage_answered(stream, rep, out, what)
     assert_recovered_after(stream, rep, out["back_at"] + 1.0, what)
 
 
