@@ -36,8 +36,9 @@ struct Subscriber {
 final class IngressHub {
     /// Live messages a subscriber may hold while its subscribe is answered, before it is cut off.
     static let maxHeldMessages = 10_000
-    /// A subscribe not answered within this is asked again (a stage restarted and lost it).
-    static let subscribeRetryNanoseconds: UInt64 = 3_000_000_000
+    /// A subscribe not answered within this is asked again (a stage restarted and lost it; a restart that the
+    /// ingress hears of through `peerUp` re-asks at once). Long enough for a deep recovery from Kafka.
+    static let subscribeRetryNanoseconds: UInt64 = 10_000_000_000
 
     private struct PendingPublish {
         let connectionID: UInt64

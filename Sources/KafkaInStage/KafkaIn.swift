@@ -23,6 +23,7 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
     private let checkpoint: OffsetCheckpoint
     /// Touched only on the consumer's poll thread.
     private let previousOffsets = PreviousOffsets()
+    private let warmUp = NIOLockedValueBox(WarmUp(now: wallClockNanoseconds()))
 
     public init(context: StageContext) throws {
         self.context = context
@@ -90,25 +91,41 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
                        flags: flags, timestamp: timestamp)
     }
 
+    public var reportsReadinessItself: Bool { true }
+
+    private func noteWarmUp(_ event: WarmUp.Event) {
+        let now = wallClockNanoseconds()
+        if warmUp.withLockedValue({ $0.note(event, now: now) }) { becomeReady() }
+    }
+
+    private func becomeReady() {
+        let reason = warmUp.withLockedValue { $0.reason }
+        context.setReady(true)
+        context.logger.info("ready", ["address": context.inboundAddress, "warm-up": reason])
+    }
+
     private func report(_ event: KafkaEvent) {
         let logger = context.logger
         switch event {
         case .reachability(let reachable, let reason):
+            noteWarmUp(.reachable(reachable))
             if reachable {
                 logger.info("Kafka reachable", ["reason": reason])
-                context.metrics.setState("ok", ready: true)
+                context.metrics.setState("ok")
             } else {
                 logger.warn("Kafka unreachable; consuming resumes when it is back", ["reason": reason])
-                context.metrics.setState("kafka unreachable", ready: true)
+                context.metrics.setState("kafka unreachable")
             }
         case .partitionsAssigned(let assignments):
             initialAssignmentDone.withLockedValue { $0 = true }
+            noteWarmUp(.assigned(assignments.map(\.info.topicPartition)))
             logger.info("partitions assigned", ["partitions": assignments.map(\.description).joined(separator: ", ")])
             context.metrics.setGauge("partitions", consumer?.assignment.count ?? assignments.count)
         case .partitionsRevoked(let partitions):
             logger.info("partitions revoked", ["partitions": partitions.map(\.description).joined(separator: ", ")])
         case .partitionEOF(let partition, let offset):
             logger.debug("caught up", ["partition": partition, "next": offset])
+            noteWarmUp(.caughtUp(partition.topicPartition))
         case .partitionError(let partition, let error):
             logger.warn("partition error", ["partition": partition, "error": error])
         case .error(let error):
@@ -154,7 +171,7 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
         }
         guard case .recover(let epoch, let seq) = request.start else { return reply(.resync) }
         let (topic, key) = Subject.kafkaMapping(request.subject)
-        guard let partition = consumer.assignment.first(where: { $0.topic == topic && $0.epoch == epoch }) else {
+        guard let partition = assignedPartition(topic: String(topic), epoch: epoch) else {
             context.logger.info("deep recovery: epoch unknown", ["subject": request.subject, "epoch": epoch])
             return reply(.resync)
         }
@@ -174,8 +191,25 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
         }
     }
 
+    /// The partition with `epoch`; an epoch not assigned yet may belong to a topic another node saw first, so
+    /// metadata is checked again before giving up.
+    private func assignedPartition(topic: String, epoch: String) -> KafkaPartitionInfo? {
+        func find() -> KafkaPartitionInfo? { consumer.assignment.first { $0.topic == topic && $0.epoch == epoch } }
+        if let partition = find() { return partition }
+        consumer.refresh()
+        let deadline = wallClockNanoseconds() + Self.unknownEpochWait
+        while wallClockNanoseconds() < deadline {
+            usleep(100_000)
+            if let partition = find() { return partition }
+        }
+        return nil
+    }
+
+    static let unknownEpochWait: UInt64 = 2_000_000_000
+
     public func tick(now: UInt64, outbox: Outbox) {
         context.metrics.setGauge("partitions", consumer.assignment.count)
+        if warmUp.withLockedValue({ $0.tick(now: now) }) { becomeReady() }
     }
 
     public func stop() {

@@ -101,10 +101,10 @@ public final class KafkaOut: EnvelopeHandler, @unchecked Sendable {
         case .reachability(let reachable, let reason):
             if reachable {
                 context.logger.info("Kafka reachable", ["reason": reason])
-                context.metrics.setState("ok", ready: true)
+                context.metrics.setState("ok")
             } else {
                 context.logger.warn("Kafka unreachable; publishes wait, then fail", ["reason": reason])
-                context.metrics.setState("kafka unreachable", ready: true)
+                context.metrics.setState("kafka unreachable")
             }
         case .error(let error):
             context.logger.warn("Kafka client error", ["error": error])

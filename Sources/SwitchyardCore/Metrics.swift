@@ -15,7 +15,7 @@ public final class StageMetrics: @unchecked Sendable {
     private var messagesOut = 0
     private var gauges: [String: Int] = ["queueDepth": 0, "connections": 0]
     private var ready = false
-    private var state = "starting"
+    private var state = "ok"
     private var samples: [Sample] = []
     private let startedAt = Date().timeIntervalSince1970
 
@@ -26,13 +26,11 @@ public final class StageMetrics: @unchecked Sendable {
     public func setGauge(_ name: String, _ value: Int) { lock.withLock { gauges[name] = value } }
     public func addToGauge(_ name: String, _ delta: Int) { lock.withLock { gauges[name, default: 0] += delta } }
 
-    /// Marks the instance ready (the supervisor's `start` waits for every instance) with a short state word.
-    public func setState(_ state: String, ready: Bool) {
-        lock.withLock {
-            self.state = state
-            self.ready = ready
-        }
-    }
+    /// Marks the instance ready: the supervisor's `start` waits for every instance.
+    public func setReady(_ ready: Bool) { lock.withLock { self.ready = ready } }
+
+    /// A short word on the instance's health beyond up/down (e.g. "kafka unreachable"); "ok" by default.
+    public func setState(_ state: String) { lock.withLock { self.state = state } }
 
     public var totals: (messagesIn: Int, messagesOut: Int) { lock.withLock { (messagesIn, messagesOut) } }
 

@@ -12,11 +12,15 @@ public protocol EnvelopeHandler: AnyObject {
     func topologyChanged(_ topology: Topology, outbox: Outbox)
     /// Called once before the loop runs, after every ingress was told the stage is up.
     func started(outbox: Outbox)
+    /// True for a stage that says itself when it is ready (`StageContext.setReady`), e.g. after a warm-up;
+    /// otherwise it is ready as soon as its loop runs.
+    var reportsReadinessItself: Bool { get }
 }
 
 extension EnvelopeHandler {
     public func tick(now: UInt64, outbox: Outbox) {}
     public func started(outbox: Outbox) {}
+    public var reportsReadinessItself: Bool { false }
     public func topologyChanged(_ topology: Topology, outbox: Outbox) {}
 }
 
@@ -253,8 +257,10 @@ public final class PipelineLoop: @unchecked Sendable {
             }
             handler.started(outbox: outbox)
         }
-        context.setReady(true)
-        context.logger.info("ready", ["address": context.inboundAddress, "pid": getpid()])
+        if !handler.reportsReadinessItself {
+            context.setReady(true)
+            context.logger.info("ready", ["address": context.inboundAddress, "pid": getpid()])
+        }
         loop.run()
         context.logger.info("stopped")
         exit(0)

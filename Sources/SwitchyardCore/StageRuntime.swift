@@ -94,8 +94,8 @@ public final class StageContext: @unchecked Sendable {
     }
 
     /// Tells the supervisor this instance is ready (or not) and writes the stats file at once.
-    public func setReady(_ ready: Bool, state: String = "ok") {
-        metrics.setState(state, ready: ready)
+    public func setReady(_ ready: Bool) {
+        metrics.setReady(ready)
         stats?.publishNow()
     }
 

@@ -42,3 +42,31 @@ final class KafkaInTests: XCTestCase {
         XCTAssertEqual(offsets.previous(of: message("/n/a", 13, epoch: "T.0")), 0, "another partition")
     }
 }
+
+final class WarmUpTests: XCTestCase {
+    let second: UInt64 = 1_000_000_000
+    let p0 = KafkaTopicPartition(topic: "t", partition: 0)
+    let p1 = KafkaTopicPartition(topic: "t", partition: 1)
+
+    func testReadyOnceEveryPartitionAssignedAtStartIsReadToItsEnd() {
+        var warmUp = WarmUp(now: 0)
+        XCTAssertFalse(warmUp.note(.reachable(true), now: 1))
+        XCTAssertFalse(warmUp.note(.assigned([p0, p1]), now: 2))
+        XCTAssertFalse(warmUp.note(.caughtUp(p0), now: 3))
+        XCTAssertFalse(warmUp.tick(now: 5 * second), "an assignment is waiting")
+        XCTAssertTrue(warmUp.note(.caughtUp(p1), now: 6 * second))
+        XCTAssertFalse(warmUp.note(.caughtUp(p1), now: 7 * second), "only once")
+    }
+
+    func testNothingToConsumeOrKafkaDownOrTooLongDoesNotHoldTheStart() {
+        var empty = WarmUp(now: 0)
+        XCTAssertFalse(empty.note(.reachable(true), now: 0))
+        XCTAssertFalse(empty.tick(now: second / 2))
+        XCTAssertTrue(empty.tick(now: second))
+        var down = WarmUp(now: 0)
+        XCTAssertTrue(down.note(.reachable(false), now: 1))
+        var slow = WarmUp(now: 0)
+        XCTAssertFalse(slow.note(.assigned([p0]), now: 1))
+        XCTAssertTrue(slow.tick(now: WarmUp.maxWait))
+    }
+}

@@ -7,7 +7,7 @@ final class MetricsTests: XCTestCase {
         metrics.countIn(10)
         metrics.countOut(4)
         metrics.setGauge("connections", 3)
-        metrics.setState("ok", ready: true)
+        metrics.setReady(true)
         _ = metrics.snapshot(stage: "cache", instance: 0, now: 1000)
         metrics.countIn(20)
         let object = metrics.snapshot(stage: "cache", instance: 0, now: 1002)
