@@ -175,7 +175,9 @@ async def measure(args) -> int:
           f"their connection closed ({report.conn_lost_delivered} of them delivered), "
           f"{len(report.unanswered)} unanswered; "
           f"{report.deliveries} deliveries; {len(report.missing)} OK'd deliveries missing, {report.covered} covered "
-          f"by a DATA_RESYNC; {len(report.duplicates)} duplicates; {len(report.gaps)} silent gaps")
+          f"by a DATA_RESYNC; {len(report.duplicates)} duplicates; {len(report.gaps)} silent gaps; "
+          f"{sum(1 for e in report.new_epoch_starts if e[3] != 1)} of {len(report.new_epoch_starts)} new epochs "
+          f"seen by a subscriber began past seq 1")
     if problems:
         print("PROBLEMS: " + "; ".join(problems))
     if args.json:
