@@ -302,13 +302,15 @@ def topic_partitions(bootstrap: str, topic: str, timeout: float = KAFKA_WAIT) ->
 
 
 def topic_id(bootstrap: str, topic: str, timeout: float = KAFKA_WAIT) -> str:
-    """The topic's id as Kafka prints it (base64): the first part of Switchyard's epoch `<topic id>.<partition>`."""
+    """The topic's id as Kafka's tools print it (base64url): the first part of Switchyard's epoch
+    `<topic id>.<partition>`."""
     from confluent_kafka import TopicCollection
     from confluent_kafka.admin import AdminClient
     topic_partitions(bootstrap, topic, timeout)
     admin = AdminClient({"bootstrap.servers": bootstrap})
     desc = admin.describe_topics(TopicCollection([topic]))[topic].result(timeout)
-    return str(desc.topic_id)
+    # librdkafka prints the UUID in standard base64; Kafka's own tools (and Switchyard) use base64url, unpadded.
+    return str(desc.topic_id).replace("+", "-").replace("/", "_").rstrip("=")
 
 
 def epoch_of_record(bootstrap: str, record: Record) -> str:
