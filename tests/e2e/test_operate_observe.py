@@ -237,6 +237,8 @@ def test_debug_level_under_traffic_rotates_the_logs(op_broker):
     for name, size in sizes.items():
         if name.endswith(".log"):
             assert size < 2 * ROTATE, f"{name}: {size} bytes"
+    for p in files:  # DEBUG lines (connections, batches, publishes) keep the key=value format too
+        check_log_lines(p)
 
 
 def test_loglevel_debug_at_run_time_makes_router_log_debug_lines(op_broker):
