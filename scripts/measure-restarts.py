@@ -3,6 +3,7 @@
 
 Usage: scripts/measure-restarts.py CONFIG [--subscribers 200] [--subjects 20] [--rate 200] [--baseline 5]
                                           [--settle S] [--stages router,cache,...] [--json FILE]
+(It runs itself with <repo>/.venv/bin/python when the python it was started with lacks the test packages.)
 
 Against the stack started from CONFIG (`./switchyard start -c CONFIG`), it runs a steady stream (subscribers
 spread over subjects, publishes/s with closures; tests/e2e/operate_helpers.SteadyStream), measures a baseline,
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -36,6 +38,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
+
+try:
+    import websockets  # noqa: F401  (the harness's client)
+except ImportError:  # run by a python without the test packages: use the repo's .venv (make setup)
+    venv_python = REPO / ".venv" / "bin" / "python"
+    if venv_python.exists() and Path(sys.executable).resolve() != venv_python.resolve():
+        os.execv(str(venv_python), [str(venv_python), __file__, *sys.argv[1:]])
+    raise
 
 from operate_helpers import SteadyStream, analyze, percentile  # noqa: E402
 
