@@ -53,6 +53,8 @@ final class IngressHub {
         var request: Subscribe
         var sentAt: UInt64
         var isRepair: Bool
+        /// A repair that found the subject's numbering started over now asks for the new epoch from its start.
+        var startsNewEpoch = false
         /// Live messages that arrived meanwhile, shared by every subscriber waiting for this answer.
         var held: [Message] = []
     }
@@ -332,6 +334,10 @@ final class IngressHub {
 
     private func answer(_ reply: SubscribeReply) {
         guard let pending = pendingSubscribes.removeValue(forKey: reply.requestID) else { return }
+        if pending.isRepair, !pending.startsNewEpoch, reply.status == .resync, !reply.epoch.isEmpty,
+           case .recover(let askedEpoch, _) = pending.request.start, askedEpoch != reply.epoch {
+            return askForNewEpoch(reply, after: pending)
+        }
         if reply.epoch == positions[reply.subject]?.epoch || positions[reply.subject] == nil {
             advancePosition(reply.subject, epoch: reply.epoch, seq: reply.lastSeq)
         }
@@ -341,6 +347,9 @@ final class IngressHub {
             let connection = subscriber.connection
             // A repair hands over missed live messages as updates; only a resync is worth telling.
             let kind = pending.isRepair && reply.status == .sync ? MessageKind.update : reply.kind
+            if pending.startsNewEpoch && reply.status == .sync {
+                write(ServerFrames.status(reply.subject, status: "DATA_RESYNC"), to: connection)
+            }
             for message in reply.messages {
                 write(ServerFrames.message(message, kind: kind, allocator: allocator), to: connection)
             }
@@ -357,6 +366,25 @@ final class IngressHub {
             }
             subscribers[reply.subject]![connectionID]!.state = .live(floorEpoch: reply.epoch, floorSeq: reply.lastSeq)
         }
+    }
+
+    /// The subject's numbering started over while its subscribers were live (a restarted cache): rather than
+    /// only the new epoch's snapshot, they get `DATA_RESYNC` and the new epoch from its first message, if the
+    /// cache still holds all of it.
+    private func askForNewEpoch(_ reply: SubscribeReply, after repair: PendingSubscribe) {
+        nextRequestID += 1
+        var followUp = repair
+        followUp.request.requestID = nextRequestID
+        followUp.request.start = .recover(epoch: reply.epoch, seq: 0)
+        followUp.startsNewEpoch = true
+        followUp.sentAt = wallClockNanoseconds()
+        for connectionID in repair.connectionIDs {
+            guard case .pending(let requestID)? = subscribers[reply.subject]?[connectionID]?.state,
+                  requestID == reply.requestID else { continue }
+            subscribers[reply.subject]![connectionID]!.state = .pending(requestID: nextRequestID)
+        }
+        pendingSubscribes[nextRequestID] = followUp
+        link.send(.subscribe(followUp.request))
     }
 
     /// A stage (re)started and may have lost what it knew or messages in flight, or the shards moved: announce

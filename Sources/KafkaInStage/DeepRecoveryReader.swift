@@ -18,11 +18,11 @@ final class DeepRecoveryReader: @unchecked Sendable {
     static let maxRecordsKept = 100_000
 
     private let config: KafkaConfig
-    private let logger: Logger
+    private let isStopping: @Sendable () -> Bool
 
-    init(config: KafkaConfig, logger: Logger) {
+    init(config: KafkaConfig, isStopping: @escaping @Sendable () -> Bool) {
         self.config = config
-        self.logger = logger
+        self.isStopping = isStopping
     }
 
     func read(_ partition: KafkaPartitionInfo, after position: Int64, key: String?) -> Outcome {
@@ -39,7 +39,7 @@ final class DeepRecoveryReader: @unchecked Sendable {
         }
         consumer.start()
         defer { consumer.close() }
-        return collector.wait(until: Date().addingTimeInterval(Self.timeout))
+        return collector.wait(until: Date().addingTimeInterval(Self.timeout), unless: isStopping)
     }
 
     /// Gathers what the reader's poll thread delivers, until the partition's end.
@@ -105,11 +105,14 @@ final class DeepRecoveryReader: @unchecked Sendable {
             condition.broadcast()
         }
 
-        func wait(until deadline: Date) -> Outcome {
+        /// Waits in short slices so a stopping stage does not wait out the whole timeout.
+        func wait(until deadline: Date, unless stopping: () -> Bool) -> Outcome {
             condition.lock()
             defer { condition.unlock() }
             while outcome == nil {
-                if !condition.wait(until: deadline) { return .unavailable("no answer from Kafka in time") }
+                if Date() >= deadline { return .unavailable("no answer from Kafka in time") }
+                if stopping() { return .unavailable("the stage is stopping") }
+                _ = condition.wait(until: min(deadline, Date().addingTimeInterval(0.1)))
             }
             return outcome!
         }

@@ -32,7 +32,7 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
         let running = self.running
         recordOutbox = Outbox(logger: context.logger, metrics: context.metrics,
                               isRunning: { running.withLockedValue { $0 } })
-        deepReader = DeepRecoveryReader(config: consumerConfig, logger: context.logger)
+        deepReader = DeepRecoveryReader(config: consumerConfig, isStopping: { [context] in context.isStopping })
         let warmUp = Int64(context.config.maxCachedMessagesPerSubject)
         let checkpoint = OffsetCheckpoint(
             file: (context.config.runDir as NSString).appendingPathComponent("kafka-in-\(context.instance).offsets.json"))

@@ -115,6 +115,14 @@ public final class KafkaOut: EnvelopeHandler, @unchecked Sendable {
         }
     }
 
+    /// Waits for the delivery reports of what is in flight (their acks go out from the producer's thread), so
+    /// a restart does not turn stored publishes into FAILED ones.
+    public func stopping(outbox: Outbox) {
+        let outstanding = producer.outstanding
+        let flushed = producer.flush(timeout: .seconds(3))
+        context.logger.info("producer flushed", ["records": outstanding, "complete": flushed])
+    }
+
     public func tick(now: UInt64, outbox: Outbox) {
         context.metrics.setGauge("producerQueue", producer.outstanding)
         context.metrics.setGauge("pendingAcks", waiting.withLockedValue { $0.count })

@@ -11,7 +11,9 @@ import NIOCore
 /// Integers are big-endian. A reader skips envelopes of kinds it does not know, so a newer stage can add kinds
 /// without breaking an older peer; anything malformed is a `CodecError`, never a crash.
 public enum EnvelopeCodec {
-    public static let version: UInt8 = 1
+    /// 2: messages carry their previous seq. Stages of different versions refuse each other's batches with a
+    /// clear error, so a change of version needs every stage restarted, not a rolling upgrade.
+    public static let version: UInt8 = 2
     static let magic: UInt16 = 0x5359  // "SY"
     static let headerSize = 8
     static let countOffset = 4

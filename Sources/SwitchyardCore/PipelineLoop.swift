@@ -12,6 +12,8 @@ public protocol EnvelopeHandler: AnyObject {
     func topologyChanged(_ topology: Topology, outbox: Outbox)
     /// Called once before the loop runs, after every ingress was told the stage is up.
     func started(outbox: Outbox)
+    /// Called once after the loop stopped (SIGTERM), before the process exits: finish what is in flight.
+    func stopping(outbox: Outbox)
     /// True for a stage that says itself when it is ready (`StageContext.setReady`), e.g. after a warm-up;
     /// otherwise it is ready as soon as its loop runs.
     var reportsReadinessItself: Bool { get }
@@ -20,6 +22,7 @@ public protocol EnvelopeHandler: AnyObject {
 extension EnvelopeHandler {
     public func tick(now: UInt64, outbox: Outbox) {}
     public func started(outbox: Outbox) {}
+    public func stopping(outbox: Outbox) {}
     public var reportsReadinessItself: Bool { false }
     public func topologyChanged(_ topology: Topology, outbox: Outbox) {}
 }
@@ -262,6 +265,9 @@ public final class PipelineLoop: @unchecked Sendable {
             context.logger.info("ready", ["address": context.inboundAddress, "pid": getpid()])
         }
         loop.run()
+        loop.withOutbox { handler.stopping(outbox: $0) }
+        // nanomsg sends from threads of its own and does not linger on exit: give the last batches a moment.
+        Thread.sleep(forTimeInterval: 0.2)
         context.logger.info("stopped")
         exit(0)
     }

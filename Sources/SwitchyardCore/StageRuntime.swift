@@ -13,6 +13,10 @@ public final class StageContext: @unchecked Sendable {
     private let lock = NIOLock()
     private var _topology: Topology
     private var signalSources: [DispatchSourceSignal] = []
+    private var _isStopping = false
+
+    /// True once SIGTERM or SIGINT arrived: long waits (a deep recovery) give up.
+    public var isStopping: Bool { lock.withLock { _isStopping } }
 
     /// Reads the command line and configuration. Exits the process with a clear message on bad arguments or a bad
     /// configuration, and after printing it for `--print-config`.
@@ -74,12 +78,12 @@ public final class StageContext: @unchecked Sendable {
     public func start(onStop: @escaping @Sendable () -> Void,
                       onTopologyChange: @escaping @Sendable (Topology) -> Void = { _ in }) {
         stats = StatsPublisher(metrics: metrics, stage: stage.rawValue, instance: instance, runDir: config.runDir)
-        handle(SIGTERM) { [logger] in
-            logger.info("stopping", ["signal": "TERM"])
+        handle(SIGTERM) { [weak self] in
+            self?.stopping(signal: "TERM")
             onStop()
         }
-        handle(SIGINT) { [logger] in
-            logger.info("stopping", ["signal": "INT"])
+        handle(SIGINT) { [weak self] in
+            self?.stopping(signal: "INT")
             onStop()
         }
         handle(SIGUSR1) { [weak self] in self?.reloadLogLevel() }
@@ -97,6 +101,11 @@ public final class StageContext: @unchecked Sendable {
     public func setReady(_ ready: Bool) {
         metrics.setReady(ready)
         stats?.publishNow()
+    }
+
+    private func stopping(signal: String) {
+        lock.withLock { _isStopping = true }
+        logger.info("stopping", ["signal": signal])
     }
 
     private func handle(_ signalNumber: Int32, _ action: @escaping @Sendable () -> Void) {
