@@ -72,7 +72,6 @@ status=0
 "$BIN/switchyard-bench" --target "127.0.0.1:$PORT" --baseline --watch-rundir "$TMP/run" \
     --rounds 3 --duration 5 --warmup 1 --json-out "$TMP/result.json" "$@" || status=$?
 
-busy_note "after the run (the bench itself adds ~2)"
 if [ "$status" -ne 0 ]; then
     echo "bench: switchyard-bench exited with status $status (3: integrity problems, 4: timed out)" >&2
     echo "bench: last log lines of the stack:" >&2
