@@ -15,8 +15,10 @@ public final class Fanout: EnvelopeHandler {
         case .message(let message):
             guard let ingresses = interested[message.subject] else { return }
             let topology = context.topology
+            // An ingress that is gone (killed, scaled away) or stuck must not stall the others: sends to it give up
+            // after a timeout, and an ingress that comes back repairs what it missed from the cache.
             for ingress in ingresses {
-                outbox.send(envelope, to: topology.address(.ingress, Int(ingress)))
+                outbox.send(envelope, to: topology.address(.ingress, Int(ingress)), delivery: .reply)
             }
         case .interest(let interest):
             if interest.isAdded {

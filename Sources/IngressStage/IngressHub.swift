@@ -55,6 +55,9 @@ final class IngressHub {
         var isRepair: Bool
         /// A repair that found the subject's numbering started over now asks for the new epoch from its start.
         var startsNewEpoch = false
+        /// A repair's subscribers may each have seen more than the subject's stream here (a recovery answer that
+        /// reached further): what each already has, so the repair sends nothing twice.
+        var seenUpTo: [UInt64: StreamPosition] = [:]
         /// Live messages that arrived meanwhile, shared by every subscriber waiting for this answer.
         var held: [Message] = []
     }
@@ -114,9 +117,11 @@ final class IngressHub {
     }
 
     /// Closes every connection with `1012 Service Restart`: clients reconnect (to another instance) and recover.
-    func closeAll(reason: String) {
-        for connection in connections.values {
+    /// Returns when each connection is closed.
+    func closeAll(reason: String) -> [EventLoopFuture<Void>] {
+        connections.values.map { connection in
             close(connection, code: .unknown(1012), reason: reason)
+            return connection.channel.closeFuture
         }
     }
 
@@ -256,6 +261,9 @@ final class IngressHub {
 
     private func deliver(_ message: Message) {
         guard subscribers[message.subject] != nil else { return }
+        if let position = positions[message.subject], position.epoch == message.epoch, message.seq <= position.seq {
+            return  // Read again (a cache warmed up anew after a restart): it went through here already.
+        }
         if let position = positions[message.subject], position.epoch == message.epoch,
            message.previousSeq > position.seq {
             logger.warn("messages missing from the live stream; repairing from the cache",
@@ -313,14 +321,18 @@ final class IngressHub {
         let request = Subscribe(requestID: nextRequestID, replyTo: inboundAddress, subject: subject, ingress: instance,
                                 registersInterest: true, start: .recover(epoch: position.epoch, seq: position.seq))
         var repaired: Set<UInt64> = []
+        var seenUpTo: [UInt64: StreamPosition] = [:]
         for (id, subscriber) in local {
-            guard case .live = subscriber.state else { continue }
+            guard case .live(let floorEpoch, let floorSeq) = subscriber.state else { continue }
             subscribers[subject]![id]!.state = .pending(requestID: request.requestID)
             repaired.insert(id)
+            seenUpTo[id] = StreamPosition(epoch: floorEpoch, seq: floorSeq)
         }
         guard !repaired.isEmpty else { return }
-        pendingSubscribes[request.requestID] = PendingSubscribe(connectionIDs: repaired, request: request,
-                                                                sentAt: wallClockNanoseconds(), isRepair: true)
+        var pending = PendingSubscribe(connectionIDs: repaired, request: request, sentAt: wallClockNanoseconds(),
+                                       isRepair: true)
+        pending.seenUpTo = seenUpTo
+        pendingSubscribes[request.requestID] = pending
         link.send(.subscribe(request))
     }
 
@@ -338,7 +350,9 @@ final class IngressHub {
            case .recover(let askedEpoch, _) = pending.request.start, askedEpoch != reply.epoch {
             return askForNewEpoch(reply, after: pending)
         }
-        if reply.epoch == positions[reply.subject]?.epoch || positions[reply.subject] == nil {
+        // A repair's answer continues the subject's stream here. A subscriber's own answer may reach past it
+        // (a client that came from a node further ahead) and must not make this ingress skip messages.
+        if pending.isRepair && (reply.epoch == positions[reply.subject]?.epoch || positions[reply.subject] == nil) {
             advancePosition(reply.subject, epoch: reply.epoch, seq: reply.lastSeq)
         }
         for connectionID in pending.connectionIDs {
@@ -350,7 +364,8 @@ final class IngressHub {
             if pending.startsNewEpoch && reply.status == .sync {
                 write(ServerFrames.status(reply.subject, status: "DATA_RESYNC"), to: connection)
             }
-            for message in reply.messages {
+            let seen = pending.seenUpTo[connectionID]
+            for message in reply.messages where !(message.epoch == seen?.epoch && message.seq <= seen!.seq) {
                 write(ServerFrames.message(message, kind: kind, allocator: allocator), to: connection)
             }
             switch reply.status {
@@ -361,10 +376,12 @@ final class IngressHub {
             case .sync, .none:
                 break
             }
-            for message in pending.held where !(message.epoch == reply.epoch && message.seq <= reply.lastSeq) {
+            var floor = StreamPosition(epoch: reply.epoch, seq: reply.lastSeq)
+            if let seen, seen.epoch == floor.epoch, seen.seq > floor.seq { floor = seen }
+            for message in pending.held where !(message.epoch == floor.epoch && message.seq <= floor.seq) {
                 write(ServerFrames.message(message, kind: .update, allocator: allocator), to: connection)
             }
-            subscribers[reply.subject]![connectionID]!.state = .live(floorEpoch: reply.epoch, floorSeq: reply.lastSeq)
+            subscribers[reply.subject]![connectionID]!.state = .live(floorEpoch: floor.epoch, floorSeq: floor.seq)
         }
     }
 

@@ -84,15 +84,22 @@ public final class IngressServer {
         eventLoop.execute { [hub] in hub.reannounce(because: "topology changed") }
     }
 
-    /// Closes every client with a "reconnect" close code, gives the frames a moment to leave, and stops.
+    /// Closes every client with a "reconnect" close code, waits (up to 2 s) for the close frames to leave, and
+    /// stops.
     public func shutdown() {
         context.logger.info("closing client connections", ["connections": hub.connectionCount])
-        let done = eventLoop.submit { [hub, serverChannels] in
+        let closing = eventLoop.submit { [hub, serverChannels] in
             for channel in serverChannels { channel.close(promise: nil) }
-            hub.closeAll(reason: "service restart: reconnect")
+            return hub.closeAll(reason: "service restart: reconnect")
         }
-        _ = try? done.wait()
-        Thread.sleep(forTimeInterval: 0.3)
+        let closed = DispatchGroup()
+        for future in (try? closing.wait()) ?? [] {
+            closed.enter()
+            future.whenComplete { _ in closed.leave() }
+        }
+        if closed.wait(timeout: .now() + 2) == .timedOut {
+            context.logger.warn("some clients did not take their close frame in time")
+        }
         link.stop()
         try? group.syncShutdownGracefully()
     }

@@ -31,7 +31,8 @@ extension EnvelopeHandler {
 public enum Delivery {
     /// The next stage of the pipeline: wait for it (backpressure) while the stage runs.
     case pipeline
-    /// An answer to one ingress: give up after one send timeout, so a vanished ingress never stalls the stage.
+    /// To one ingress (answers, and the fanout's messages): give up after one send timeout, so a vanished ingress
+    /// never stalls the stage; an ingress detects what it missed by the messages' previous seq and repairs it.
     case reply
     /// A notice that matters only to a peer that is up now (`PeerUp`): wait only for the connection to form.
     case bestEffort
