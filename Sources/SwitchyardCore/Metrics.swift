@@ -32,8 +32,6 @@ public final class StageMetrics: @unchecked Sendable {
     /// A short word on the instance's health beyond up/down (e.g. "kafka unreachable"); "ok" by default.
     public func setState(_ state: String) { lock.withLock { self.state = state } }
 
-    public var totals: (messagesIn: Int, messagesOut: Int) { lock.withLock { (messagesIn, messagesOut) } }
-
     func snapshot(stage: String, instance: Int, now: Double = Date().timeIntervalSince1970) -> [String: Any] {
         lock.withLock {
             samples.append(Sample(time: now, messagesIn: messagesIn, messagesOut: messagesOut))

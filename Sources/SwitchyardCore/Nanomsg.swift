@@ -32,10 +32,8 @@ public final class NanomsgSocket {
     /// `NN_MSG`, `(size_t) -1`: nanomsg allocates the received message (size_t is imported as Int).
     private static let allocateMessage = -1
     private let fd: Int32
-    public let kind: Kind
 
     public init(_ kind: Kind) throws {
-        self.kind = kind
         fd = nn_socket(SY_AF_SP, kind == .push ? SY_NN_PUSH : SY_NN_PULL)
         guard fd >= 0 else { throw NanomsgError("nn_socket") }
         // Frames are checked by the codec; the library's own 1 MiB receive limit would silently drop big batches.
@@ -104,10 +102,5 @@ public final class NanomsgSocket {
         guard nn_setsockopt(fd, SY_NN_SOL_SOCKET, option, &value, MemoryLayout<Int32>.size) >= 0 else {
             throw NanomsgError("nn_setsockopt \(option)")
         }
-    }
-
-    /// Makes every blocking nanomsg call in the process return with ETERM: the way threads are woken at shutdown.
-    public static func terminateAll() {
-        nn_term()
     }
 }
