@@ -483,8 +483,10 @@ final class IngressHub {
         dirty.removeAll(keepingCapacity: true)
     }
 
-    /// Sends a close frame and closes: after the frame is written, or at once for a client that is not reading
-    /// (its backlog would never drain).
+    /// Sends a close frame and closes: at once for a client that is not reading (its backlog would never
+    /// drain); otherwise the close handshake: only our sending side is shut once the frame is written, so frames
+    /// the client is still sending do not make the kernel reset the connection (and lose our close frame), and
+    /// the connection closes when the client answers, or after a second.
     func close(_ connection: ClientConnection, code: WebSocketErrorCode, reason: String, immediately: Bool = false) {
         guard !connection.isClosing else { return }
         connection.isClosing = true
@@ -496,7 +498,10 @@ final class IngressHub {
         if immediately {
             channel.close(promise: nil)
         } else {
-            written.whenComplete { _ in channel.close(promise: nil) }
+            written.whenComplete { _ in
+                channel.close(mode: .output, promise: nil)
+                channel.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
+            }
         }
         disconnect(connection)
     }
