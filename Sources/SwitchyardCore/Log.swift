@@ -99,10 +99,15 @@ public final class Logger: @unchecked Sendable {
         }
     }
 
+    /// The log's path never disappears, not even for an instant (`logs -f` and readers keep working): the
+    /// current file gets the `.1` name as a second link, then a new empty file replaces the path atomically.
     private func rotate(_ logFile: String) {
-        rename(logFile, logFile + ".1")
-        let fd = open(logFile, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        let fresh = logFile + ".new"
+        let fd = open(fresh, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0o644)
         guard fd >= 0 else { return }
+        unlink(logFile + ".1")
+        link(logFile, logFile + ".1")
+        rename(fresh, logFile)
         dup2(fd, 1)
         dup2(fd, 2)
         close(fd)
