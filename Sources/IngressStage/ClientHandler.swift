@@ -1,10 +1,10 @@
 import NIOCore
 import NIOWebSocket
 
-/// The last handler of a WebSocket connection: answers control frames and hands text frames to the hub.
+/// The last handler of a WebSocket connection: hands each complete text message to the hub (`WebSocketProtocolHandler`
+/// before it has dealt with fragments, control frames and protocol violations).
 final class ClientHandler: ChannelInboundHandler {
     typealias InboundIn = WebSocketFrame
-    typealias OutboundOut = WebSocketFrame
 
     private let hub: IngressHub
     private var connection: ClientConnection?
@@ -29,32 +29,17 @@ final class ClientHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let frame = unwrapInboundIn(data)
+        let message = unwrapInboundIn(data)
         guard let connection, !connection.isClosing else { return }
-        switch frame.opcode {
+        switch message.opcode {
         case .text:
-            guard frame.fin else {
-                return reject(context, reason: "fragmented frames are not supported")
-            }
-            switch ClientFrameParser.parse(frame.unmaskedData) {
+            switch ClientFrameParser.parse(message.data) {
             case .success(let request): hub.handle(request, from: connection)
             case .failure(let error): hub.reject(error, from: connection)
             }
         case .binary:
             hub.reject(ClientFrameError(code: "INVALID_FRAME", reason: "binary frames are not supported; send JSON text"),
                        from: connection)
-        case .ping:
-            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)),
-                                  promise: nil)
-        case .connectionClose:
-            // Echo the client's close code, then close.
-            var data = frame.unmaskedData
-            let code = data.readSlice(length: 2) ?? ByteBuffer()
-            hub.disconnect(connection)
-            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: code)))
-                .whenComplete { _ in context.close(promise: nil) }
-        case .continuation:
-            reject(context, reason: "fragmented frames are not supported")
         default:
             break
         }
@@ -62,10 +47,5 @@ final class ClientHandler: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         context.close(promise: nil)
-    }
-
-    private func reject(_ context: ChannelHandlerContext, reason: String) {
-        guard let connection else { return }
-        hub.close(connection, code: .unacceptableData, reason: reason)
     }
 }

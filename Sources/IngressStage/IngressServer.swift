@@ -28,45 +28,29 @@ public final class IngressServer {
                          config: context.config, logger: context.logger, metrics: context.metrics, link: link)
     }
 
-    /// The largest WebSocket frame read: room for a base64-encoded publish at the size limit and its JSON.
-    var maxFrameSize: Int { min(context.config.messageSizeLimit * 2 + 64 * 1024, Int(UInt32.max)) }
-
     /// Starts serving; returns once every listening address is bound.
     public func start() throws {
         try link.start { [hub] envelopes in hub.handle(envelopes) }
         let hub = self.hub
         let logger = context.logger
-        let maxFrameSize = self.maxFrameSize
+        let settings = EdgeSettings(config: context.config)
+        let connections = ConnectionCounter()
         let highWatermark = max(context.config.clientBufferLimit / 2, 8192)
-        let runDir = context.config.runDir
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 4096)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(ChannelOptions.socket(SocketOptionLevel(SOL_SOCKET), SO_REUSEPORT), value: 1)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AcceptErrorLogger(logger: logger))
+                }
+            }
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(ChannelOptions.writeBufferWaterMark,
                                 value: .init(low: highWatermark / 2, high: highWatermark))
             .childChannelInitializer { channel in
-                let upgrader = NIOWebSocketServerUpgrader(
-                    maxFrameSize: maxFrameSize,
-                    automaticErrorHandling: true,
-                    shouldUpgrade: { channel, head in
-                        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? "/"
-                        let accepted = path == "/" || path == "/ws"
-                        return channel.eventLoop.makeSucceededFuture(accepted ? HTTPHeaders() : nil)
-                    },
-                    upgradePipelineHandler: { channel, _ in
-                        channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandler(ClientHandler(hub: hub))
-                        }
-                    })
-                return channel.eventLoop.makeCompletedFuture {
-                    let httpHandler = PlainHTTPHandler(runDir: runDir)
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-                        withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in
-                            context.pipeline.syncOperations.removeHandler(httpHandler, promise: nil)
-                        }))
-                    try channel.pipeline.syncOperations.addHandler(httpHandler)
+                channel.eventLoop.makeCompletedFuture {
+                    try Self.configureClientChannel(channel, settings: settings, connections: connections, hub: hub)
                 }
             }
         for address in context.config.listen {

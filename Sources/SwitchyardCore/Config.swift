@@ -61,6 +61,12 @@ public struct SwitchyardConfig: Sendable {
     public var messageSizeLimit: Int = 128 * 1024
     /// `ClientBufferLimit`: bytes queued for one client that is not reading before it is disconnected. Default 4 MiB.
     public var clientBufferLimit: Int = 4 * 1024 * 1024
+    /// `HandshakeTimeout`: seconds a new connection may take to complete its WebSocket upgrade (or its plain HTTP
+    /// request) before it is closed. Default 10.
+    public var handshakeTimeout: Int = 10
+    /// `MaxConnections`: open TCP connections one ws-ingress instance accepts upgrades for; beyond it an upgrade
+    /// is answered HTTP 503. Default 10000 (a process may hold 20,000 open files here).
+    public var maxConnections: Int = 10_000
     /// `PublishTimeout`: seconds until a publish that was not acknowledged is answered `FAILED`. Default 10.
     public var publishTimeout: Int = 10
     /// `IngressInstances`, `CacheInstances`, `FanoutInstances`: how many instances of each stage run.
@@ -146,6 +152,8 @@ public struct SwitchyardConfig: Sendable {
         case "KafkaProducerConfig": kafkaProducerConfig = value
         case "MessageSizeLimit": messageSizeLimit = try integer(1...64 * 1024 * 1024)
         case "ClientBufferLimit": clientBufferLimit = try integer(4096...1024 * 1024 * 1024)
+        case "HandshakeTimeout": handshakeTimeout = try integer(1...3600)
+        case "MaxConnections": maxConnections = try integer(1...1_000_000)
         case "PublishTimeout": publishTimeout = try integer(1...3600)
         case "IngressInstances": instances["ws-ingress"] = try integer(1...64)
         case "CacheInstances": instances["cache"] = try integer(1...64)

@@ -1,0 +1,168 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOWebSocket
+import SwitchyardCore
+
+/// Whether an HTTP request may become a WebSocket connection, and the HTTP answer when it may not (RFC 6455 4.2).
+enum UpgradeDecision: Equatable {
+    case upgrade
+    /// Not a WebSocket upgrade, or not on a WebSocket path: answered as plain HTTP.
+    case notWebSocket
+    /// 400: a malformed upgrade (method, HTTP version, `Connection`, `Sec-WebSocket-Key`, missing version).
+    case badRequest(String)
+    /// 426 with `Sec-WebSocket-Version: 13`.
+    case unsupportedVersion
+    /// 503 with `Retry-After`: the ingress holds `MaxConnections` connections.
+    case overloaded
+
+    /// The paths clients connect to.
+    static let webSocketPaths: Set<Substring> = ["/", "/ws"]
+
+    /// `openConnections` counts this request's own connection.
+    static func decide(_ head: HTTPRequestHead, openConnections: Int, maxConnections: Int) -> UpgradeDecision {
+        let headers = head.headers
+        guard headers[canonicalForm: "upgrade"].contains(where: { $0.lowercased() == "websocket" }) else {
+            return .notWebSocket
+        }
+        let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        guard webSocketPaths.contains(path) else { return .notWebSocket }
+        guard head.method == .GET else { return .badRequest("a WebSocket upgrade must be a GET") }
+        guard head.version.major > 1 || (head.version.major == 1 && head.version.minor >= 1) else { return .badRequest("a WebSocket upgrade needs HTTP/1.1") }
+        guard headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "upgrade" }) else {
+            return .badRequest("a WebSocket upgrade needs 'Connection: Upgrade'")
+        }
+        let versions = headers[canonicalForm: "sec-websocket-version"]
+        guard !versions.isEmpty else { return .badRequest("Sec-WebSocket-Version is missing") }
+        guard versions == ["13"] else { return .unsupportedVersion }
+        let keys = headers[canonicalForm: "sec-websocket-key"]
+        guard keys.count == 1, let key = Data(base64Encoded: String(keys[0])), key.count == 16 else {
+            return .badRequest("Sec-WebSocket-Key must be one base64-encoded 16-byte value")
+        }
+        guard openConnections <= maxConnections else { return .overloaded }
+        return .upgrade
+    }
+}
+
+/// The open TCP connections of one ingress, for `MaxConnections`. Touched only on the ingress's event loop.
+final class ConnectionCounter {
+    private(set) var open = 0
+
+    /// Counts `channel` until it closes.
+    func track(_ channel: Channel) {
+        open += 1
+        channel.closeFuture.whenComplete { [self] _ in open -= 1 }
+    }
+}
+
+/// Answers a WebSocket upgrade that `NIOWebSocketServerUpgrader` refused (its `shouldUpgrade` said no, or the
+/// request failed its own checks): 400, 426 or 503, then closes. Other requests pass on to plain HTTP handling.
+/// Sits after `HTTPServerUpgradeHandler`, so it only sees requests that are not upgraded.
+final class UpgradeRefusalHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    /// Seconds a client told 503 should wait before it tries again.
+    static let retryAfterSeconds = 5
+
+    private let connections: ConnectionCounter
+    private let maxConnections: Int
+    /// True from the head of a refused request to its end: its other parts are dropped.
+    private var refusing = false
+
+    init(connections: ConnectionCounter, maxConnections: Int) {
+        self.connections = connections
+        self.maxConnections = maxConnections
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        guard case .head(let head) = part else {
+            if !refusing { context.fireChannelRead(data) }
+            if case .end = part { refusing = false }
+            return
+        }
+        switch UpgradeDecision.decide(head, openConnections: connections.open, maxConnections: maxConnections) {
+        case .notWebSocket:
+            context.fireChannelRead(data)
+        case .badRequest(let reason):
+            refuse(context, head, .badRequest, reason)
+        case .unsupportedVersion:
+            refuse(context, head, .upgradeRequired, "only WebSocket version 13 is supported",
+                   extra: ("Sec-WebSocket-Version", "13"))
+        case .overloaded, .upgrade:  // `.upgrade` here: refused a moment ago for the connection count
+            refuse(context, head, .serviceUnavailable, "too many connections: try again later",
+                   extra: ("Retry-After", String(Self.retryAfterSeconds)))
+        }
+    }
+
+    /// The upgrader reports what `decide` already answers.
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if error is NIOWebSocketUpgradeError { return }
+        context.fireErrorCaught(error)
+    }
+
+    private func refuse(_ context: ChannelHandlerContext, _ request: HTTPRequestHead, _ status: HTTPResponseStatus,
+                        _ reason: String, extra: (String, String)? = nil) {
+        refusing = true
+        let body = reason + "\n"
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
+        headers.add(name: "Content-Length", value: String(body.utf8.count))
+        headers.add(name: "Connection", value: "close")
+        if let (name, value) = extra { headers.add(name: name, value: value) }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))),
+                      promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+}
+
+/// Closes a connection that has not completed its WebSocket upgrade (or been answered as plain HTTP) within
+/// `HandshakeTimeout`: a client that connects and sends nothing, or sends its request slowly (slowloris), holds
+/// a file descriptor only that long. Removed from the pipeline when the upgrade completes.
+final class HandshakeTimeoutHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = Never
+
+    private let timeout: TimeAmount
+    private var timer: Scheduled<Void>?
+
+    init(timeout: TimeAmount) {
+        self.timeout = timeout
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let channel = context.channel
+        timer = context.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+    }
+}
+
+/// Logs errors of a listening socket (e.g. `EMFILE` when the process runs out of file descriptors). NIO's own
+/// `AcceptBackoffHandler`, after this one, pauses accepting for a moment; nothing here is fatal.
+final class AcceptErrorLogger: ChannelInboundHandler {
+    typealias InboundIn = Channel
+
+    private let logger: Logger
+    private var lastLogged: NIODeadline = .distantPast
+
+    init(logger: Logger) {
+        self.logger = logger
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        let now = NIODeadline.now()
+        if now - lastLogged >= .seconds(1) {  // at most once a second: accept retries in a loop
+            lastLogged = now
+            logger.warn("cannot accept a connection", ["error": error])
+        }
+        context.fireErrorCaught(error)
+    }
+}

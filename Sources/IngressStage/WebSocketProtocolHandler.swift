@@ -1,0 +1,88 @@
+import NIOCore
+import NIOWebSocket
+
+/// The WebSocket protocol of one client connection, between NIO's frame decoder and `ClientHandler`: applies
+/// `WebSocketReceiver`'s verdict on each frame, so only complete messages (one unmasked frame each, `fin` set,
+/// text or binary) travel on. Answers pings (pongs are flushed once per read burst, and dropped while the client
+/// is not reading, so a ping flood cannot grow our queue), answers a client's close, and closes with 1002, 1007
+/// or 1009 on a violation. Once a close frame has gone out, later outgoing frames are dropped (RFC 6455 5.5.1).
+final class WebSocketProtocolHandler: ChannelDuplexHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias InboundOut = WebSocketFrame
+    typealias OutboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    /// How long a connection we are failing waits for the client's close frame before it is closed anyway.
+    static let closeHandshakeTimeout = TimeAmount.seconds(1)
+
+    private var receiver: WebSocketReceiver
+    private var closeSent = false
+    private var needsFlush = false
+
+    init(maxMessageSize: Int) {
+        receiver = WebSocketReceiver(maxMessageSize: maxMessageSize)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch receiver.receive(unwrapInboundIn(data)) {
+        case .message(let opcode, let payload):
+            context.fireChannelRead(wrapInboundOut(WebSocketFrame(fin: true, opcode: opcode, data: payload)))
+        case .ping(let payload):
+            guard !closeSent, context.channel.isWritable else { return }
+            context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: payload)), promise: nil)
+            needsFlush = true
+        case .close(let payload):
+            answerClose(context, payload: payload)
+        case .fail(let code, let reason):
+            fail(context, code: code, reason: reason)
+        case .none:
+            break
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if needsFlush {
+            needsFlush = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        guard !closeSent else {
+            promise?.fail(ChannelError.outputClosed)
+            return
+        }
+        if unwrapOutboundIn(data).opcode == .connectionClose { closeSent = true }
+        context.write(data, promise: promise)
+    }
+
+    /// The client closes: echo its code (or its empty payload), then close the connection; if we had closed
+    /// first, this is the answer we were waiting for.
+    private func answerClose(_ context: ChannelHandlerContext, payload: ByteBuffer) {
+        guard !closeSent else { return context.close(promise: nil) }
+        closeSent = true
+        let frame = WebSocketFrame(fin: true, opcode: .connectionClose, data: payload)
+        context.writeAndFlush(wrapOutboundOut(frame)).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+
+    /// Fails the connection: a close frame with the code and reason, then only our side is shut, so frames the
+    /// client is still sending do not make the kernel reset the connection (and lose the close frame); the
+    /// connection closes on the client's answer, or after `closeHandshakeTimeout`.
+    private func fail(_ context: ChannelHandlerContext, code: WebSocketErrorCode, reason: String) {
+        guard !closeSent else { return context.close(promise: nil) }
+        closeSent = true
+        var data = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
+        data.write(webSocketErrorCode: code)
+        data.writeString(reason)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)))
+            .assumeIsolated()
+            .whenComplete { _ in
+                context.close(mode: .output, promise: nil)
+                channel.eventLoop.scheduleTask(in: Self.closeHandshakeTimeout) { channel.close(promise: nil) }
+            }
+    }
+}

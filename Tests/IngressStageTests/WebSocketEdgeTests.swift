@@ -1,0 +1,289 @@
+import Foundation
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import NIOWebSocket
+import SwitchyardCore
+import XCTest
+@testable import IngressStage
+
+/// Collects the messages `WebSocketProtocolHandler` passes on.
+final class MessageSink: ChannelInboundHandler {
+    typealias InboundIn = WebSocketFrame
+    var messages: [WebSocketFrame] = []
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        messages.append(unwrapInboundIn(data))
+    }
+}
+
+final class WebSocketProtocolHandlerTests: XCTestCase {
+    var channel: EmbeddedChannel!
+    var sink: MessageSink!
+
+    override func setUp() {
+        sink = MessageSink()
+        channel = EmbeddedChannel(handlers: [WebSocketProtocolHandler(maxMessageSize: 1024), sink])
+    }
+
+    func receive(_ frames: WebSocketFrame...) throws {
+        for frame in frames { try channel.writeInbound(frame) }
+        channel.pipeline.fireChannelReadComplete()
+    }
+
+    func written() throws -> [WebSocketFrame] {
+        var frames: [WebSocketFrame] = []
+        while let frame = try channel.readOutbound(as: WebSocketFrame.self) { frames.append(frame) }
+        return frames
+    }
+
+    func closeCode(_ frame: WebSocketFrame?) -> UInt16? {
+        guard let frame, frame.opcode == .connectionClose else { return nil }
+        return frame.data.getInteger(at: frame.data.readerIndex, as: UInt16.self)
+    }
+
+    func testFragmentsReachTheNextHandlerAsOneMessageAndPingsAreAnswered() throws {
+        try receive(clientFrame(.text, "{\"op\":", fin: false), clientFrame(.ping, "p1"),
+                    clientFrame(.continuation, "\"ping\"}"))
+        XCTAssertEqual(sink.messages.map(\.opcode), [.text])
+        XCTAssertEqual(sink.messages.first?.fin, true)
+        XCTAssertEqual(sink.messages.first?.data, ByteBuffer(string: "{\"op\":\"ping\"}"))
+        let out = try written()
+        XCTAssertEqual(out.map(\.opcode), [.pong])
+        XCTAssertEqual(out.first?.data, ByteBuffer(string: "p1"))
+        XCTAssertNil(out.first?.maskKey)
+    }
+
+    func testPongsAreFlushedOncePerReadBurst() throws {
+        // (`writeInbound` ends a read burst after each frame)
+        channel.pipeline.fireChannelRead(NIOAny(clientFrame(.ping, "a")))
+        channel.pipeline.fireChannelRead(NIOAny(clientFrame(.ping, "b")))
+        XCTAssertEqual(try written().count, 0, "nothing is flushed before the read burst ends")
+        channel.pipeline.fireChannelReadComplete()
+        XCTAssertEqual(try written().map(\.data), [ByteBuffer(string: "a"), ByteBuffer(string: "b")])
+    }
+
+    func testPingsFromAClientThatDoesNotReadAreNotAnswered() throws {
+        channel.isWritable = false
+        try receive(clientFrame(.ping, "flood"), clientFrame(.ping, "flood"))
+        XCTAssertEqual(try written().count, 0)
+        channel.isWritable = true
+        try receive(clientFrame(.ping, "again"))
+        XCTAssertEqual(try written().map(\.data), [ByteBuffer(string: "again")])
+    }
+
+    func testAViolationSendsItsCloseCodeAndClosesTheConnection() throws {
+        try receive(clientFrame(.text, [0xC0, 0x80]))
+        let out = try written()
+        XCTAssertEqual(out.count, 1)
+        XCTAssertEqual(closeCode(out.first), 1007)
+        XCTAssertTrue(sink.messages.isEmpty)
+        XCTAssertFalse(channel.isActive)
+    }
+
+    func testAClientCloseIsEchoedThenTheConnectionCloses() throws {
+        try receive(clientFrame(.connectionClose, closePayload(3000, Array("done".utf8))))
+        let out = try written()
+        XCTAssertEqual(out.count, 1)
+        XCTAssertEqual(closeCode(out.first), 3000)
+        XCTAssertEqual(out.first?.data.readableBytes, 2, "the code alone is echoed")
+        XCTAssertFalse(channel.isActive)
+    }
+
+    func testAnEmptyCloseIsAnsweredWithAnEmptyClose() throws {
+        try receive(clientFrame(.connectionClose, []))
+        let out = try written()
+        XCTAssertEqual(out.map(\.opcode), [.connectionClose])
+        XCTAssertEqual(out.first?.data.readableBytes, 0)
+    }
+
+    func testNothingIsSentAfterACloseFrame() throws {
+        try channel.writeOutbound(WebSocketFrame(fin: true, opcode: .connectionClose, data: ByteBuffer(bytes: [0x03, 0xF4])))
+        let late = channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: "{}")))
+        XCTAssertThrowsError(try late.wait())
+        XCTAssertEqual(try written().map(\.opcode), [.connectionClose])
+        // the client's answer to our close ends the connection without a second close frame
+        try receive(clientFrame(.connectionClose, closePayload(1008)))
+        XCTAssertEqual(try written().count, 0)
+        XCTAssertFalse(channel.isActive)
+    }
+}
+
+final class HandshakeTests: XCTestCase {
+    static let key = "dGhlIHNhbXBsZSBub25jZQ=="
+
+    func head(_ uri: String = "/", method: HTTPMethod = .GET, _ fields: [(String, String)]? = nil) -> HTTPRequestHead {
+        let fields = fields ?? [("Host", "x"), ("Upgrade", "websocket"), ("Connection", "keep-alive, Upgrade"),
+                                ("Sec-WebSocket-Key", Self.key), ("Sec-WebSocket-Version", "13")]
+        return HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: HTTPHeaders(fields))
+    }
+
+    func decide(_ head: HTTPRequestHead, open: Int = 1, max: Int = 10) -> UpgradeDecision {
+        UpgradeDecision.decide(head, openConnections: open, maxConnections: max)
+    }
+
+    func replacing(_ name: String, with value: String?) -> HTTPRequestHead {
+        var request = head()
+        request.headers.remove(name: name)
+        if let value { request.headers.add(name: name, value: value) }
+        return request
+    }
+
+    func testDecisions() {
+        XCTAssertEqual(decide(head()), .upgrade)
+        XCTAssertEqual(decide(head("/ws?token=t")), .upgrade)
+        XCTAssertEqual(decide(head("/elsewhere")), .notWebSocket)
+        XCTAssertEqual(decide(replacing("Upgrade", with: nil)), .notWebSocket)
+        XCTAssertEqual(decide(replacing("Sec-WebSocket-Version", with: "8")), .unsupportedVersion)
+        XCTAssertEqual(decide(replacing("Sec-WebSocket-Version", with: "8, 13")), .unsupportedVersion)
+        guard case .badRequest = decide(replacing("Sec-WebSocket-Version", with: nil)),
+              case .badRequest = decide(replacing("Sec-WebSocket-Key", with: nil)),
+              case .badRequest = decide(replacing("Sec-WebSocket-Key", with: "c2hvcnQ=")),
+              case .badRequest = decide(replacing("Connection", with: "keep-alive")),
+              case .badRequest = decide(head(method: .POST))
+        else { return XCTFail("a malformed upgrade was not a bad request") }
+        XCTAssertEqual(decide(head(), open: 11, max: 10), .overloaded)
+        XCTAssertEqual(decide(head(), open: 10, max: 10), .upgrade)
+    }
+}
+
+/// The whole client pipeline from `IngressServer.configureClientChannel`, fed raw bytes.
+final class ClientChannelTests: XCTestCase {
+    var channel: EmbeddedChannel!
+    var connections: ConnectionCounter!
+    var hub: IngressHub!
+    var runDir: URL!
+
+    override func setUpWithError() throws {
+        runDir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-edge-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: runDir, withIntermediateDirectories: true)
+        channel = EmbeddedChannel()
+        connections = ConnectionCounter()
+        let logger = Logger(stage: "ws-ingress", instance: 0, level: .error)
+        let link = try BackplaneLink(eventLoop: channel.embeddedEventLoop,
+                                     inboundAddress: "ipc://\(runDir.path)/ws-ingress-0.ipc",
+                                     routerAddress: "ipc://\(runDir.path)/router-0.ipc", logger: logger,
+                                     metrics: StageMetrics())
+        hub = IngressHub(instance: 0, inboundAddress: "ipc://\(runDir.path)/ws-ingress-0.ipc",
+                         config: SwitchyardConfig(), logger: logger, metrics: StageMetrics(), link: link)
+    }
+
+    override func tearDownWithError() throws {
+        _ = try? channel.finish()
+        try? FileManager.default.removeItem(at: runDir)
+    }
+
+    func configure(handshakeTimeout: Int = 10, maxConnections: Int = 10) throws {
+        var config = SwitchyardConfig()
+        config.handshakeTimeout = handshakeTimeout
+        config.maxConnections = maxConnections
+        config.runDir = runDir.path
+        try IngressServer.configureClientChannel(channel, settings: EdgeSettings(config: config),
+                                                 connections: connections, hub: hub)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+    }
+
+    func send(_ text: String) throws {
+        try channel.writeInbound(ByteBuffer(string: text))
+        channel.embeddedEventLoop.run()
+    }
+
+    func sendFrame(_ opcode: UInt8, _ payload: [UInt8]) throws {
+        let mask: [UInt8] = [9, 8, 7, 6]
+        let masked = payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
+        try channel.writeInbound(ByteBuffer(bytes: [0x80 | opcode, 0x80 | UInt8(payload.count)] + mask + masked))
+        channel.embeddedEventLoop.run()
+    }
+
+    func output() throws -> [UInt8] {
+        var bytes: [UInt8] = []
+        while let buffer = try channel.readOutbound(as: ByteBuffer.self) { bytes += buffer.readableBytesView }
+        return bytes
+    }
+
+    func upgradeRequest(version: String = "13") -> String {
+        "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Key: \(HandshakeTests.key)\r\nSec-WebSocket-Version: \(version)\r\n\r\n"
+    }
+
+    func testUpgradeThenPingPongAndTheTimeoutNoLongerApplies() throws {
+        try configure(handshakeTimeout: 1)
+        try send(upgradeRequest())
+        let response = String(decoding: try output(), as: UTF8.self)
+        XCTAssertTrue(response.hasPrefix("HTTP/1.1 101"), response)
+        XCTAssertEqual(hub.connectionCount, 1)
+        try sendFrame(0x9, Array("hello".utf8))
+        XCTAssertEqual(try output(), [0x8A, 5] + Array("hello".utf8))
+        channel.embeddedEventLoop.advanceTime(by: .seconds(2))
+        XCTAssertTrue(channel.isActive, "an upgraded connection outlives the handshake timeout")
+        try sendFrame(0x3, [])
+        XCTAssertEqual(Array(try output().prefix(4)), [0x88, UInt8(2 + "reserved opcode 3".utf8.count), 0x03, 0xEA])
+    }
+
+    func testWrongVersionGets426WithTheSupportedVersion() throws {
+        try configure()
+        try send(upgradeRequest(version: "8"))
+        let response = String(decoding: try output(), as: UTF8.self)
+        XCTAssertTrue(response.hasPrefix("HTTP/1.1 426"), response)
+        XCTAssertTrue(response.contains("Sec-WebSocket-Version: 13\r\n"), response)
+        XCTAssertFalse(channel.isActive)
+        XCTAssertEqual(hub.connectionCount, 0)
+    }
+
+    func testMalformedUpgradeGets400() throws {
+        try configure()
+        try send("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 + "Sec-WebSocket-Version: 13\r\n\r\n")
+        let response = String(decoding: try output(), as: UTF8.self)
+        XCTAssertTrue(response.hasPrefix("HTTP/1.1 400"), response)
+        XCTAssertFalse(channel.isActive)
+    }
+
+    func testUpgradeBeyondMaxConnectionsGets503() throws {
+        let other = EmbeddedChannel()
+        connections.track(other)
+        try configure(maxConnections: 1)
+        XCTAssertEqual(connections.open, 2)
+        try send(upgradeRequest())
+        let response = String(decoding: try output(), as: UTF8.self)
+        XCTAssertTrue(response.hasPrefix("HTTP/1.1 503"), response)
+        XCTAssertTrue(response.contains("Retry-After: 5\r\n"), response)
+        XCTAssertEqual(hub.connectionCount, 0)
+        channel.embeddedEventLoop.run()
+        XCTAssertEqual(connections.open, 1, "a closed connection is no longer counted")
+        _ = try other.finish()
+    }
+
+    func testHandshakeTimeoutClosesAnIncompleteRequest() throws {
+        try configure(handshakeTimeout: 3)
+        try send("GET / HTTP/1.1\r\nHost: x\r\nUpgr")
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(2900))
+        XCTAssertTrue(channel.isActive)
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(200))
+        XCTAssertFalse(channel.isActive)
+    }
+
+    func testPlainHealthRequestIsStillAnswered() throws {
+        try configure()
+        try send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        let response = String(decoding: try output(), as: UTF8.self)
+        XCTAssertTrue(response.hasPrefix("HTTP/1.1 200"), response)
+        XCTAssertTrue(response.hasSuffix("ok\n"), response)
+    }
+}
+
+final class EdgeSettingsTests: XCTestCase {
+    func testDefaultsAndRanges() throws {
+        let defaults = EdgeSettings(config: SwitchyardConfig())
+        XCTAssertEqual(defaults.handshakeTimeout, .seconds(10))
+        XCTAssertEqual(defaults.maxConnections, 10_000)
+        XCTAssertEqual(defaults.maxFrameSize, 128 * 1024 * 2 + 64 * 1024)
+        let config = try SwitchyardConfig.parse("HandshakeTimeout = 1\nMaxConnections = 3\n", file: "/x.conf")
+        XCTAssertEqual(config.handshakeTimeout, 1)
+        XCTAssertEqual(config.maxConnections, 3)
+        for bad in ["HandshakeTimeout = 0", "HandshakeTimeout = 3601", "MaxConnections = 0", "MaxConnections = -5",
+                    "MaxConnections = many"] {
+            XCTAssertThrowsError(try SwitchyardConfig.parse(bad, file: "/x.conf"), bad)
+        }
+    }
+}
