@@ -28,7 +28,9 @@ enum UpgradeDecision: Equatable {
         let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
         guard webSocketPaths.contains(path) else { return .notWebSocket }
         guard head.method == .GET else { return .badRequest("a WebSocket upgrade must be a GET") }
-        guard head.version.major > 1 || (head.version.major == 1 && head.version.minor >= 1) else { return .badRequest("a WebSocket upgrade needs HTTP/1.1") }
+        guard head.version.major > 1 || (head.version.major == 1 && head.version.minor >= 1) else {
+            return .badRequest("a WebSocket upgrade needs HTTP/1.1")
+        }
         guard headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "upgrade" }) else {
             return .badRequest("a WebSocket upgrade needs 'Connection: Upgrade'")
         }

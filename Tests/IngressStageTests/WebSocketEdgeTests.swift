@@ -98,7 +98,8 @@ final class WebSocketProtocolHandlerTests: XCTestCase {
     }
 
     func testNothingIsSentAfterACloseFrame() throws {
-        try channel.writeOutbound(WebSocketFrame(fin: true, opcode: .connectionClose, data: ByteBuffer(bytes: [0x03, 0xF4])))
+        let ours = WebSocketFrame(fin: true, opcode: .connectionClose, data: ByteBuffer(bytes: [0x03, 0xF4]))
+        try channel.writeOutbound(ours)
         let late = channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: "{}")))
         XCTAssertThrowsError(try late.wait())
         XCTAssertEqual(try written().map(\.opcode), [.connectionClose])

@@ -69,7 +69,8 @@ final class WebSocketReceiverTests: XCTestCase {
     func testAWholeTextFrameIsAMessage() {
         XCTAssertEqual(receiver.receive(clientFrame(.text, "{\"op\":\"ping\"}")),
                        .message(.text, ByteBuffer(string: "{\"op\":\"ping\"}")))
-        XCTAssertEqual(receiver.receive(clientFrame(.binary, [0, 1, 2])), .message(.binary, ByteBuffer(bytes: [0, 1, 2])))
+        XCTAssertEqual(receiver.receive(clientFrame(.binary, [0, 1, 2])),
+                       .message(.binary, ByteBuffer(bytes: [0, 1, 2])))
     }
 
     func testUnmaskedFrameIsAProtocolError() {
@@ -111,7 +112,8 @@ final class WebSocketReceiverTests: XCTestCase {
 
     func testFragmentsAreReassembledAroundAPing() {
         XCTAssertEqual(receiver.receive(clientFrame(.text, "{\"op\":", fin: false)), .none)
-        XCTAssertEqual(receiver.receive(clientFrame(.ping, "are you there")), .ping(ByteBuffer(string: "are you there")))
+        XCTAssertEqual(receiver.receive(clientFrame(.ping, "are you there")),
+                       .ping(ByteBuffer(string: "are you there")))
         XCTAssertEqual(receiver.receive(clientFrame(.pong, "")), .none)
         XCTAssertEqual(receiver.receive(clientFrame(.continuation, "\"pi", fin: false)), .none)
         XCTAssertEqual(receiver.receive(clientFrame(.continuation, "ng\"}")),

@@ -234,7 +234,7 @@ def publish_fragments(ws: RawWebSocket, subject: str, fragments: list[bytes], pi
         if i == 0 and ping is not None:
             ws.send(PING, ping)
             opcode, payload = ws.recv_frame()
-            assert (opcode, payload) == (PONG, ping), f"expected the pong between fragments, got {opcode:#x} {payload!r}"
+            assert (opcode, payload) == (PONG, ping), f"expected the pong between fragments: {opcode:#x} {payload!r}"
     status = ws.recv_json(lambda f: f.get("op") == "publish_status", "publish_status")
     assert status["status"] == "OK", status
     return ws.recv_json(lambda f: f.get("op") == "message", "the published message")
