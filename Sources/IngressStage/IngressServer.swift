@@ -34,7 +34,7 @@ public final class IngressServer {
         let hub = self.hub
         let logger = context.logger
         let settings = EdgeSettings(config: context.config)
-        let connections = ConnectionCounter()
+        let connections = ConnectionCounter(metrics: context.metrics)
         let highWatermark = max(context.config.clientBufferLimit / 2, 8192)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 4096)

@@ -46,14 +46,25 @@ enum UpgradeDecision: Equatable {
     }
 }
 
-/// The open TCP connections of one ingress, for `MaxConnections`. Touched only on the ingress's event loop.
+/// The open TCP connections of one ingress, for `MaxConnections`, also published as the gauge `tcpConnections`.
+/// Touched only on the ingress's event loop.
 final class ConnectionCounter {
     private(set) var open = 0
+    private let metrics: StageMetrics?
+
+    init(metrics: StageMetrics? = nil) {
+        self.metrics = metrics
+    }
 
     /// Counts `channel` until it closes.
     func track(_ channel: Channel) {
-        open += 1
-        channel.closeFuture.whenComplete { [self] _ in open -= 1 }
+        add(1)
+        channel.closeFuture.whenComplete { [self] _ in add(-1) }
+    }
+
+    private func add(_ delta: Int) {
+        open += delta
+        metrics?.setGauge("tcpConnections", open)
     }
 }
 

@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from e2e_helpers import Broker, unique_subject
+from e2e_helpers import Broker, unique_subject, wait_until
 
 TIMEOUT = 5.0
 
@@ -379,6 +379,9 @@ def test_slowloris_partial_headers_are_dropped(edge_broker):
 def test_upgrade_beyond_max_connections_gets_503_until_one_closes(edge_broker):
     held = [RawWebSocket(edge_broker.port) for _ in range(3)]
     try:
+        stats = edge_broker.run_dir / "ws-ingress-0.stats.json"
+        wait_until(lambda: json.loads(stats.read_text()).get("tcpConnections") == 3, 5,
+                   what="the tcpConnections gauge to count the 3 connections")
         answer = http_exchange(edge_broker.port, upgrade_request(edge_broker.port))
         head = answer.split(b"\r\n\r\n", 1)[0].decode()
         assert head.startswith("HTTP/1.1 503"), head
