@@ -82,6 +82,13 @@ final class IngressHub {
 
     func writabilityChanged(_ connection: ClientConnection) {
         connection.writabilityChanged()
+        sendWaitingSubscribes(of: connection)
+    }
+
+    /// Once a connection's answers are written, its subscribes waiting for a slot may go.
+    private func sendWaitingSubscribes(of connection: ClientConnection) {
+        guard !connection.isClosing else { return }
+        send(table.sendWaiting(for: connection, now: now()))
     }
 
     // MARK: Client requests
@@ -110,6 +117,7 @@ final class IngressHub {
                         unit: "publishes", closure: publish.closure, now: now) else { break }
             self.publish(publish, from: connection, now: now)
         }
+        sendWaitingSubscribes(of: connection)
         flushDirty()
     }
 
@@ -265,6 +273,7 @@ final class IngressHub {
                 queueAnswer(ServerFrames.message(message, kind: .update, allocator: allocator), to: connection)
             }
             connection.writeQueued()
+            sendWaitingSubscribes(of: connection)
         }
     }
 

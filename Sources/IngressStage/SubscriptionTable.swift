@@ -101,7 +101,7 @@ final class SubscriptionTable {
         var out: [Envelope] = []
         let registersInterest = subscribers[subject] == nil
         if let previous = subscribers[subject]?[connection.id] {
-            out += forgetPending(of: previous, connectionID: connection.id, now: now)
+            forgetPending(of: previous, connectionID: connection.id)
         }
         let request = Subscribe(requestID: makeRequestID(), replyTo: replyTo, subject: subject, ingress: ingress,
                                 registersInterest: registersInterest, start: start)
@@ -109,7 +109,7 @@ final class SubscriptionTable {
             connection: connection, state: .pending(requestID: request.requestID))
         pending[request.requestID] = PendingSubscribe(connectionIDs: [connection.id], request: request,
                                                       owner: connection)
-        if connection.subscribesInFlight < maxSubscribesInFlight {
+        if connection.subscribesInFlight < maxSubscribesInFlight && !connection.isPacingAnswer {
             out += send(request.requestID, now: now)
         } else {
             pending[request.requestID]?.request.registersInterest = true
@@ -121,13 +121,11 @@ final class SubscriptionTable {
     /// Removes `connection`'s subscription to `subject`; tells the pipeline when it was the subject's last.
     func unsubscribe(_ connection: ClientConnection, from subject: String, now: UInt64) -> [Envelope] {
         guard let removed = subscribers[subject]?.removeValue(forKey: connection.id) else { return [] }
-        var out = forgetPending(of: removed, connectionID: connection.id, now: now)
-        if subscribers[subject]?.isEmpty == true {
-            subscribers[subject] = nil
-            positions[subject] = nil
-            out.append(.interest(Interest(subject: subject, ingress: ingress, isAdded: false)))
-        }
-        return out
+        forgetPending(of: removed, connectionID: connection.id)
+        guard subscribers[subject]?.isEmpty == true else { return [] }
+        subscribers[subject] = nil
+        positions[subject] = nil
+        return [.interest(Interest(subject: subject, ingress: ingress, isAdded: false))]
     }
 
     /// Forgets everything of a connection that went away.
@@ -138,26 +136,33 @@ final class SubscriptionTable {
         return out
     }
 
-    private func forgetPending(of subscriber: Subscriber, connectionID: UInt64, now: UInt64) -> [Envelope] {
-        guard case .pending(let requestID) = subscriber.state, var request = pending[requestID] else { return [] }
+    private func forgetPending(of subscriber: Subscriber, connectionID: UInt64) {
+        guard case .pending(let requestID) = subscriber.state, var request = pending[requestID] else { return }
         request.connectionIDs.remove(connectionID)
         guard request.connectionIDs.isEmpty else {
             pending[requestID] = request
-            return []
+            return
         }
         pending[requestID] = nil
-        return finished(request, now: now)
+        finished(request)
     }
 
-    /// A connection's own subscribe is over (answered or forgotten): its slot goes to the next waiting one.
-    private func finished(_ request: PendingSubscribe, now: UInt64) -> [Envelope] {
-        guard let owner = request.owner, request.sentAt != nil else { return [] }
+    /// A connection's own subscribe is over (answered or forgotten): its slot is free (`sendWaiting`).
+    private func finished(_ request: PendingSubscribe) {
+        guard let owner = request.owner, request.sentAt != nil else { return }
         owner.subscribesInFlight = max(owner.subscribesInFlight - 1, 0)
-        while owner.subscribesInFlight < maxSubscribesInFlight, let next = waiting[owner.id]?.popFirst() {
-            if pending[next] != nil { return send(next, now: now) }
+    }
+
+    /// Sends the connection's waiting subscribes, in order, while it has free slots and no answer is being
+    /// written to it: at most `maxSubscribesInFlight` answers are ever buffered for one connection.
+    func sendWaiting(for connection: ClientConnection, now: UInt64) -> [Envelope] {
+        guard waiting[connection.id] != nil, !connection.isPacingAnswer else { return [] }
+        var out: [Envelope] = []
+        while connection.subscribesInFlight < maxSubscribesInFlight, let next = waiting[connection.id]?.popFirst() {
+            out += send(next, now: now)
         }
-        if waiting[owner.id]?.isEmpty == true { waiting[owner.id] = nil }
-        return []
+        if waiting[connection.id]?.isEmpty == true { waiting[connection.id] = nil }
+        return out
     }
 
     private func send(_ requestID: UInt64, now: UInt64) -> [Envelope] {
@@ -272,8 +277,8 @@ final class SubscriptionTable {
         return [.subscribe(request)]
     }
 
-    /// The cache answered a subscribe: what each of its subscribers gets, and what to send (the next waiting
-    /// subscribe of the connection, or a repair's follow-up into a new epoch).
+    /// The cache answered a subscribe: what each of its subscribers gets, and what to send (a repair's follow-up
+    /// into a new epoch). The connection's next waiting subscribe goes once the answer is written (`sendWaiting`).
     func answer(_ reply: SubscribeReply, now: UInt64) -> (deliveries: [AnswerDelivery], send: [Envelope]) {
         guard let request = pending.removeValue(forKey: reply.requestID) else { return ([], []) }
         if request.isRepair, !request.startsNewEpoch, reply.status == .resync, !reply.epoch.isEmpty,
@@ -306,7 +311,8 @@ final class SubscriptionTable {
             subscribers[reply.subject]?[connectionID]?.state = .live(floorEpoch: floor.epoch, floorSeq: floor.seq)
             deliveries.append(delivery)
         }
-        return (deliveries, finished(request, now: now))
+        finished(request)
+        return (deliveries, [])
     }
 
     private static func covers(_ position: StreamPosition?, _ message: Message) -> Bool {

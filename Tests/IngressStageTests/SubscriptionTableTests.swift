@@ -1,5 +1,6 @@
 import NIOCore
 import NIOEmbedded
+import NIOWebSocket
 import SwitchyardCore
 import XCTest
 @testable import IngressStage
@@ -155,12 +156,31 @@ final class SubscriptionTableTests: XCTestCase {
         XCTAssertTrue(table.unsubscribe(client, from: "/c", now: 0).contains(
             .interest(Interest(subject: "/c", ingress: 0, isAdded: false))))
 
-        let (_, next) = table.answer(reply(a[0], [], lastSeq: 0), now: 0)
+        XCTAssertTrue(table.sendWaiting(for: client, now: 0).isEmpty, "no free slot")
+        XCTAssertTrue(table.answer(reply(a[0], [], lastSeq: 0), now: 0).send.isEmpty)
+        let next = table.sendWaiting(for: client, now: 0)
         XCTAssertEqual(subscribes(next).map(\.subject), ["/d"], "the next waiting one, /c was dropped")
         XCTAssertTrue(subscribes(next)[0].registersInterest)
         XCTAssertEqual(client.subscribesInFlight, 2)
         XCTAssertTrue(table.answer(reply(b[0], [], lastSeq: 0), now: 0).send.isEmpty)
         XCTAssertEqual(client.subscribesInFlight, 1)
+        XCTAssertTrue(table.sendWaiting(for: client, now: 0).isEmpty)
+    }
+
+    /// At most `maxSubscribesInFlight` answers are buffered for a connection: while one is being written to a
+    /// client that does not read, its further subscribes wait.
+    func testSubscribesWaitWhileAnAnswerIsBeingWritten() throws {
+        let client = connection()
+        let channel = try XCTUnwrap(client.channel as? EmbeddedChannel)
+        channel.isWritable = false
+        client.queueAnswer(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: "answer")))
+        client.writeQueued()
+        XCTAssertTrue(client.isPacingAnswer)
+        XCTAssertTrue(subscribe(client, "/a").isEmpty)
+        XCTAssertTrue(table.sendWaiting(for: client, now: 0).isEmpty)
+        channel.isWritable = true
+        client.writabilityChanged()
+        XCTAssertEqual(subscribes(table.sendWaiting(for: client, now: 0)).map(\.subject), ["/a"])
     }
 
     func testUnansweredSubscribesAreAskedAgainAfterTheirAge() {
