@@ -65,7 +65,7 @@ final class IngressHub {
     func disconnect(_ connection: ClientConnection) {
         guard connections.removeValue(forKey: connection.id) != nil else { return }
         logger.debug("client disconnected", ["connection": connection.id, "subjects": connection.subjects.count])
-        send(table.remove(connection, now: now()))
+        send(table.remove(connection))
         connection.subjects.removeAll()
         connection.discardQueued()
         metrics.setGauge("connections", connections.count)
@@ -110,7 +110,7 @@ final class IngressHub {
             }
         case .unsubscribe(let subjects):
             for subject in subjects where connection.subjects.remove(subject) != nil {
-                send(table.unsubscribe(connection, from: subject, now: now))
+                send(table.unsubscribe(connection, from: subject))
             }
         case .publish(let publish):
             guard admit(1, of: "publish", by: connection, bucket: \.publishRate, limit: limits.publishRate,
@@ -297,6 +297,7 @@ final class IngressHub {
         closeIdleConnections(now: now)
         metrics.setGauge("queueDepth", link.queuedBatches)
         metrics.setGauge("pendingPublishes", pendingPublishes.count)
+        metrics.setGauge("pendingSubscribes", table.pendingCount)
         metrics.setGauge("subjects", table.subjectCount)
         flushDirty()
     }

@@ -64,7 +64,7 @@ final class SubscriptionTable {
     let maxSubscribesInFlight: Int
     let maxPendingSubscribeBytes: Int
 
-    private(set) var subscribers: [String: [UInt64: Subscriber]] = [:]
+    private var subscribers: [String: [UInt64: Subscriber]] = [:]
     private var pending: [UInt64: PendingSubscribe] = [:]
     private var positions: [String: StreamPosition] = [:]
     /// Per connection, its subscribes waiting for a free slot, in order.
@@ -119,7 +119,7 @@ final class SubscriptionTable {
     }
 
     /// Removes `connection`'s subscription to `subject`; tells the pipeline when it was the subject's last.
-    func unsubscribe(_ connection: ClientConnection, from subject: String, now: UInt64) -> [Envelope] {
+    func unsubscribe(_ connection: ClientConnection, from subject: String) -> [Envelope] {
         guard let removed = subscribers[subject]?.removeValue(forKey: connection.id) else { return [] }
         forgetPending(of: removed, connectionID: connection.id)
         guard subscribers[subject]?.isEmpty == true else { return [] }
@@ -129,10 +129,10 @@ final class SubscriptionTable {
     }
 
     /// Forgets everything of a connection that went away.
-    func remove(_ connection: ClientConnection, now: UInt64) -> [Envelope] {
+    func remove(_ connection: ClientConnection) -> [Envelope] {
         waiting[connection.id] = nil
         var out: [Envelope] = []
-        for subject in connection.subjects { out += unsubscribe(connection, from: subject, now: now) }
+        for subject in connection.subjects { out += unsubscribe(connection, from: subject) }
         return out
     }
 

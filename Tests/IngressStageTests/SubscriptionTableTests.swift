@@ -80,8 +80,8 @@ final class SubscriptionTableTests: XCTestCase {
         let first = connection(), second = connection()
         _ = subscribe(first)
         _ = subscribe(second)
-        XCTAssertTrue(table.unsubscribe(first, from: "/s", now: 0).isEmpty)
-        XCTAssertEqual(table.unsubscribe(second, from: "/s", now: 0),
+        XCTAssertTrue(table.unsubscribe(first, from: "/s").isEmpty)
+        XCTAssertEqual(table.unsubscribe(second, from: "/s"),
                        [.interest(Interest(subject: "/s", ingress: 0, isAdded: false))])
         XCTAssertEqual(table.subjectCount, 0)
     }
@@ -90,7 +90,7 @@ final class SubscriptionTableTests: XCTestCase {
     func testAnswerForARemovedSubscriberIsIgnored() {
         let client = connection()
         let request = subscribes(subscribe(client))[0]
-        _ = table.remove(client, now: 0)
+        _ = table.remove(client)
         let (deliveries, sent) = table.answer(reply(request, [message(1)], lastSeq: 1), now: 0)
         XCTAssertTrue(deliveries.isEmpty)
         XCTAssertTrue(sent.isEmpty)
@@ -153,7 +153,7 @@ final class SubscriptionTableTests: XCTestCase {
         XCTAssertEqual(a.count + b.count, 2)
         XCTAssertTrue(subscribe(client, "/c").isEmpty, "waits: two are in flight")
         XCTAssertTrue(subscribe(client, "/d").isEmpty)
-        XCTAssertTrue(table.unsubscribe(client, from: "/c", now: 0).contains(
+        XCTAssertTrue(table.unsubscribe(client, from: "/c").contains(
             .interest(Interest(subject: "/c", ingress: 0, isAdded: false))))
 
         XCTAssertTrue(table.sendWaiting(for: client, now: 0).isEmpty, "no free slot")
