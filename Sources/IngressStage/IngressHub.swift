@@ -103,7 +103,9 @@ final class IngressHub {
         case .ping:
             write(ServerFrames.pong, to: connection)
         case .subscribe(let subjects, let history, let recover):
-            guard admit(subjects.count, of: "subscribe", by: connection, bucket: \.subscribeRate,
+            // A frame of more subjects than the burst costs the burst: those beyond the subject limit get DENY.
+            let cost = min(subjects.count, connection.subscribeRate.burst)
+            guard admit(cost, of: "subscribe", by: connection, bucket: \.subscribeRate,
                         limit: limits.subscribeRate, unit: "subjects", closure: nil, now: now) else { break }
             for subject in subjects where !connection.isClosing {
                 subscribe(connection, to: subject, history: history, recover: recover[subject], now: now)

@@ -187,6 +187,12 @@ def test_subscribe_rate_and_subject_limits(edge_broker):
             again = await sub.subscribe(subjects[0])
             assert again[subjects[0]]["status"] == "ALLOW"
 
+        async with await Client.connect(b.url, name="greedy") as greedy:
+            # More subjects in one frame than the limit: the first 10 are taken, the rest denied.
+            answers = await greedy.subscribe(subjects + [unique_subject("limit")])
+            assert [answers[s]["status"] for s in subjects[:10]] == ["ALLOW"] * 10, answers
+            assert [a["status"] for s, a in answers.items() if s not in subjects[:10]] == ["DENY"] * 2, answers
+
     run(scenario(), 60)
 
 
