@@ -1,5 +1,6 @@
 import NIOCore
 import NIOWebSocket
+import SwitchyardCore
 
 /// One WebSocket client of this ingress and its write path. Owned by the hub, touched only on the event loop.
 ///
@@ -36,7 +37,20 @@ final class ClientConnection {
     var publishRate: TokenBucket
     var rateLimitStrikes = RateLimitStrikes()
 
-    private var queued = CircularBuffer<(frame: WebSocketFrame, isLive: Bool)>(initialCapacity: 0)
+    /// Output waiting for the channel while an answer is being written.
+    private enum Queued {
+        case live(WebSocketFrame)
+        case answer(WebSocketFrame)
+        /// A message of an answer, encoded only when written: an answer is held once, as the cache sent it.
+        case answerMessage(Message, MessageKind)
+
+        var liveBytes: Int {
+            if case .live(let frame) = self { return frame.data.readableBytes }
+            return 0
+        }
+    }
+
+    private var queued = CircularBuffer<Queued>(initialCapacity: 0)
     /// Bytes of live output written since the channel last stopped being writable, plus those queued.
     private(set) var liveBacklog = 0
     private(set) var needsFlush = false
@@ -57,7 +71,7 @@ final class ClientConnection {
     func writeLive(_ frame: WebSocketFrame) -> WriteOutcome {
         guard !isClosing else { return .accepted }
         if !queued.isEmpty {
-            queued.append((frame, true))
+            queued.append(.live(frame))
             liveBacklog += frame.data.readableBytes
         } else {
             if !channel.isWritable { liveBacklog += frame.data.readableBytes }
@@ -70,16 +84,32 @@ final class ClientConnection {
     /// Queues one frame of an answer; `writeQueued()` writes what the channel takes.
     func queueAnswer(_ frame: WebSocketFrame) {
         guard !isClosing else { return }
-        queued.append((frame, false))
+        queued.append(.answer(frame))
+    }
+
+    /// Queues one message of an answer, to be encoded as a `message` frame of `kind` when it is written.
+    func queueAnswer(_ message: Message, kind: MessageKind) {
+        guard !isClosing else { return }
+        queued.append(.answerMessage(message, kind))
     }
 
     /// Writes queued output while the channel is writable, flushing every `answerChunkBytes`.
     func writeQueued() {
         var unflushed = 0
         while !isClosing, channel.isWritable, let next = queued.popFirst() {
-            if next.isLive { liveBacklog -= next.frame.data.readableBytes }
-            unflushed += next.frame.data.readableBytes
-            channel.write(next.frame, promise: nil)
+            let frame: WebSocketFrame
+            switch next {
+            case .live(let live):
+                liveBacklog -= live.data.readableBytes
+                frame = live
+            case .answer(let answer):
+                frame = answer
+            case .answerMessage(let message, let kind):
+                frame = WebSocketFrame(fin: true, opcode: .text,
+                                       data: ServerFrames.message(message, kind: kind, allocator: channel.allocator))
+            }
+            unflushed += frame.data.readableBytes
+            channel.write(frame, promise: nil)
             needsFlush = true
             if unflushed >= Self.answerChunkBytes {
                 flush()
@@ -98,7 +128,7 @@ final class ClientConnection {
     /// The client read what was buffered: its backlog is gone; continue an answer.
     func writabilityChanged() {
         guard channel.isWritable else { return }
-        liveBacklog = queued.reduce(0) { $0 + ($1.isLive ? $1.frame.data.readableBytes : 0) }
+        liveBacklog = queued.reduce(0) { $0 + $1.liveBytes }
         writeQueued()
     }
 

@@ -267,13 +267,9 @@ final class IngressHub {
         for delivery in deliveries where !delivery.connection.isClosing {
             let connection = delivery.connection
             if delivery.resyncFirst { queueAnswer(ServerFrames.status(reply.subject, status: "DATA_RESYNC"), to: connection) }
-            for message in delivery.messages {
-                queueAnswer(ServerFrames.message(message, kind: delivery.kind, allocator: allocator), to: connection)
-            }
+            for message in delivery.messages { connection.queueAnswer(message, kind: delivery.kind) }
             if let status = delivery.status { queueAnswer(ServerFrames.status(reply.subject, status: status), to: connection) }
-            for message in delivery.held {
-                queueAnswer(ServerFrames.message(message, kind: .update, allocator: allocator), to: connection)
-            }
+            for message in delivery.held { connection.queueAnswer(message, kind: .update) }
             connection.writeQueued()
             sendWaitingSubscribes(of: connection)
         }

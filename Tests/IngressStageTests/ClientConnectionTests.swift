@@ -100,6 +100,22 @@ final class ClientConnectionTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(flushes, 10, "every part of about \(ClientConnection.answerChunkBytes) bytes")
     }
 
+    func testAnswerMessagesAreEncodedWhenWritten() throws {
+        let (connection, channel) = try makeConnection()
+        channel.isWritable = false
+        let message = Message(subject: "/a", content: ByteBuffer(string: "hi"), seq: 7, epoch: "E")
+        connection.queueAnswer(message, kind: .recovered)
+        connection.queueAnswer(frame("status"))
+        connection.writeQueued()
+        XCTAssertEqual(try written(channel), [])
+        channel.isWritable = true
+        connection.writabilityChanged()
+        XCTAssertEqual(try written(channel), [
+            String(buffer: ServerFrames.message(message, kind: .recovered, allocator: ByteBufferAllocator())),
+            "status",
+        ])
+    }
+
     func testClosingDropsQueuedOutput() throws {
         let (connection, channel) = try makeConnection()
         channel.isWritable = false
