@@ -105,8 +105,8 @@ final class IngressHub {
         case .subscribe(let subjects, let history, let recover):
             // A frame of more subjects than the burst costs the burst: those beyond the subject limit get DENY.
             let cost = min(subjects.count, connection.subscribeRate.burst)
-            guard admit(cost, of: "subscribe", by: connection, bucket: \.subscribeRate,
-                        limit: limits.subscribeRate, unit: "subjects", closure: nil, now: now) else { break }
+            guard admit(cost, of: "subscribe", by: connection, bucket: \.subscribeRate, unit: "subjects",
+                        closure: nil, now: now) else { break }
             for subject in subjects where !connection.isClosing {
                 subscribe(connection, to: subject, history: history, recover: recover[subject], now: now)
             }
@@ -115,8 +115,8 @@ final class IngressHub {
                 send(table.unsubscribe(connection, from: subject))
             }
         case .publish(let publish):
-            guard admit(1, of: "publish", by: connection, bucket: \.publishRate, limit: limits.publishRate,
-                        unit: "publishes", closure: publish.closure, now: now) else { break }
+            guard admit(1, of: "publish", by: connection, bucket: \.publishRate, unit: "publishes",
+                        closure: publish.closure, now: now) else { break }
             self.publish(publish, from: connection, now: now)
         }
         sendWaitingSubscribes(of: connection)
@@ -132,9 +132,10 @@ final class IngressHub {
     /// Takes `count` tokens of a connection's rate limit, or answers `RATE_LIMITED` (`publish_status` FAILED for a
     /// publish with a closure) and closes a connection that keeps going over it.
     private func admit(_ count: Int, of what: String, by connection: ClientConnection,
-                       bucket: ReferenceWritableKeyPath<ClientConnection, TokenBucket>, limit: Int, unit: String,
+                       bucket: ReferenceWritableKeyPath<ClientConnection, TokenBucket>, unit: String,
                        closure: String?, now: UInt64) -> Bool {
         if connection[keyPath: bucket].take(count, now: now) { return true }
+        let limit = connection[keyPath: bucket].perSecond
         let reason = "rate limited: at most \(limit) \(unit) per second per connection; the \(what) was dropped"
         if let closure {
             write(ServerFrames.publishStatus(closure: closure, status: "FAILED", reason: reason), to: connection)
