@@ -69,6 +69,24 @@ public struct SwitchyardConfig: Sendable {
     public var maxConnections: Int = 10_000
     /// `PublishTimeout`: seconds until a publish that was not acknowledged is answered `FAILED`. Default 10.
     public var publishTimeout: Int = 10
+    /// `MaxSubjectsPerConnection`: subjects one connection may subscribe to; more get `subscribed` DENY.
+    /// Default 1000.
+    public var maxSubjectsPerConnection: Int = 1000
+    /// `SubscribeRateLimit`: subjects per second one connection may subscribe to (burst: the larger of this and
+    /// `MaxSubjectsPerConnection`); more get `RATE_LIMITED`. Default 1000.
+    public var subscribeRateLimit: Int = 1000
+    /// `PublishRateLimit`: publishes per second one connection may send (burst: one second's worth); more get
+    /// `RATE_LIMITED` (or `publish_status` FAILED). Default 100,000.
+    public var publishRateLimit: Int = 100_000
+    /// `MaxSubscribesInFlight`: subscribes of one connection sent to the pipeline at once; the rest wait, in
+    /// order, in the ingress. Default 64.
+    public var maxSubscribesInFlight: Int = 64
+    /// `MaxPendingSubscribeBytes`: live message bytes one subscribe may hold while it waits for its answer; past
+    /// it they are dropped and the cache is asked again. Default 16 MiB.
+    public var maxPendingSubscribeBytes: Int = 16 * 1024 * 1024
+    /// `IdleTimeout`: seconds after which a connection with no subscription that sent nothing is closed
+    /// (`1001 idle`); 0 never. Default 300.
+    public var idleTimeout: Int = 300
     /// `IngressInstances`, `CacheInstances`, `FanoutInstances`: how many instances of each stage run.
     public var instances: [String: Int] = ["ws-ingress": 1, "router": 1, "cache": 1, "fanout": 1,
                                            "kafka-in": 1, "kafka-out": 1]
@@ -155,6 +173,12 @@ public struct SwitchyardConfig: Sendable {
         case "HandshakeTimeout": handshakeTimeout = try integer(1...3600)
         case "MaxConnections": maxConnections = try integer(1...1_000_000)
         case "PublishTimeout": publishTimeout = try integer(1...3600)
+        case "MaxSubjectsPerConnection": maxSubjectsPerConnection = try integer(1...1_000_000)
+        case "SubscribeRateLimit": subscribeRateLimit = try integer(1...10_000_000)
+        case "PublishRateLimit": publishRateLimit = try integer(1...10_000_000)
+        case "MaxSubscribesInFlight": maxSubscribesInFlight = try integer(1...100_000)
+        case "MaxPendingSubscribeBytes": maxPendingSubscribeBytes = try integer(65_536...1024 * 1024 * 1024)
+        case "IdleTimeout": idleTimeout = try integer(0...86_400)
         case "IngressInstances": instances["ws-ingress"] = try integer(1...64)
         case "CacheInstances": instances["cache"] = try integer(1...64)
         case "FanoutInstances": instances["fanout"] = try integer(1...64)

@@ -73,4 +73,32 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(topology.count(.ingress), 3)
         XCTAssertEqual(topology.address(.cache, 1), "ipc://\(folder)/cache-1.ipc")
     }
+
+    func testPerConnectionLimits() throws {
+        let defaults = SwitchyardConfig()
+        XCTAssertEqual(defaults.maxSubjectsPerConnection, 1000)
+        XCTAssertEqual(defaults.subscribeRateLimit, 1000)
+        XCTAssertEqual(defaults.publishRateLimit, 100_000)
+        XCTAssertEqual(defaults.maxSubscribesInFlight, 64)
+        XCTAssertEqual(defaults.maxPendingSubscribeBytes, 16 * 1024 * 1024)
+        XCTAssertEqual(defaults.idleTimeout, 300)
+        let config = try SwitchyardConfig.parse("""
+            MaxSubjectsPerConnection = 10
+            SubscribeRateLimit = 20
+            PublishRateLimit = 30
+            MaxSubscribesInFlight = 4
+            MaxPendingSubscribeBytes = 65536
+            IdleTimeout = 0
+            """, file: "/x.conf")
+        XCTAssertEqual(config.maxSubjectsPerConnection, 10)
+        XCTAssertEqual(config.subscribeRateLimit, 20)
+        XCTAssertEqual(config.publishRateLimit, 30)
+        XCTAssertEqual(config.maxSubscribesInFlight, 4)
+        XCTAssertEqual(config.maxPendingSubscribeBytes, 65536)
+        XCTAssertEqual(config.idleTimeout, 0)
+        for bad in ["MaxSubjectsPerConnection = 0", "PublishRateLimit = -1", "MaxSubscribesInFlight = 0",
+                    "MaxPendingSubscribeBytes = 1024", "IdleTimeout = 86401", "SubscribeRateLimit = many"] {
+            XCTAssertThrowsError(try SwitchyardConfig.parse(bad, file: "/x.conf"), bad)
+        }
+    }
 }

@@ -129,19 +129,19 @@ def test_json_that_is_not_an_object_gets_an_error(broker, raw):
 
 
 def test_content_above_message_size_limit_is_refused(limits_broker):
-    # MessageSizeLimit = 1024 bytes of content
+    # MessageSizeLimit = 1024 bytes of content and closure
     s = unique_subject("size")
 
     async def scenario():
         async with await Client.connect(limits_broker.url, name="sub") as sub, \
                 await Client.connect(limits_broker.url, name="pub") as pub:
             await sub.subscribe([s])
-            st = await pub.publish(s, "x" * 1025, closure="big")
+            st = await pub.publish(s, "x" * 1022, closure="big")
             assert st["status"] == "MESSAGE_SIZE_LIMIT_EXCEEDED", st
-            st = await pub.publish(s, "y" * 1024, closure="fits")
+            st = await pub.publish(s, "y" * 1020, closure="fits")
             assert st["status"] == "OK", st
             msgs = await sub.messages(s, 1)
-            assert msgs[0]["content"] == "y" * 1024 and msgs[0]["seq"] == 1, summarize(msgs)
+            assert msgs[0]["content"] == "y" * 1020 and msgs[0]["seq"] == 1, summarize(msgs)
             leaked = await sub.quiet(lambda f: f.get("op") == "message" and f.get("subject") == s, 0.5)
             assert leaked == [], f"the refused message was delivered: {summarize(leaked)}"
             await still_usable(pub, limits_broker.url)

@@ -202,13 +202,14 @@ def test_content_with_quotes_escapes_and_unicode_round_trips_exactly(broker):
 
 def test_message_at_the_default_size_limit_is_delivered_intact(broker):
     s = unique_subject("big")
-    content = "".join(chr(ord("a") + i % 26) for i in range(131072))  # MessageSizeLimit default: 128 KiB
+    # MessageSizeLimit default: 128 KiB of content and closure (publish_ok's closure "c-xxxxxxxx" is 10 bytes)
+    content = "".join(chr(ord("a") + i % 26) for i in range(131072 - 10))
 
     async def scenario():
         async with await Client.connect(broker.url) as sub, await Client.connect(broker.url) as pub:
             await sub.subscribe([s])
             await pub.publish_ok(s, content)
-            st = await pub.publish(s, content + "!", closure="too-big")
+            st = await pub.publish(s, content + "!", closure="c-too-big!")
             assert st["status"] == "MESSAGE_SIZE_LIMIT_EXCEEDED", st
             m = (await sub.messages(s, 1, timeout=15))[0]
             assert m["content"] == content

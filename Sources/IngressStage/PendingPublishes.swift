@@ -1,0 +1,35 @@
+/// Publishes with a closure that wait for their acknowledgement, each with a deadline (monotonic nanoseconds).
+struct PendingPublishes {
+    struct Entry: Equatable {
+        let connectionID: UInt64
+        let closure: String
+        let deadline: UInt64
+    }
+
+    let timeoutNanoseconds: UInt64
+    private var entries: [UInt64: Entry] = [:]
+
+    init(timeoutSeconds: Int) {
+        timeoutNanoseconds = UInt64(clamping: min(timeoutSeconds, 365 * 86_400)) * 1_000_000_000
+    }
+
+    var count: Int { entries.count }
+
+    mutating func add(requestID: UInt64, connectionID: UInt64, closure: String, now: UInt64) {
+        let (deadline, overflow) = now.addingReportingOverflow(timeoutNanoseconds)
+        entries[requestID] = Entry(connectionID: connectionID, closure: closure,
+                                   deadline: overflow ? .max : deadline)
+    }
+
+    /// The publish `requestID` was answered: its entry, once.
+    mutating func acknowledge(_ requestID: UInt64) -> Entry? {
+        entries.removeValue(forKey: requestID)
+    }
+
+    /// Removes and returns the publishes whose deadline passed.
+    mutating func expire(now: UInt64) -> [Entry] {
+        let expired = entries.filter { $0.value.deadline <= now }
+        for requestID in expired.keys { entries[requestID] = nil }
+        return Array(expired.values)
+    }
+}
