@@ -138,9 +138,21 @@ public final class StageContext: @unchecked Sendable {
     }
 }
 
-/// The current time in nanoseconds since the Unix epoch.
+/// The current time in nanoseconds since the Unix epoch (`CLOCK_REALTIME`): for message timestamps and epochs
+/// only. It can step back (NTP, a VM resumed), so intervals and deadlines use `monotonicNanoseconds()`.
 public func wallClockNanoseconds() -> UInt64 {
+    nanoseconds(CLOCK_REALTIME)
+}
+
+/// Nanoseconds on a clock that never steps back (`CLOCK_MONOTONIC`, from an arbitrary start): for intervals and
+/// deadlines. Meaningless across processes and restarts.
+public func monotonicNanoseconds() -> UInt64 {
+    nanoseconds(CLOCK_MONOTONIC)
+}
+
+private func nanoseconds(_ clock: clockid_t) -> UInt64 {
     var now = timespec()
-    clock_gettime(CLOCK_REALTIME, &now)
-    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+    clock_gettime(clock, &now)
+    // A clock set before 1970 reads as 0 rather than trapping.
+    return UInt64(clamping: now.tv_sec) &* 1_000_000_000 &+ UInt64(clamping: now.tv_nsec)
 }
