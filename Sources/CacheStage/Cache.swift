@@ -6,7 +6,8 @@ import SwitchyardCore
 /// subject's fanout shard — one pipe, so an interest always reaches the fanout in order with the messages.
 ///
 /// In Kafka mode, a recovery from further back than the cache holds is passed to kafka-in, which reads it from
-/// Kafka (deep recovery); its answer comes back here and goes on to the subscriber's ingress.
+/// Kafka (deep recovery); its answer comes back here and goes on to the subscriber's ingress. At most
+/// `maxPendingDeepRecoveries` wait for kafka-in; a recovery beyond them is answered with a resync at once.
 public final class Cache: EnvelopeHandler {
     /// A subscribe waiting for kafka-in, under the cache's own request id (ingress ids can collide).
     private struct DeepRecovery {
@@ -16,6 +17,8 @@ public final class Cache: EnvelopeHandler {
 
     /// How long a deep recovery may take before it is forgotten (the ingress asks again by itself).
     static let deepRecoveryTimeout: UInt64 = 30_000_000_000
+    /// Deep recoveries waiting for kafka-in at once (kafka-in itself runs `MaxDeepRecoveries` at a time).
+    static let maxPendingDeepRecoveries = 4096
 
     private let context: StageContext
     public let store: SubjectStore
@@ -29,6 +32,7 @@ public final class Cache: EnvelopeHandler {
         store = SubjectStore(epoch: Self.newEpoch(instance: context.instance),
                              maxMessagesPerSubject: config.maxCachedMessagesPerSubject,
                              maxAge: UInt64(config.cacheExpireTime) * 1_000_000_000,
+                             maxBytes: config.cacheMaxBytes, maxSubjects: config.cacheMaxSubjects,
                              backedByKafka: config.clusterEngine == .kafka)
     }
 
@@ -45,29 +49,36 @@ public final class Cache: EnvelopeHandler {
                 context.logger.warn("publish reached the cache in Kafka mode; dropped", ["subject": publish.message.subject])
                 return
             }
-            let message = store.append(publish.message, now: wallClockNanoseconds())
+            var published = publish.message
+            if published.timestamp == 0 { published.timestamp = wallClockNanoseconds() }
+            let message = store.append(published, now: monotonicNanoseconds())
             outbox.send(.message(message), to: fanoutAddress(message.subject, topology))
             if publish.message.flags.contains(.wantsAck) {
                 outbox.send(.publishAck(PublishAck(requestID: publish.requestID, status: .ok)), to: publish.replyTo,
                             delivery: .reply)
             }
         case .message(let message):
-            if store.insert(message) {
+            if store.insert(message, now: monotonicNanoseconds()) {
                 outbox.send(envelope, to: fanoutAddress(message.subject, topology))
             }
         case .subscribe(let subscribe):
             if subscribe.registersInterest {
                 let interest = Interest(subject: subscribe.subject, ingress: subscribe.ingress, isAdded: true)
+                store.noteInterest(interest, now: monotonicNanoseconds())
                 outbox.send(.interest(interest), to: fanoutAddress(subscribe.subject, topology))
             }
             if let reply = store.reply(to: subscribe) {
-                outbox.send(.subscribeReply(reply), to: subscribe.replyTo, delivery: .reply)
+                if !outbox.send(.subscribeReply(reply), to: subscribe.replyTo, delivery: .reply), reply.status == .sync {
+                    // Too large to send (logged): the subscriber resyncs rather than miss it.
+                    outbox.send(.subscribeReply(store.resyncReply(to: subscribe)), to: subscribe.replyTo, delivery: .reply)
+                }
             } else {
                 askKafka(subscribe, outbox: outbox, topology)
             }
         case .subscribeReply(let reply):
             answerFromKafka(reply, outbox: outbox)
         case .interest(let interest):
+            store.noteInterest(interest, now: monotonicNanoseconds())
             outbox.send(envelope, to: fanoutAddress(interest.subject, topology))
         case .publishAck, .peerUp:
             context.logger.warn("unexpected envelope for the cache dropped", ["envelope": envelope.kindName])
@@ -82,8 +93,13 @@ public final class Cache: EnvelopeHandler {
     }
 
     private func askKafka(_ subscribe: Subscribe, outbox: Outbox, _ topology: Topology) {
+        guard deepRecoveries.count < Self.maxPendingDeepRecoveries else {
+            context.logger.info("deep recovery refused: too many pending", ["subject": subscribe.subject])
+            outbox.send(.subscribeReply(store.resyncReply(to: subscribe)), to: subscribe.replyTo, delivery: .reply)
+            return
+        }
         nextDeepRecoveryID += 1
-        deepRecoveries[nextDeepRecoveryID] = DeepRecovery(subscribe: subscribe, askedAt: wallClockNanoseconds())
+        deepRecoveries[nextDeepRecoveryID] = DeepRecovery(subscribe: subscribe, askedAt: monotonicNanoseconds())
         var request = subscribe
         request.requestID = nextDeepRecoveryID
         request.replyTo = context.inboundAddress
@@ -104,8 +120,13 @@ public final class Cache: EnvelopeHandler {
         lastExpiry = now
         store.expire(now: now)
         deepRecoveries = deepRecoveries.filter { now - $0.value.askedAt < Self.deepRecoveryTimeout }
-        context.metrics.setGauge("subjects", store.subjectCount)
-        context.metrics.setGauge("cachedMessages", store.messageCount)
+        let metrics = context.metrics
+        metrics.setGauge("subjects", store.subjectCount)
+        metrics.setGauge("cachedMessages", store.messageCount)
+        metrics.setGauge("cacheBytes", store.bytesHeld)
+        metrics.setGauge("cacheEvictedSubjects", store.evictedSubjects)
+        metrics.setGauge("cacheShedMessages", store.shedMessages)
+        metrics.setGauge("pendingDeepRecoveries", deepRecoveries.count)
     }
 
     private func fanoutAddress(_ subject: String, _ topology: Topology) -> String {
