@@ -9,12 +9,6 @@ import SwitchyardCore
 /// Kafka (deep recovery); its answer comes back here and goes on to the subscriber's ingress. At most
 /// `maxPendingDeepRecoveries` wait for kafka-in; a recovery beyond them is answered with a resync at once.
 public final class Cache: EnvelopeHandler {
-    /// A subscribe waiting for kafka-in, under the cache's own request id (ingress ids can collide).
-    private struct DeepRecovery {
-        let subscribe: Subscribe
-        let askedAt: UInt64
-    }
-
     /// How long a deep recovery may take before it is forgotten (the ingress asks again by itself).
     static let deepRecoveryTimeout: UInt64 = 30_000_000_000
     /// Deep recoveries waiting for kafka-in at once (kafka-in itself runs `MaxDeepRecoveries` at a time).
@@ -23,8 +17,8 @@ public final class Cache: EnvelopeHandler {
     private let context: StageContext
     public let store: SubjectStore
     private var lastExpiry: UInt64 = 0
-    private var deepRecoveries: [UInt64: DeepRecovery] = [:]
-    private var nextDeepRecoveryID: UInt64 = 0
+    private var deepRecoveries = PendingDeepRecoveries(capacity: Cache.maxPendingDeepRecoveries,
+                                                       timeout: Cache.deepRecoveryTimeout)
 
     public init(context: StageContext) {
         self.context = context
@@ -68,10 +62,7 @@ public final class Cache: EnvelopeHandler {
                 outbox.send(.interest(interest), to: fanoutAddress(subscribe.subject, topology))
             }
             if let reply = store.reply(to: subscribe) {
-                if !outbox.send(.subscribeReply(reply), to: subscribe.replyTo, delivery: .reply), reply.status == .sync {
-                    // Too large to send (logged): the subscriber resyncs rather than miss it.
-                    outbox.send(.subscribeReply(store.resyncReply(to: subscribe)), to: subscribe.replyTo, delivery: .reply)
-                }
+                send(reply, answering: subscribe, outbox: outbox)
             } else {
                 askKafka(subscribe, outbox: outbox, topology)
             }
@@ -93,33 +84,39 @@ public final class Cache: EnvelopeHandler {
     }
 
     private func askKafka(_ subscribe: Subscribe, outbox: Outbox, _ topology: Topology) {
-        guard deepRecoveries.count < Self.maxPendingDeepRecoveries else {
+        guard let id = deepRecoveries.add(subscribe, now: monotonicNanoseconds()) else {
             context.logger.info("deep recovery refused: too many pending", ["subject": subscribe.subject])
             outbox.send(.subscribeReply(store.resyncReply(to: subscribe)), to: subscribe.replyTo, delivery: .reply)
             return
         }
-        nextDeepRecoveryID += 1
-        deepRecoveries[nextDeepRecoveryID] = DeepRecovery(subscribe: subscribe, askedAt: monotonicNanoseconds())
         var request = subscribe
-        request.requestID = nextDeepRecoveryID
+        request.requestID = id
         request.replyTo = context.inboundAddress
         request.registersInterest = false
         outbox.send(.subscribe(request), to: topology.address(.kafkaIn, 0))
     }
 
+    /// Sends a subscribe's answer; one too large to encode (logged by the outbox) becomes a resync, so the
+    /// subscriber is never left with a gap.
+    private func send(_ reply: SubscribeReply, answering subscribe: Subscribe, outbox: Outbox) {
+        guard !outbox.send(.subscribeReply(reply), to: subscribe.replyTo, delivery: .reply), reply.status == .sync
+        else { return }
+        outbox.send(.subscribeReply(store.resyncReply(to: subscribe)), to: subscribe.replyTo, delivery: .reply)
+    }
+
     /// kafka-in's answer: recovered from Kafka, or a resync (then with the snapshot this cache holds).
     private func answerFromKafka(_ reply: SubscribeReply, outbox: Outbox) {
-        guard let pending = deepRecoveries.removeValue(forKey: reply.requestID) else { return }
-        var answer = reply.status == .resync ? store.resyncReply(to: pending.subscribe) : reply
-        answer.requestID = pending.subscribe.requestID
-        outbox.send(.subscribeReply(answer), to: pending.subscribe.replyTo, delivery: .reply)
+        guard let subscribe = deepRecoveries.take(reply.requestID) else { return }
+        var answer = reply.status == .resync ? store.resyncReply(to: subscribe) : reply
+        answer.requestID = subscribe.requestID
+        send(answer, answering: subscribe, outbox: outbox)
     }
 
     public func tick(now: UInt64, outbox: Outbox) {
-        guard now - lastExpiry >= 1_000_000_000 else { return }
+        guard elapsedNanoseconds(from: lastExpiry, to: now) >= 1_000_000_000 else { return }
         lastExpiry = now
         store.expire(now: now)
-        deepRecoveries = deepRecoveries.filter { now - $0.value.askedAt < Self.deepRecoveryTimeout }
+        deepRecoveries.expire(now: now)
         let metrics = context.metrics
         metrics.setGauge("subjects", store.subjectCount)
         metrics.setGauge("cachedMessages", store.messageCount)

@@ -215,7 +215,7 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
         }
         let started = monotonicNanoseconds()
         let outcome = deepReader.read(partition, after: position, key: key.map(String.init))
-        let milliseconds = (monotonicNanoseconds() - started) / 1_000_000
+        let milliseconds = elapsedNanoseconds(from: started, to: monotonicNanoseconds()) / 1_000_000
         switch outcome {
         case .records(let records, let end):
             let messages = records.compactMap(Self.message(from:))

@@ -28,7 +28,7 @@ final class OffsetCheckpoint: @unchecked Sendable {
         let now = monotonicNanoseconds()
         let snapshot: [String: Int64]? = lock.withLock {
             for record in records { next[record.epoch] = max(next[record.epoch] ?? 0, record.offset + 1) }
-            guard now - lastSaved >= 1_000_000_000 else { return nil }
+            guard elapsedNanoseconds(from: lastSaved, to: now) >= 1_000_000_000 else { return nil }
             lastSaved = now
             return next
         }

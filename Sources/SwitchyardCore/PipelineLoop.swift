@@ -220,7 +220,7 @@ public final class PipelineLoop: @unchecked Sendable {
                 handler.topologyChanged(context.topology, outbox: outbox)
             }
             let now = monotonicNanoseconds()
-            if now - lastTick >= 100_000_000 {
+            if elapsedNanoseconds(from: lastTick, to: now) >= 100_000_000 {
                 handler.tick(now: now, outbox: outbox)
                 lastTick = now
             }

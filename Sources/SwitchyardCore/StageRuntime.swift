@@ -150,6 +150,12 @@ public func monotonicNanoseconds() -> UInt64 {
     nanoseconds(CLOCK_MONOTONIC)
 }
 
+/// Nanoseconds from `start` to `end`; 0 when `end` is earlier, so a time from another clock or a clock that went
+/// back never traps.
+public func elapsedNanoseconds(from start: UInt64, to end: UInt64) -> UInt64 {
+    end >= start ? end - start : 0
+}
+
 private func nanoseconds(_ clock: clockid_t) -> UInt64 {
     var now = timespec()
     clock_gettime(clock, &now)

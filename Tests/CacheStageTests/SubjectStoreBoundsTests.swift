@@ -147,3 +147,25 @@ final class SubjectStoreBoundsTests: XCTestCase {
         XCTAssertEqual(impossible?.messages.map(\.seq), [6])
     }
 }
+
+final class PendingDeepRecoveriesTests: XCTestCase {
+    func subscribe(_ id: UInt64) -> Subscribe {
+        Subscribe(requestID: id, replyTo: "ipc:///ingress", subject: "/n/a", ingress: 0, registersInterest: false,
+                  start: .recover(epoch: "p0", seq: 1))
+    }
+
+    func testBoundedAndForgottenAfterTheTimeoutEvenWhenTheClockGoesBack() throws {
+        var pending = PendingDeepRecoveries(capacity: 2, timeout: 30)
+        let first = try XCTUnwrap(pending.add(subscribe(7), now: 100))
+        let second = try XCTUnwrap(pending.add(subscribe(7), now: 110))
+        XCTAssertNotEqual(first, second, "the cache's own ids, not the ingress's")
+        XCTAssertNil(pending.add(subscribe(8), now: 111), "full: the caller resyncs")
+        pending.expire(now: 50)  // earlier than both: kept, no trap
+        XCTAssertEqual(pending.count, 2)
+        pending.expire(now: 131)
+        XCTAssertNil(pending.take(first), "forgotten after 30")
+        XCTAssertEqual(pending.take(second)?.requestID, 7)
+        XCTAssertNil(pending.take(second), "answered once")
+        XCTAssertNotNil(pending.add(subscribe(9), now: 140))
+    }
+}

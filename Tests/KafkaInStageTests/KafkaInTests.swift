@@ -71,6 +71,13 @@ final class WarmUpTests: XCTestCase {
         XCTAssertFalse(slow.note(.assigned([p0]), now: 1))
         XCTAssertTrue(slow.tick(now: WarmUp.maxWait))
     }
+
+    func testAnEarlierNowNeverTraps() {
+        var warmUp = WarmUp(now: 100 * second)
+        XCTAssertFalse(warmUp.note(.reachable(true), now: 90 * second))
+        XCTAssertFalse(warmUp.tick(now: 50 * second), "no time has passed")
+        XCTAssertTrue(warmUp.tick(now: 100 * second + WarmUp.maxWait))
+    }
 }
 
 final class KafkaInNumbersTests: XCTestCase {
