@@ -85,7 +85,8 @@ public final class Cache: EnvelopeHandler {
 
     private func askKafka(_ subscribe: Subscribe, outbox: Outbox, _ topology: Topology) {
         guard let id = deepRecoveries.add(subscribe, now: monotonicNanoseconds()) else {
-            context.logger.info("deep recovery refused: too many pending", ["subject": subscribe.subject])
+            context.logger.debug("deep recovery refused: too many pending", ["subject": subscribe.subject])
+            context.metrics.addToGauge("deepRecoveriesRefused", 1)
             outbox.send(.subscribeReply(store.resyncReply(to: subscribe)), to: subscribe.replyTo, delivery: .reply)
             return
         }

@@ -167,7 +167,7 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
             let admission = deepRecoveries.submit(request)
             context.metrics.setGauge("deepRecoveriesInFlight", deepRecoveries.inFlight)
             if admission == .refused {
-                context.logger.info("deep recovery refused: too many in flight", ["subject": request.subject])
+                context.logger.debug("deep recovery refused: too many in flight", ["subject": request.subject])
                 context.metrics.addToGauge("deepRecoveriesRefused", 1)
                 outbox.send(.subscribeReply(Self.reply(to: request, .resync)), to: request.replyTo, delivery: .reply)
             }
