@@ -30,7 +30,8 @@ final class DeepRecoveryReader: @unchecked Sendable {
     /// - Parameter position: the last offset the subscriber has; below `Int64.max`, as every Kafka offset is.
     func read(_ partition: KafkaPartitionInfo, after position: Int64, key: String?) -> Outcome {
         guard position >= -1, position < Int64.max else { return .unavailable("\(position) is not a Kafka offset") }
-        let collector = Collector(partition: partition.partition, first: position + 1, key: key)
+        let collector = Collector(partition: partition.partition, first: position + 1, key: key,
+                                  maxBytes: Self.maxReplyBytes)
         let consumer: KafkaConsumer
         do {
             consumer = try KafkaConsumer(
@@ -46,21 +47,23 @@ final class DeepRecoveryReader: @unchecked Sendable {
         return collector.wait(until: monotonicNanoseconds() + Self.timeout, unless: isStopping)
     }
 
-    /// Gathers what the reader's poll thread delivers, until the partition's end.
-    private final class Collector: @unchecked Sendable {
+    /// Gathers what the reader's poll thread delivers, until the partition's end, within the bounds.
+    final class Collector: @unchecked Sendable {
         private let condition = NSCondition()
         private let partition: Int32
         private let first: Int64
         private let key: ByteBuffer?
+        private let maxBytes: Int
         private var records: [KafkaRecord] = []
         private var bytesKept = 0
         private var firstOffsetSeen: Int64?
         private var outcome: Outcome?
 
-        init(partition: Int32, first: Int64, key: String?) {
+        init(partition: Int32, first: Int64, key: String?, maxBytes: Int) {
             self.partition = partition
             self.first = first
             self.key = key.map { ByteBuffer(string: $0) }
+            self.maxBytes = maxBytes
         }
 
         func add(_ batch: [KafkaRecord]) {
@@ -81,8 +84,8 @@ final class DeepRecoveryReader: @unchecked Sendable {
                 }
                 if records.count > DeepRecoveryReader.maxRecordsKept {
                     finish(.unavailable("more than \(DeepRecoveryReader.maxRecordsKept) records to recover"))
-                } else if bytesKept > DeepRecoveryReader.maxReplyBytes {
-                    finish(.unavailable("more than \(DeepRecoveryReader.maxReplyBytes) bytes to recover"))
+                } else if bytesKept > maxBytes {
+                    finish(.unavailable("more than \(maxBytes) bytes to recover"))
                 }
             }
         }
@@ -101,6 +104,8 @@ final class DeepRecoveryReader: @unchecked Sendable {
                 } else {
                     finish(.records(records, end: offset))
                 }
+            case .error(let error) where error.isFatal:
+                finish(.unavailable("fatal Kafka client error: \(error)"))
             case .partitionError(let info, let error) where info.partition == partition:
                 finish(.unavailable("partition error: \(error)"))
             default:

@@ -177,3 +177,51 @@ final class DeepRecoveryQueueTests: XCTestCase {
         XCTAssertEqual(reads.withLockedValue { $0 }, 2, "the merged request made no read of its own")
     }
 }
+
+final class DeepRecoveryCollectorTests: XCTestCase {
+    let partition = KafkaPartitionInfo(topic: "n", partition: 0, topicID: nil, epoch: "n.0")
+
+    func records(_ offsets: ClosedRange<Int64>, key: String = "a", bytes: Int = 100) -> [KafkaRecord] {
+        offsets.map {
+            KafkaRecord(topic: "n", partition: 0, offset: $0, key: ByteBuffer(string: key),
+                        value: ByteBuffer(repeating: 0x61, count: bytes), timestamp: 0, epoch: "n.0")
+        }
+    }
+
+    func outcome(maxBytes: Int, _ feed: (DeepRecoveryReader.Collector) -> Void) -> DeepRecoveryReader.Outcome {
+        let collector = DeepRecoveryReader.Collector(partition: 0, first: 3, key: "a", maxBytes: maxBytes)
+        feed(collector)
+        return collector.wait(until: monotonicNanoseconds() + 1_000_000_000, unless: { false })
+    }
+
+    func testTheKeysRecordsUpToTheEndWithinTheByteCap() {
+        let result = outcome(maxBytes: 1000) {
+            $0.add(self.records(3...6) + self.records(7...7, key: "b"))
+            $0.note(.partitionEOF(self.partition, offset: 8), epoch: "n.0")
+        }
+        guard case .records(let kept, let end) = result else { return XCTFail("\(result)") }
+        XCTAssertEqual(kept.map(\.offset), [3, 4, 5, 6])
+        XCTAssertEqual(end, 8)
+    }
+
+    func testAReplyOverTheByteCapIsUnavailableNotCut() {
+        let result = outcome(maxBytes: 350) {
+            $0.add(self.records(3...6))
+            $0.note(.partitionEOF(self.partition, offset: 7), epoch: "n.0")
+        }
+        guard case .unavailable(let reason) = result else { return XCTFail("cut instead of refused: \(result)") }
+        XCTAssertTrue(reason.contains("bytes"), reason)
+    }
+
+    func testALogThatStartsAfterThePositionIsUnavailable() {
+        let result = outcome(maxBytes: 1000) { $0.add(self.records(5...6)) }
+        guard case .unavailable = result else { return XCTFail("a gap was served: \(result)") }
+    }
+
+    func testNoPositionBeyondAnyOffsetIsRead() {
+        let reader = DeepRecoveryReader(config: KafkaConfig(properties: [:]), isStopping: { false })
+        guard case .unavailable = reader.read(partition, after: Int64.max, key: "a") else {
+            return XCTFail("Int64.max + 1 is no offset")
+        }
+    }
+}
