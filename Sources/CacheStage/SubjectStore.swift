@@ -214,17 +214,15 @@ public final class SubjectStore {
     /// The subject being written is alone over `maxBytes`: its oldest message goes, then its snapshot.
     private func shedOwnContent(of subject: String) -> Bool {
         guard let entry = entries[subject] else { return false }
-        shedMessages += 1
         if !entry.history.isEmpty {
             dropOldestMessage(from: &entries[subject]!)
-            return true
-        }
-        guard let snapshot = entry.snapshot else {
-            shedMessages -= 1
+        } else if let snapshot = entry.snapshot {
+            bytesHeld -= snapshot.content.readableBytes
+            entries[subject]!.snapshot = nil
+        } else {
             return false
         }
-        bytesHeld -= snapshot.content.readableBytes
-        entries[subject]!.snapshot = nil
+        shedMessages += 1
         return true
     }
 

@@ -222,7 +222,7 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
             context.logger.info("deep recovery", ["subject": read.subject, "after": read.after,
                                                   "messages": messages.count, "ms": milliseconds])
             return Self.reply(to: request, .sync, messages, epoch: read.epoch,
-                              lastSeq: max(read.after, UInt64(max(end - 1, 0))))
+                              lastSeq: max(read.after, end > 0 ? UInt64(end - 1) : 0))
         case .unavailable(let reason):
             context.logger.info("deep recovery not possible", ["subject": read.subject, "after": read.after,
                                                                "reason": reason, "ms": milliseconds])
