@@ -66,6 +66,9 @@ struct DeepRecoveryQueue {
         return read
     }
 
+    /// The requests of a read in flight, oldest first.
+    func requestsOf(_ read: Read) -> [Subscribe] { requests[read] ?? [] }
+
     /// Ends a running read: returns every request it answers (the merged ones included).
     mutating func finish(_ read: Read) -> [Subscribe] {
         running = max(0, running - 1)
@@ -148,9 +151,4 @@ final class DeepRecoveryWorker: @unchecked Sendable {
             if let reply { answer(reply, requests) }
         }
     }
-}
-
-extension DeepRecoveryQueue {
-    /// The requests of a read in flight, oldest first.
-    func requestsOf(_ read: Read) -> [Subscribe] { requests[read] ?? [] }
 }
