@@ -44,7 +44,10 @@ let package = Package(
             .product(name: "DequeModule", package: "swift-collections"),
         ]),
         .target(name: "FanoutStage", dependencies: ["SwitchyardCore"]),
-        .target(name: "KafkaInStage", dependencies: ["SwitchyardCore", "SwitchyardKafka"]),
+        .target(name: "KafkaInStage", dependencies: [
+            "SwitchyardCore", "SwitchyardKafka",
+            .product(name: "DequeModule", package: "swift-collections"),
+        ]),
         .target(name: "KafkaOutStage", dependencies: ["SwitchyardCore", "SwitchyardKafka"]),
 
         // librdkafka wrapper (producer, assign-based consumer, properties files) for the kafka stages.

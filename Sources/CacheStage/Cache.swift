@@ -6,22 +6,19 @@ import SwitchyardCore
 /// subject's fanout shard — one pipe, so an interest always reaches the fanout in order with the messages.
 ///
 /// In Kafka mode, a recovery from further back than the cache holds is passed to kafka-in, which reads it from
-/// Kafka (deep recovery); its answer comes back here and goes on to the subscriber's ingress.
+/// Kafka (deep recovery); its answer comes back here and goes on to the subscriber's ingress. At most
+/// `maxPendingDeepRecoveries` wait for kafka-in; a recovery beyond them is answered with a resync at once.
 public final class Cache: EnvelopeHandler {
-    /// A subscribe waiting for kafka-in, under the cache's own request id (ingress ids can collide).
-    private struct DeepRecovery {
-        let subscribe: Subscribe
-        let askedAt: UInt64
-    }
-
     /// How long a deep recovery may take before it is forgotten (the ingress asks again by itself).
     static let deepRecoveryTimeout: UInt64 = 30_000_000_000
+    /// Deep recoveries waiting for kafka-in at once (kafka-in itself runs `MaxDeepRecoveries` at a time).
+    static let maxPendingDeepRecoveries = 4096
 
     private let context: StageContext
     public let store: SubjectStore
     private var lastExpiry: UInt64 = 0
-    private var deepRecoveries: [UInt64: DeepRecovery] = [:]
-    private var nextDeepRecoveryID: UInt64 = 0
+    private var deepRecoveries = PendingDeepRecoveries(capacity: Cache.maxPendingDeepRecoveries,
+                                                       timeout: Cache.deepRecoveryTimeout)
 
     public init(context: StageContext) {
         self.context = context
@@ -29,6 +26,7 @@ public final class Cache: EnvelopeHandler {
         store = SubjectStore(epoch: Self.newEpoch(instance: context.instance),
                              maxMessagesPerSubject: config.maxCachedMessagesPerSubject,
                              maxAge: UInt64(config.cacheExpireTime) * 1_000_000_000,
+                             maxBytes: config.cacheMaxBytes, maxSubjects: config.cacheMaxSubjects,
                              backedByKafka: config.clusterEngine == .kafka)
     }
 
@@ -45,29 +43,33 @@ public final class Cache: EnvelopeHandler {
                 context.logger.warn("publish reached the cache in Kafka mode; dropped", ["subject": publish.message.subject])
                 return
             }
-            let message = store.append(publish.message, now: wallClockNanoseconds())
+            var published = publish.message
+            if published.timestamp == 0 { published.timestamp = wallClockNanoseconds() }
+            let message = store.append(published, now: monotonicNanoseconds())
             outbox.send(.message(message), to: fanoutAddress(message.subject, topology))
             if publish.message.flags.contains(.wantsAck) {
                 outbox.send(.publishAck(PublishAck(requestID: publish.requestID, status: .ok)), to: publish.replyTo,
                             delivery: .reply)
             }
         case .message(let message):
-            if store.insert(message) {
+            if store.insert(message, now: monotonicNanoseconds()) {
                 outbox.send(envelope, to: fanoutAddress(message.subject, topology))
             }
         case .subscribe(let subscribe):
             if subscribe.registersInterest {
                 let interest = Interest(subject: subscribe.subject, ingress: subscribe.ingress, isAdded: true)
+                store.noteInterest(interest, now: monotonicNanoseconds())
                 outbox.send(.interest(interest), to: fanoutAddress(subscribe.subject, topology))
             }
             if let reply = store.reply(to: subscribe) {
-                outbox.send(.subscribeReply(reply), to: subscribe.replyTo, delivery: .reply)
+                send(reply, answering: subscribe, outbox: outbox)
             } else {
                 askKafka(subscribe, outbox: outbox, topology)
             }
         case .subscribeReply(let reply):
             answerFromKafka(reply, outbox: outbox)
         case .interest(let interest):
+            store.noteInterest(interest, now: monotonicNanoseconds())
             outbox.send(envelope, to: fanoutAddress(interest.subject, topology))
         case .publishAck, .peerUp:
             context.logger.warn("unexpected envelope for the cache dropped", ["envelope": envelope.kindName])
@@ -82,30 +84,47 @@ public final class Cache: EnvelopeHandler {
     }
 
     private func askKafka(_ subscribe: Subscribe, outbox: Outbox, _ topology: Topology) {
-        nextDeepRecoveryID += 1
-        deepRecoveries[nextDeepRecoveryID] = DeepRecovery(subscribe: subscribe, askedAt: wallClockNanoseconds())
+        guard let id = deepRecoveries.add(subscribe, now: monotonicNanoseconds()) else {
+            context.logger.debug("deep recovery refused: too many pending", ["subject": subscribe.subject])
+            context.metrics.addToGauge("deepRecoveriesRefused", 1)
+            outbox.send(.subscribeReply(store.resyncReply(to: subscribe)), to: subscribe.replyTo, delivery: .reply)
+            return
+        }
         var request = subscribe
-        request.requestID = nextDeepRecoveryID
+        request.requestID = id
         request.replyTo = context.inboundAddress
         request.registersInterest = false
         outbox.send(.subscribe(request), to: topology.address(.kafkaIn, 0))
     }
 
+    /// Sends a subscribe's answer; one too large to encode (logged by the outbox) becomes a resync, so the
+    /// subscriber is never left with a gap.
+    private func send(_ reply: SubscribeReply, answering subscribe: Subscribe, outbox: Outbox) {
+        guard !outbox.send(.subscribeReply(reply), to: subscribe.replyTo, delivery: .reply), reply.status == .sync
+        else { return }
+        outbox.send(.subscribeReply(store.resyncReply(to: subscribe)), to: subscribe.replyTo, delivery: .reply)
+    }
+
     /// kafka-in's answer: recovered from Kafka, or a resync (then with the snapshot this cache holds).
     private func answerFromKafka(_ reply: SubscribeReply, outbox: Outbox) {
-        guard let pending = deepRecoveries.removeValue(forKey: reply.requestID) else { return }
-        var answer = reply.status == .resync ? store.resyncReply(to: pending.subscribe) : reply
-        answer.requestID = pending.subscribe.requestID
-        outbox.send(.subscribeReply(answer), to: pending.subscribe.replyTo, delivery: .reply)
+        guard let subscribe = deepRecoveries.take(reply.requestID) else { return }
+        var answer = reply.status == .resync ? store.resyncReply(to: subscribe) : reply
+        answer.requestID = subscribe.requestID
+        send(answer, answering: subscribe, outbox: outbox)
     }
 
     public func tick(now: UInt64, outbox: Outbox) {
-        guard now - lastExpiry >= 1_000_000_000 else { return }
+        guard elapsedNanoseconds(from: lastExpiry, to: now) >= 1_000_000_000 else { return }
         lastExpiry = now
         store.expire(now: now)
-        deepRecoveries = deepRecoveries.filter { now - $0.value.askedAt < Self.deepRecoveryTimeout }
-        context.metrics.setGauge("subjects", store.subjectCount)
-        context.metrics.setGauge("cachedMessages", store.messageCount)
+        deepRecoveries.expire(now: now)
+        let metrics = context.metrics
+        metrics.setGauge("subjects", store.subjectCount)
+        metrics.setGauge("cachedMessages", store.messageCount)
+        metrics.setGauge("cacheBytes", store.bytesHeld)
+        metrics.setGauge("cacheEvictedSubjects", store.evictedSubjects)
+        metrics.setGauge("cacheShedMessages", store.shedMessages)
+        metrics.setGauge("pendingDeepRecoveries", deepRecoveries.count)
     }
 
     private func fanoutAddress(_ subject: String, _ topology: Topology) -> String {

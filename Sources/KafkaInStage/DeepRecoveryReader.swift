@@ -13,9 +13,11 @@ final class DeepRecoveryReader: @unchecked Sendable {
         case unavailable(String)
     }
 
-    /// Bounds of one deep recovery.
-    static let timeout: TimeInterval = 15
+    /// Bounds of one deep recovery: beyond them it is answered with a resync (never a reply with a gap).
+    static let timeout: UInt64 = 15_000_000_000
     static let maxRecordsKept = 100_000
+    /// Content bytes of one reply: a reply this large would stall the ingress and the client alike.
+    static let maxReplyBytes = 16 * 1024 * 1024
 
     private let config: KafkaConfig
     private let isStopping: @Sendable () -> Bool
@@ -25,8 +27,11 @@ final class DeepRecoveryReader: @unchecked Sendable {
         self.isStopping = isStopping
     }
 
+    /// - Parameter position: the last offset the subscriber has; below `Int64.max`, as every Kafka offset is.
     func read(_ partition: KafkaPartitionInfo, after position: Int64, key: String?) -> Outcome {
-        let collector = Collector(partition: partition.partition, first: position + 1, key: key)
+        guard position >= -1, position < Int64.max else { return .unavailable("\(position) is not a Kafka offset") }
+        let collector = Collector(partition: partition.partition, first: position + 1, key: key,
+                                  maxBytes: Self.maxReplyBytes)
         let consumer: KafkaConsumer
         do {
             consumer = try KafkaConsumer(
@@ -39,23 +44,26 @@ final class DeepRecoveryReader: @unchecked Sendable {
         }
         consumer.start()
         defer { consumer.close() }
-        return collector.wait(until: Date().addingTimeInterval(Self.timeout), unless: isStopping)
+        return collector.wait(until: monotonicNanoseconds() + Self.timeout, unless: isStopping)
     }
 
-    /// Gathers what the reader's poll thread delivers, until the partition's end.
-    private final class Collector: @unchecked Sendable {
+    /// Gathers what the reader's poll thread delivers, until the partition's end, within the bounds.
+    final class Collector: @unchecked Sendable {
         private let condition = NSCondition()
         private let partition: Int32
         private let first: Int64
         private let key: ByteBuffer?
+        private let maxBytes: Int
         private var records: [KafkaRecord] = []
+        private var bytesKept = 0
         private var firstOffsetSeen: Int64?
         private var outcome: Outcome?
 
-        init(partition: Int32, first: Int64, key: String?) {
+        init(partition: Int32, first: Int64, key: String?, maxBytes: Int) {
             self.partition = partition
             self.first = first
             self.key = key.map { ByteBuffer(string: $0) }
+            self.maxBytes = maxBytes
         }
 
         func add(_ batch: [KafkaRecord]) {
@@ -70,9 +78,14 @@ final class DeepRecoveryReader: @unchecked Sendable {
                         return
                     }
                 }
-                if record.key == key && record.offset >= first { records.append(record) }
+                if record.key == key && record.offset >= first {
+                    records.append(record)
+                    bytesKept += record.value.readableBytes
+                }
                 if records.count > DeepRecoveryReader.maxRecordsKept {
                     finish(.unavailable("more than \(DeepRecoveryReader.maxRecordsKept) records to recover"))
+                } else if bytesKept > maxBytes {
+                    finish(.unavailable("more than \(maxBytes) bytes to recover"))
                 }
             }
         }
@@ -91,6 +104,8 @@ final class DeepRecoveryReader: @unchecked Sendable {
                 } else {
                     finish(.records(records, end: offset))
                 }
+            case .error(let error) where error.isFatal:
+                finish(.unavailable("fatal Kafka client error: \(error)"))
             case .partitionError(let info, let error) where info.partition == partition:
                 finish(.unavailable("partition error: \(error)"))
             default:
@@ -105,16 +120,17 @@ final class DeepRecoveryReader: @unchecked Sendable {
             condition.broadcast()
         }
 
-        /// Waits in short slices so a stopping stage does not wait out the whole timeout.
-        func wait(until deadline: Date, unless stopping: () -> Bool) -> Outcome {
+        /// Waits in short slices, so a stopping stage does not wait out the whole timeout. `deadline` is on the
+        /// monotonic clock.
+        func wait(until deadline: UInt64, unless stopping: () -> Bool) -> Outcome {
             condition.lock()
             defer { condition.unlock() }
-            while outcome == nil {
-                if Date() >= deadline { return .unavailable("no answer from Kafka in time") }
+            while true {
+                if let outcome { return outcome }
+                if monotonicNanoseconds() >= deadline { return .unavailable("no answer from Kafka in time") }
                 if stopping() { return .unavailable("the stage is stopping") }
-                _ = condition.wait(until: min(deadline, Date().addingTimeInterval(0.1)))
+                _ = condition.wait(until: Date().addingTimeInterval(0.1))
             }
-            return outcome!
         }
     }
 }

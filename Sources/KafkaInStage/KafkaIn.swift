@@ -9,7 +9,8 @@ import SwitchyardKafka
 ///
 /// At start it reads the last `MaxCachedMessagesPerSubject` records of each partition so the caches are warm at
 /// once, and again when a cache restarts (`peerUp` from a cache). Its own inbound socket also takes deep
-/// recoveries from the caches: a position older than a cache holds is read back from Kafka.
+/// recoveries from the caches: a position older than a cache holds is read back from Kafka, on a
+/// `DeepRecoveryWorker` (never on the pipeline thread), which answers through an outbox of its own.
 public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
     private let context: StageContext
     private let consumerConfig: KafkaConfig
@@ -20,10 +21,13 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
     /// recreated while running) start at their beginning, since all of their records are new.
     private let initialAssignmentDone = NIOLockedValueBox(false)
     private let deepReader: DeepRecoveryReader
+    private var deepRecoveries: DeepRecoveryWorker!
+    /// The deep recovery workers' way out, shared by them under its lock.
+    private let replyOutbox: NIOLockedValueBox<Outbox>
     private let checkpoint: OffsetCheckpoint
     /// Touched only on the consumer's poll thread.
     private let previousOffsets = PreviousOffsets()
-    private let warmUp = NIOLockedValueBox(WarmUp(now: wallClockNanoseconds()))
+    private let warmUp = NIOLockedValueBox(WarmUp(now: monotonicNanoseconds()))
 
     public init(context: StageContext) throws {
         self.context = context
@@ -33,6 +37,8 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
         recordOutbox = Outbox(logger: context.logger, metrics: context.metrics,
                               isRunning: { running.withLockedValue { $0 } })
         deepReader = DeepRecoveryReader(config: consumerConfig, isStopping: { [context] in context.isStopping })
+        replyOutbox = NIOLockedValueBox(Outbox(logger: context.logger, metrics: context.metrics,
+                                               isRunning: { running.withLockedValue { $0 } }))
         let warmUp = Int64(context.config.maxCachedMessagesPerSubject)
         let checkpoint = OffsetCheckpoint(
             file: (context.config.runDir as NSString).appendingPathComponent("kafka-in-\(context.instance).offsets.json"))
@@ -44,11 +50,17 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
             startOffset: { [initialAssignmentDone] partition in
                 // Where the last run stopped (minus the warm-up window, for caches that restarted too), so a
                 // restart skips nothing; else the warm-up tail; topics that appear later from their beginning.
-                if let next = resumed[partition.epoch] { return .offset(max(0, next - warmUp)) }
+                if let next = resumed[partition.epoch] { return .offset(max(0, max(0, next) - warmUp)) }
                 return initialAssignmentDone.withLockedValue { $0 } ? .beginning : .tail(warmUp)
             },
             onRecords: { [weak self] records in self?.forward(records) },
             onEvent: { [weak self] event in self?.report(event) })
+        deepRecoveries = DeepRecoveryWorker(
+            maxRunning: context.config.maxDeepRecoveries,
+            perform: { [weak self] read, request in
+                self?.deepRecovery(request, read) ?? Self.reply(to: request, .resync)
+            },
+            answer: { [weak self] reply, requests in self?.answer(reply, to: requests) })
         consumer.start()
     }
 
@@ -86,15 +98,23 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
         guard Subject.validate(subject) == nil else { return nil }
         var flags: MessageFlags = [.retained, .guaranteed]
         if String(validating: record.value.readableBytesView, as: UTF8.self) == nil { flags.insert(.binary) }
-        let timestamp = record.timestamp >= 0 ? UInt64(record.timestamp) * 1_000_000 : wallClockNanoseconds()
-        return Message(subject: subject, content: record.value, seq: UInt64(record.offset), epoch: record.epoch,
-                       flags: flags, timestamp: timestamp)
+        guard let seq = UInt64(exactly: record.offset) else { return nil }
+        return Message(subject: subject, content: record.value, seq: seq, epoch: record.epoch,
+                       flags: flags, timestamp: timestamp(of: record))
+    }
+
+    /// The record's timestamp in nanoseconds; the arrival time when it has none or one too far out to count in
+    /// nanoseconds (beyond the year 2554).
+    static func timestamp(of record: KafkaRecord) -> UInt64 {
+        guard let milliseconds = UInt64(exactly: record.timestamp) else { return wallClockNanoseconds() }
+        let (nanoseconds, overflow) = milliseconds.multipliedReportingOverflow(by: 1_000_000)
+        return overflow ? wallClockNanoseconds() : nanoseconds
     }
 
     public var reportsReadinessItself: Bool { true }
 
     private func noteWarmUp(_ event: WarmUp.Event) {
-        let now = wallClockNanoseconds()
+        let now = monotonicNanoseconds()
         if warmUp.withLockedValue({ $0.note(event, now: now) }) { becomeReady() }
     }
 
@@ -128,6 +148,10 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
             noteWarmUp(.caughtUp(partition.topicPartition))
         case .partitionError(let partition, let error):
             logger.warn("partition error", ["partition": partition, "error": error])
+        case .error(let error) where error.isFatal:
+            // The client is unusable: exit, and the supervisor starts a fresh one.
+            logger.error("fatal Kafka client error; exiting", ["error": error])
+            exit(3)
         case .error(let error):
             logger.warn("Kafka client error", ["error": error])
         case .log(let level, let facility, let message):
@@ -140,7 +164,13 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
     public func handle(_ envelope: Envelope, outbox: Outbox) {
         switch envelope {
         case .subscribe(let request):
-            outbox.send(.subscribeReply(deepRecovery(request)), to: request.replyTo, delivery: .reply)
+            let admission = deepRecoveries.submit(request)
+            context.metrics.setGauge("deepRecoveriesInFlight", deepRecoveries.inFlight)
+            if admission == .refused {
+                context.logger.debug("deep recovery refused: too many in flight", ["subject": request.subject])
+                context.metrics.addToGauge("deepRecoveriesRefused", 1)
+                outbox.send(.subscribeReply(Self.reply(to: request, .resync)), to: request.replyTo, delivery: .reply)
+            }
         case .peerUp(let peer) where peer.stage == StageName.cache.rawValue:
             rewarm(because: "\(peer.stage)-\(peer.instance) started")
         default:
@@ -163,31 +193,55 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
         }
     }
 
-    private func deepRecovery(_ request: Subscribe) -> SubscribeReply {
-        func reply(_ status: SubscribeReply.Status, _ messages: [Message] = [], epoch: String = "", lastSeq: UInt64 = 0)
-            -> SubscribeReply {
-            SubscribeReply(requestID: request.requestID, subject: request.subject, kind: .recovered, status: status,
-                           messages: messages, epoch: epoch, lastSeq: lastSeq)
+    // MARK: Deep recoveries (worker threads)
+
+    static func reply(to request: Subscribe, _ status: SubscribeReply.Status, _ messages: [Message] = [],
+                      epoch: String = "", lastSeq: UInt64 = 0) -> SubscribeReply {
+        SubscribeReply(requestID: request.requestID, subject: request.subject, kind: .recovered, status: status,
+                       messages: messages, epoch: epoch, lastSeq: lastSeq)
+    }
+
+    /// Reads what the subscriber missed from Kafka; a resync when Kafka cannot tell all of it.
+    private func deepRecovery(_ request: Subscribe, _ read: DeepRecoveryQueue.Read) -> SubscribeReply {
+        guard let position = Int64(exactly: read.after), position < Int64.max else {
+            // No Kafka offset is that large: the position was never real.
+            context.logger.info("deep recovery: not a Kafka offset", ["subject": read.subject, "after": read.after])
+            return Self.reply(to: request, .resync)
         }
-        guard case .recover(let epoch, let seq) = request.start else { return reply(.resync) }
-        let (topic, key) = Subject.kafkaMapping(request.subject)
-        guard let partition = assignedPartition(topic: String(topic), epoch: epoch) else {
-            context.logger.info("deep recovery: epoch unknown", ["subject": request.subject, "epoch": epoch])
-            return reply(.resync)
+        let (topic, key) = Subject.kafkaMapping(read.subject)
+        guard let partition = assignedPartition(topic: String(topic), epoch: read.epoch) else {
+            context.logger.info("deep recovery: epoch unknown", ["subject": read.subject, "epoch": read.epoch])
+            return Self.reply(to: request, .resync)
         }
-        let started = wallClockNanoseconds()
-        let outcome = deepReader.read(partition, after: Int64(seq), key: key.map(String.init))
-        let milliseconds = (wallClockNanoseconds() - started) / 1_000_000
+        let started = monotonicNanoseconds()
+        let outcome = deepReader.read(partition, after: position, key: key.map(String.init))
+        let milliseconds = elapsedNanoseconds(from: started, to: monotonicNanoseconds()) / 1_000_000
         switch outcome {
         case .records(let records, let end):
             let messages = records.compactMap(Self.message(from:))
-            context.logger.info("deep recovery", ["subject": request.subject, "after": seq,
+            context.logger.info("deep recovery", ["subject": read.subject, "after": read.after,
                                                   "messages": messages.count, "ms": milliseconds])
-            return reply(.sync, messages, epoch: epoch, lastSeq: max(seq, UInt64(max(end - 1, 0))))
+            return Self.reply(to: request, .sync, messages, epoch: read.epoch,
+                              lastSeq: max(read.after, end > 0 ? UInt64(end - 1) : 0))
         case .unavailable(let reason):
-            context.logger.info("deep recovery not possible", ["subject": request.subject, "after": seq,
+            context.logger.info("deep recovery not possible", ["subject": read.subject, "after": read.after,
                                                                "reason": reason, "ms": milliseconds])
-            return reply(.resync)
+            return Self.reply(to: request, .resync)
+        }
+    }
+
+    /// Sends one read's reply to every request it answers.
+    private func answer(_ reply: SubscribeReply, to requests: [Subscribe]) {
+        replyOutbox.withLockedValue { outbox in
+            for request in requests {
+                var answer = reply
+                answer.requestID = request.requestID
+                if !outbox.send(.subscribeReply(answer), to: request.replyTo, delivery: .reply) {
+                    outbox.send(.subscribeReply(Self.reply(to: request, .resync)), to: request.replyTo,
+                                delivery: .reply)
+                }
+            }
+            outbox.flush()
         }
     }
 
@@ -197,8 +251,8 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
         func find() -> KafkaPartitionInfo? { consumer.assignment.first { $0.topic == topic && $0.epoch == epoch } }
         if let partition = find() { return partition }
         consumer.refresh()
-        let deadline = wallClockNanoseconds() + Self.unknownEpochWait
-        while wallClockNanoseconds() < deadline {
+        let deadline = monotonicNanoseconds() + Self.unknownEpochWait
+        while monotonicNanoseconds() < deadline, !context.isStopping {
             usleep(100_000)
             if let partition = find() { return partition }
         }
@@ -209,11 +263,14 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
 
     public func tick(now: UInt64, outbox: Outbox) {
         context.metrics.setGauge("partitions", consumer.assignment.count)
+        context.metrics.setGauge("deepRecoveriesInFlight", deepRecoveries.inFlight)
         if warmUp.withLockedValue({ $0.tick(now: now) }) { becomeReady() }
     }
 
-    public func stop() {
+    /// The stage stops (SIGTERM): deep recoveries give up, and the consumer leaves the cluster cleanly.
+    public func stopping(outbox: Outbox) {
         running.withLockedValue { $0 = false }
+        deepRecoveries.stop()
         consumer.close()
     }
 }

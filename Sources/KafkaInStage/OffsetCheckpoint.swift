@@ -25,10 +25,10 @@ final class OffsetCheckpoint: @unchecked Sendable {
 
     /// Notes records that were forwarded; saves when the last save is a second old.
     func advance(_ records: [KafkaRecord]) {
-        let now = wallClockNanoseconds()
+        let now = monotonicNanoseconds()
         let snapshot: [String: Int64]? = lock.withLock {
             for record in records { next[record.epoch] = max(next[record.epoch] ?? 0, record.offset + 1) }
-            guard now - lastSaved >= 1_000_000_000 else { return nil }
+            guard elapsedNanoseconds(from: lastSaved, to: now) >= 1_000_000_000 else { return nil }
             lastSaved = now
             return next
         }

@@ -1,3 +1,4 @@
+import SwitchyardCore
 import SwitchyardKafka
 
 /// Decides when kafka-in is ready: once the caches hold the warm-up window, so a node answers snapshots and
@@ -46,10 +47,10 @@ struct WarmUp {
     /// Returns true when time alone finished the warm-up.
     mutating func tick(now: UInt64) -> Bool {
         guard !isDone else { return false }
-        if waitingFor == nil, let reachableAt, now - reachableAt >= Self.assignmentGrace {
+        if waitingFor == nil, let reachableAt, elapsedNanoseconds(from: reachableAt, to: now) >= Self.assignmentGrace {
             return finish("nothing to consume yet")
         }
-        if now - startedAt >= Self.maxWait { return finish("warm-up still running after 15 s") }
+        if elapsedNanoseconds(from: startedAt, to: now) >= Self.maxWait { return finish("warm-up still running after 15 s") }
         return false
     }
 

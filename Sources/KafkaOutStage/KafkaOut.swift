@@ -50,10 +50,10 @@ public final class KafkaOut: EnvelopeHandler, @unchecked Sendable {
             waiting.withLockedValue { $0[id] = Waiting(requestID: publish.requestID, replyTo: publish.replyTo) }
         }
         let keyBuffer = key.map { ByteBuffer(string: String($0)) }
-        let giveUp = Date().addingTimeInterval(TimeInterval(context.config.publishTimeout))
+        let giveUp = monotonicNanoseconds() + UInt64(context.config.publishTimeout) * 1_000_000_000
         while true {
             var result = producer.produce(topic: String(topic), key: keyBuffer, value: publish.message.content, id: id)
-            if result == .queueFull && Date() > giveUp {
+            if result == .queueFull && monotonicNanoseconds() > giveUp {
                 result = .failed(KafkaError(code: KafkaError.queueFullCode, name: "QUEUE_FULL",
                                             message: "the producer queue stayed full"))
             }
@@ -106,6 +106,10 @@ public final class KafkaOut: EnvelopeHandler, @unchecked Sendable {
                 context.logger.warn("Kafka unreachable; publishes wait, then fail", ["reason": reason])
                 context.metrics.setState("kafka unreachable")
             }
+        case .error(let error) where error.isFatal:
+            // The producer is unusable (e.g. an idempotence failure): exit, and the supervisor starts a fresh one.
+            context.logger.error("fatal Kafka client error; exiting", ["error": error])
+            exit(3)
         case .error(let error):
             context.logger.warn("Kafka client error", ["error": error])
         case .log(let level, let facility, let message):

@@ -46,6 +46,15 @@ public struct SwitchyardConfig: Sendable {
     public var maxCachedMessagesPerSubject: Int = 1000
     /// `CacheExpireTime`: seconds a message stays in the history. Default 180.
     public var cacheExpireTime: Int = 180
+    /// `CacheMaxBytes`: content bytes (history and snapshots) one cache instance holds; beyond it the least
+    /// recently used subjects are dropped. Default 1 GiB.
+    public var cacheMaxBytes: Int = 1024 * 1024 * 1024
+    /// `CacheMaxSubjects`: subjects one cache instance keeps state for; a new one beyond it drops the least
+    /// recently used. Default 1,000,000.
+    public var cacheMaxSubjects: Int = 1_000_000
+    /// `MaxDeepRecoveries`: Kafka reads for recoveries older than the cache that run at once per node (as many
+    /// more wait); beyond them a recovery is answered `DATA_RESYNC` at once. Default 4.
+    public var maxDeepRecoveries: Int = 4
     /// `RunDir`: nanomsg ipc files, pid and stats files. Default `var/run`.
     public var runDir: String = "var/run"
     /// `LogFolder`: one log file per stage instance. Default `var/log`.
@@ -160,6 +169,9 @@ public struct SwitchyardConfig: Sendable {
             clusterEngine = engine
         case "MaxCachedMessagesPerSubject": maxCachedMessagesPerSubject = try integer(0...10_000_000)
         case "CacheExpireTime": cacheExpireTime = try integer(1...31_536_000)
+        case "CacheMaxBytes": cacheMaxBytes = try integer(1024 * 1024...1 << 50)
+        case "CacheMaxSubjects": cacheMaxSubjects = try integer(1...100_000_000)
+        case "MaxDeepRecoveries": maxDeepRecoveries = try integer(1...64)
         case "RunDir": runDir = value
         case "LogFolder": logFolder = value
         case "LogLevel":

@@ -17,6 +17,14 @@ public enum EnvelopeCodec {
     static let magic: UInt16 = 0x5359  // "SY"
     static let headerSize = 8
     static let countOffset = 4
+    /// The smallest encoded message (every string and the content empty): bounds a count read from the wire.
+    static let minimumMessageBytes = 4 + 4 + 8 + 8 + 4 + 1 + 4 + 8
+
+    /// A length or count as the format writes it, or `CodecError.tooLarge` naming `field`.
+    static func checkedLength(_ length: Int, of field: String) throws -> UInt32 {
+        guard let value = UInt32(exactly: length) else { throw CodecError.tooLarge(field) }
+        return value
+    }
 
     enum Kind: UInt8 {
         case publish = 1
@@ -37,6 +45,8 @@ public enum EnvelopeCodec {
         guard reader.readInteger(as: UInt8.self) != nil, let count = reader.readInteger(as: UInt32.self) else {
             throw CodecError.truncated
         }
+        // Every envelope takes at least its length field: a count the batch cannot hold is malformed.
+        guard Int(count) <= reader.readableBytes / 4 else { throw CodecError.truncated }
         var envelopes: [Envelope] = []
         envelopes.reserveCapacity(Int(min(count, 4096)))
         var skipped = 0
@@ -62,6 +72,8 @@ public enum CodecError: Error, Equatable, CustomStringConvertible {
     case truncated
     case trailingBytes
     case invalidValue(String)
+    /// A length or count does not fit the format's 32 bits (an envelope of 4 GiB or more): nothing is written.
+    case tooLarge(String)
 
     public var description: String {
         switch self {
@@ -70,6 +82,7 @@ public enum CodecError: Error, Equatable, CustomStringConvertible {
         case .truncated: return "truncated batch"
         case .trailingBytes: return "trailing bytes after an envelope"
         case .invalidValue(let field): return "invalid value for \(field)"
+        case .tooLarge(let field): return "\(field) is too large for the envelope format (4 GiB or more)"
         }
     }
 }
@@ -87,13 +100,27 @@ public struct BatchWriter {
     public var isEmpty: Bool { count == 0 }
     public var byteCount: Int { buffer.readableBytes }
 
-    public mutating func append(_ envelope: Envelope) {
+    /// Adds an envelope, or throws `CodecError.tooLarge` and leaves the batch as it was when a length or count
+    /// of it does not fit the format.
+    public mutating func encode(_ envelope: Envelope) throws {
+        guard count < Int(UInt32.max) else { throw CodecError.tooLarge("batch count") }
         let lengthIndex = buffer.writerIndex
-        buffer.writeInteger(UInt32(0))
-        buffer.writeEnvelope(envelope)
-        let length = buffer.writerIndex - lengthIndex - 4
-        buffer.setInteger(UInt32(length), at: lengthIndex)
+        do {
+            buffer.writeInteger(UInt32(0))
+            try buffer.writeEnvelope(envelope)
+            let length = try EnvelopeCodec.checkedLength(buffer.writerIndex - lengthIndex - 4, of: "envelope")
+            buffer.setInteger(length, at: lengthIndex)
+        } catch {
+            buffer.moveWriterIndex(to: lengthIndex)
+            throw error
+        }
         count += 1
+    }
+
+    /// Adds an envelope; false (and the batch unchanged) when it is too large for the format, see `encode`.
+    @discardableResult
+    public mutating func append(_ envelope: Envelope) -> Bool {
+        (try? encode(envelope)) != nil
     }
 
     /// Returns the finished batch and starts an empty one.
@@ -115,26 +142,26 @@ public struct BatchWriter {
 }
 
 extension ByteBuffer {
-    fileprivate mutating func writeEnvelope(_ envelope: Envelope) {
+    fileprivate mutating func writeEnvelope(_ envelope: Envelope) throws {
         switch envelope {
         case .publish(let publish):
             writeInteger(EnvelopeCodec.Kind.publish.rawValue)
             writeInteger(publish.requestID)
-            writeLengthPrefixed(publish.replyTo)
-            writeMessage(publish.message)
+            try writeLengthPrefixed(publish.replyTo)
+            try writeMessage(publish.message)
         case .publishAck(let ack):
             writeInteger(EnvelopeCodec.Kind.publishAck.rawValue)
             writeInteger(ack.requestID)
             writeInteger(ack.status.rawValue)
-            writeLengthPrefixed(ack.reason)
+            try writeLengthPrefixed(ack.reason)
         case .message(let message):
             writeInteger(EnvelopeCodec.Kind.message.rawValue)
-            writeMessage(message)
+            try writeMessage(message)
         case .subscribe(let subscribe):
             writeInteger(EnvelopeCodec.Kind.subscribe.rawValue)
             writeInteger(subscribe.requestID)
-            writeLengthPrefixed(subscribe.replyTo)
-            writeLengthPrefixed(subscribe.subject)
+            try writeLengthPrefixed(subscribe.replyTo)
+            try writeLengthPrefixed(subscribe.subject)
             writeInteger(subscribe.ingress)
             writeInteger(subscribe.registersInterest ? UInt8(1) : 0)
             switch subscribe.start {
@@ -145,48 +172,46 @@ extension ByteBuffer {
                 writeInteger(count)
             case .recover(let epoch, let seq):
                 writeInteger(UInt8(2))
-                writeLengthPrefixed(epoch)
+                try writeLengthPrefixed(epoch)
                 writeInteger(seq)
             }
         case .subscribeReply(let reply):
             writeInteger(EnvelopeCodec.Kind.subscribeReply.rawValue)
             writeInteger(reply.requestID)
-            writeLengthPrefixed(reply.subject)
+            try writeLengthPrefixed(reply.subject)
             writeInteger(reply.kind.rawValue)
             writeInteger(reply.status.rawValue)
-            writeLengthPrefixed(reply.epoch)
+            try writeLengthPrefixed(reply.epoch)
             writeInteger(reply.lastSeq)
-            writeInteger(UInt32(reply.messages.count))
-            for message in reply.messages { writeMessage(message) }
+            writeInteger(try EnvelopeCodec.checkedLength(reply.messages.count, of: "message count"))
+            for message in reply.messages { try writeMessage(message) }
         case .interest(let interest):
             writeInteger(EnvelopeCodec.Kind.interest.rawValue)
-            writeLengthPrefixed(interest.subject)
+            try writeLengthPrefixed(interest.subject)
             writeInteger(interest.ingress)
             writeInteger(interest.isAdded ? UInt8(1) : 0)
         case .peerUp(let peer):
             writeInteger(EnvelopeCodec.Kind.peerUp.rawValue)
-            writeLengthPrefixed(peer.stage)
+            try writeLengthPrefixed(peer.stage)
             writeInteger(peer.instance)
         }
     }
 
-    private mutating func writeMessage(_ message: Message) {
-        writeLengthPrefixed(message.subject)
-        writeInteger(UInt32(message.content.readableBytes))
+    private mutating func writeMessage(_ message: Message) throws {
+        try writeLengthPrefixed(message.subject)
+        writeInteger(try EnvelopeCodec.checkedLength(message.content.readableBytes, of: "content"))
         writeImmutableBuffer(message.content)
         writeInteger(message.seq)
         writeInteger(message.previousSeq)
-        writeLengthPrefixed(message.epoch)
+        try writeLengthPrefixed(message.epoch)
         writeInteger(message.flags.rawValue)
-        writeLengthPrefixed(message.closure)
+        try writeLengthPrefixed(message.closure)
         writeInteger(message.timestamp)
     }
 
-    private mutating func writeLengthPrefixed(_ string: String) {
-        let lengthIndex = writerIndex
-        writeInteger(UInt32(0))
-        let written = writeString(string)
-        setInteger(UInt32(written), at: lengthIndex)
+    private mutating func writeLengthPrefixed(_ string: String) throws {
+        writeInteger(try EnvelopeCodec.checkedLength(string.utf8.count, of: "string"))
+        writeString(string)
     }
 
     fileprivate mutating func readEnvelope(_ kind: EnvelopeCodec.Kind) throws -> Envelope {
@@ -230,7 +255,9 @@ extension ByteBuffer {
             let epoch = try readLengthPrefixedString()
             let lastSeq = try readRequired(UInt64.self)
             let count = try readRequired(UInt32.self)
+            guard Int(count) <= readableBytes / EnvelopeCodec.minimumMessageBytes else { throw CodecError.truncated }
             var messages: [Message] = []
+            messages.reserveCapacity(Int(count))
             for _ in 0..<count { messages.append(try readMessage()) }
             return .subscribeReply(SubscribeReply(requestID: requestID, subject: subject, kind: kind, status: status,
                                                   messages: messages, epoch: epoch, lastSeq: lastSeq))

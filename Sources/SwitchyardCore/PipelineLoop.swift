@@ -6,7 +6,8 @@ import NIOConcurrencyHelpers
 public protocol EnvelopeHandler: AnyObject {
     /// Handles one envelope; anything to send goes through `outbox` and leaves after the whole batch.
     func handle(_ envelope: Envelope, outbox: Outbox)
-    /// Called about every 100 ms, also when nothing arrives (expiry, timeouts).
+    /// Called about every 100 ms, also when nothing arrives (expiry, timeouts). `now` is
+    /// `monotonicNanoseconds()`: for intervals and deadlines, never for timestamps.
     func tick(now: UInt64, outbox: Outbox)
     /// Called on the loop's thread after the topology was re-read (SIGHUP).
     func topologyChanged(_ topology: Topology, outbox: Outbox)
@@ -73,13 +74,22 @@ public final class Outbox {
     }
 
     /// Queues an envelope for `address`; a batch is sent with the strictest delivery of its envelopes.
-    public func send(_ envelope: Envelope, to address: String, delivery: Delivery = .pipeline) {
-        guard let destination = destination(address) else { return }
-        destination.batch.append(envelope)
+    /// Returns false when the envelope was dropped: no connection, or too large for the envelope format (logged).
+    @discardableResult
+    public func send(_ envelope: Envelope, to address: String, delivery: Delivery = .pipeline) -> Bool {
+        guard let destination = destination(address) else { return false }
+        do {
+            try destination.batch.encode(envelope)
+        } catch {
+            logger.error("envelope cannot be encoded; dropped", ["envelope": envelope.kindName, "error": error])
+            metrics.addToGauge("droppedEnvelopes", 1)
+            return false
+        }
         if delivery == .pipeline || (delivery == .reply && destination.delivery == .bestEffort) {
             destination.delivery = delivery
         }
         if destination.batch.byteCount >= Self.batchBytes { flush(address, destination) }
+        return true
     }
 
     /// Sends every pending batch. Pipeline batches wait for their peer; reply batches give up on a dead one.
@@ -108,7 +118,7 @@ public final class Outbox {
                 }
                 if warned { logger.info("next stage is taking messages again", ["peer": address]) }
             case .reply:
-                let now = wallClockNanoseconds()
+                let now = monotonicNanoseconds()
                 let wait = now >= destination.unreachableUntil
                 if try destination.socket.send(batch, wait: wait) {
                     destination.unreachableUntil = 0
@@ -209,8 +219,8 @@ public final class PipelineLoop: @unchecked Sendable {
             if topologyChanged.withLockedValue({ changed in defer { changed = false }; return changed }) {
                 handler.topologyChanged(context.topology, outbox: outbox)
             }
-            let now = wallClockNanoseconds()
-            if now - lastTick >= 100_000_000 {
+            let now = monotonicNanoseconds()
+            if elapsedNanoseconds(from: lastTick, to: now) >= 100_000_000 {
                 handler.tick(now: now, outbox: outbox)
                 lastTick = now
             }

@@ -138,9 +138,27 @@ public final class StageContext: @unchecked Sendable {
     }
 }
 
-/// The current time in nanoseconds since the Unix epoch.
+/// The current time in nanoseconds since the Unix epoch (`CLOCK_REALTIME`): for message timestamps and epochs
+/// only. It can step back (NTP, a VM resumed), so intervals and deadlines use `monotonicNanoseconds()`.
 public func wallClockNanoseconds() -> UInt64 {
+    nanoseconds(CLOCK_REALTIME)
+}
+
+/// Nanoseconds on a clock that never steps back (`CLOCK_MONOTONIC`, from an arbitrary start): for intervals and
+/// deadlines. Meaningless across processes and restarts.
+public func monotonicNanoseconds() -> UInt64 {
+    nanoseconds(CLOCK_MONOTONIC)
+}
+
+/// Nanoseconds from `start` to `end`; 0 when `end` is earlier, so a time from another clock or a clock that went
+/// back never traps.
+public func elapsedNanoseconds(from start: UInt64, to end: UInt64) -> UInt64 {
+    end >= start ? end - start : 0
+}
+
+private func nanoseconds(_ clock: clockid_t) -> UInt64 {
     var now = timespec()
-    clock_gettime(CLOCK_REALTIME, &now)
-    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+    clock_gettime(clock, &now)
+    // A clock set before 1970 reads as 0 rather than trapping.
+    return UInt64(clamping: now.tv_sec) &* 1_000_000_000 &+ UInt64(clamping: now.tv_nsec)
 }

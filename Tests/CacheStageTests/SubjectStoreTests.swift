@@ -119,22 +119,22 @@ final class SubjectStoreTests: XCTestCase {
             var record = published("r\(offset)")
             record.seq = offset
             record.epoch = "p0"
-            store.insert(record)
+            store.insert(record, now: 1)
         }
         XCTAssertEqual(answer(store, .recover(epoch: "p0", seq: 11)).messages.map(\.seq), [12, 15])
         XCTAssertEqual(answer(store, .recover(epoch: "p0", seq: 8)).status, .resync)
         var recreated = published("fresh")
         recreated.seq = 0
         recreated.epoch = "p0-new"
-        store.insert(recreated)
+        store.insert(recreated, now: 1)
         XCTAssertEqual(answer(store, .recover(epoch: "p0", seq: 15)).status, .resync)
     }
 
     func testKafkaModeLeavesWhatItCannotServeToKafka() {
         let store = SubjectStore(epoch: "unused", maxMessagesPerSubject: 2, maxAge: 60 * second, backedByKafka: true)
         XCTAssertNil(store.reply(to: subscribe(.recover(epoch: "p0", seq: 3))), "unknown subject")
-        for offset: UInt64 in [10, 12, 15] { XCTAssertTrue(store.insert(record(offset))) }
-        XCTAssertFalse(store.insert(record(12)), "a record read again is not new")
+        for offset: UInt64 in [10, 12, 15] { XCTAssertTrue(store.insert(record(offset), now: 1)) }
+        XCTAssertFalse(store.insert(record(12), now: 1), "a record read again is not new")
         XCTAssertEqual(answer(store, .recover(epoch: "p0", seq: 12)).messages.map(\.seq), [15])
         XCTAssertNil(store.reply(to: subscribe(.recover(epoch: "p0", seq: 9))), "evicted: deep recovery")
         XCTAssertNil(store.reply(to: subscribe(.recover(epoch: "other", seq: 12))), "another epoch")
@@ -155,13 +155,13 @@ final class SubjectStoreTests: XCTestCase {
         let store = SubjectStore(epoch: "unused", maxMessagesPerSubject: 10, maxAge: 60 * second, backedByKafka: true)
         var first = record(20)
         first.previousSeq = 12
-        store.insert(first)
+        store.insert(first, now: 1)
         XCTAssertEqual(answer(store, .recover(epoch: "p0", seq: 12)).messages.map(\.seq), [20],
                        "nothing of the subject lies between 12 and 20")
         XCTAssertNil(store.reply(to: subscribe(.recover(epoch: "p0", seq: 11))))
         var afterLoss = record(40)
         afterLoss.previousSeq = 31  // 31 never arrived
-        XCTAssertTrue(store.insert(afterLoss))
+        XCTAssertTrue(store.insert(afterLoss, now: 1))
         XCTAssertEqual(answer(store, .recover(epoch: "p0", seq: 31)).messages.map(\.seq), [40])
         XCTAssertNil(store.reply(to: subscribe(.recover(epoch: "p0", seq: 20))), "31 must come from Kafka")
     }

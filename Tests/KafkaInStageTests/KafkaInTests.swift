@@ -1,3 +1,5 @@
+import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import SwitchyardCore
 import XCTest
@@ -68,5 +70,158 @@ final class WarmUpTests: XCTestCase {
         var slow = WarmUp(now: 0)
         XCTAssertFalse(slow.note(.assigned([p0]), now: 1))
         XCTAssertTrue(slow.tick(now: WarmUp.maxWait))
+    }
+
+    func testAnEarlierNowNeverTraps() {
+        var warmUp = WarmUp(now: 100 * second)
+        XCTAssertFalse(warmUp.note(.reachable(true), now: 90 * second))
+        XCTAssertFalse(warmUp.tick(now: 50 * second), "no time has passed")
+        XCTAssertTrue(warmUp.tick(now: 100 * second + WarmUp.maxWait))
+    }
+}
+
+final class KafkaInNumbersTests: XCTestCase {
+    func record(offset: Int64 = 7, timestamp: Int64) -> KafkaRecord {
+        KafkaRecord(topic: "notifications", partition: 0, offset: offset, key: nil, value: ByteBuffer(string: "v"),
+                    timestamp: timestamp, epoch: "T.0")
+    }
+
+    func testAFarFutureTimestampBecomesTheArrivalTime() throws {
+        let before = wallClockNanoseconds()
+        for timestamp in [Int64.max, 18_446_744_073_710, -1] {
+            let message = try XCTUnwrap(KafkaIn.message(from: record(timestamp: timestamp)))
+            XCTAssertGreaterThanOrEqual(message.timestamp, before, "timestamp \(timestamp)")
+            XCTAssertLessThan(message.timestamp, before + 60_000_000_000, "timestamp \(timestamp)")
+        }
+        XCTAssertEqual(KafkaIn.message(from: record(timestamp: 18_446_744_073_709))?.timestamp,
+                       18_446_744_073_709_000_000, "the largest that fits is kept")
+    }
+
+    func testANegativeOffsetMakesNoMessage() {
+        XCTAssertNil(KafkaIn.message(from: record(offset: -1, timestamp: 0)))
+    }
+}
+
+final class DeepRecoveryQueueTests: XCTestCase {
+    func recover(_ subject: String, after seq: UInt64, id: UInt64 = 1, epoch: String = "T.0") -> Subscribe {
+        Subscribe(requestID: id, replyTo: "ipc:///cache-0", subject: subject, ingress: 0, registersInterest: false,
+                  start: .recover(epoch: epoch, seq: seq))
+    }
+
+    func admit(_ queue: inout DeepRecoveryQueue, _ request: Subscribe) -> DeepRecoveryQueue.Admission {
+        queue.admit(request, as: DeepRecoveryQueue.read(for: request)!)
+    }
+
+    func testIdenticalRequestsShareOneReadAndTheQueueIsBounded() throws {
+        var queue = DeepRecoveryQueue(maxRunning: 2)
+        XCTAssertEqual(admit(&queue, recover("/n/a", after: 5, id: 1)), .queued)
+        XCTAssertEqual(admit(&queue, recover("/n/a", after: 5, id: 2)), .merged)
+        XCTAssertEqual(admit(&queue, recover("/n/a", after: 6, id: 3)), .queued)
+        XCTAssertEqual(admit(&queue, recover("/n/b", after: 5, id: 4)), .refused, "two waiting already")
+        let first = try XCTUnwrap(queue.start())
+        let second = try XCTUnwrap(queue.start())
+        XCTAssertNil(queue.start(), "nothing left waiting")
+        XCTAssertEqual(admit(&queue, recover("/n/b", after: 5, id: 5)), .queued)
+        XCTAssertEqual(admit(&queue, recover("/n/a", after: 5, id: 6)), .merged, "joins the running read")
+        XCTAssertEqual(admit(&queue, recover("/n/a", after: 5, id: 7, epoch: "T.1")), .queued)
+        XCTAssertEqual(admit(&queue, recover("/n/c", after: 5, id: 8)), .refused)
+        XCTAssertNil(queue.start(), "both workers busy")
+        XCTAssertEqual(queue.finish(first).map(\.requestID), [1, 2, 6])
+        XCTAssertEqual(queue.finish(second).map(\.requestID), [3])
+        XCTAssertEqual(queue.start()?.subject, "/n/b")
+        XCTAssertEqual(queue.inFlight, 2)
+    }
+
+    func testOneReadTakesABoundedNumberOfRequests() {
+        var queue = DeepRecoveryQueue(maxRunning: 1)
+        for id in 0..<DeepRecoveryQueue.maxRequestsPerRead {
+            XCTAssertNotEqual(admit(&queue, recover("/n/a", after: 1, id: UInt64(id))), .refused)
+        }
+        XCTAssertEqual(admit(&queue, recover("/n/a", after: 1)), .refused)
+    }
+
+    func testOnlyRecoveriesMakeReads() {
+        let snapshot = Subscribe(requestID: 1, replyTo: "x", subject: "/n", ingress: 0, registersInterest: false,
+                                 start: .snapshot)
+        XCTAssertNil(DeepRecoveryQueue.read(for: snapshot))
+    }
+
+    func testTheWorkerAnswersMergedRequestsOnceReadAndRefusesBeyondItsBound() throws {
+        let release = DispatchSemaphore(value: 0)
+        let answered = expectation(description: "answered")
+        answered.expectedFulfillmentCount = 2
+        let reads = NIOLockedValueBox(0)
+        let answers = NIOLockedValueBox<[UInt64]>([])
+        let worker = DeepRecoveryWorker(
+            maxRunning: 1,
+            perform: { _, request in
+                reads.withLockedValue { $0 += 1 }
+                release.wait()
+                return KafkaIn.reply(to: request, .sync, epoch: "T.0", lastSeq: 9)
+            },
+            answer: { reply, requests in
+                XCTAssertEqual(reply.status, .sync)
+                answers.withLockedValue { $0 += requests.map(\.requestID) }
+                answered.fulfill()
+            })
+        defer { worker.stop() }
+        XCTAssertEqual(worker.submit(recover("/n/a", after: 5, id: 1)), .queued)
+        while reads.withLockedValue({ $0 }) == 0 { usleep(1000) }  // the worker runs it
+        XCTAssertEqual(worker.submit(recover("/n/a", after: 5, id: 2)), .merged)
+        XCTAssertEqual(worker.submit(recover("/n/b", after: 5, id: 3)), .queued, "waits for the busy worker")
+        XCTAssertEqual(worker.submit(recover("/n/c", after: 5, id: 4)), .refused)
+        release.signal()
+        release.signal()
+        wait(for: [answered], timeout: 10)
+        XCTAssertEqual(answers.withLockedValue { $0 }.sorted(), [1, 2, 3])
+        XCTAssertEqual(reads.withLockedValue { $0 }, 2, "the merged request made no read of its own")
+    }
+}
+
+final class DeepRecoveryCollectorTests: XCTestCase {
+    let partition = KafkaPartitionInfo(topic: "n", partition: 0, topicID: nil, epoch: "n.0")
+
+    func records(_ offsets: ClosedRange<Int64>, key: String = "a", bytes: Int = 100) -> [KafkaRecord] {
+        offsets.map {
+            KafkaRecord(topic: "n", partition: 0, offset: $0, key: ByteBuffer(string: key),
+                        value: ByteBuffer(repeating: 0x61, count: bytes), timestamp: 0, epoch: "n.0")
+        }
+    }
+
+    func outcome(maxBytes: Int, _ feed: (DeepRecoveryReader.Collector) -> Void) -> DeepRecoveryReader.Outcome {
+        let collector = DeepRecoveryReader.Collector(partition: 0, first: 3, key: "a", maxBytes: maxBytes)
+        feed(collector)
+        return collector.wait(until: monotonicNanoseconds() + 1_000_000_000, unless: { false })
+    }
+
+    func testTheKeysRecordsUpToTheEndWithinTheByteCap() {
+        let result = outcome(maxBytes: 1000) {
+            $0.add(self.records(3...6) + self.records(7...7, key: "b"))
+            $0.note(.partitionEOF(self.partition, offset: 8), epoch: "n.0")
+        }
+        guard case .records(let kept, let end) = result else { return XCTFail("\(result)") }
+        XCTAssertEqual(kept.map(\.offset), [3, 4, 5, 6])
+        XCTAssertEqual(end, 8)
+    }
+
+    func testAReplyOverTheByteCapIsUnavailableNotCut() {
+        let result = outcome(maxBytes: 350) {
+            $0.add(self.records(3...6))
+            $0.note(.partitionEOF(self.partition, offset: 7), epoch: "n.0")
+        }
+        guard case .unavailable(let reason) = result else { return XCTFail("cut instead of refused: \(result)") }
+        XCTAssertTrue(reason.contains("bytes"), reason)
+    }
+
+    func testALogThatStartsAfterThePositionIsUnavailable() {
+        let result = outcome(maxBytes: 1000) { $0.add(self.records(5...6)) }
+        guard case .unavailable = result else { return XCTFail("a gap was served: \(result)") }
+    }
+
+    func testNoPositionBeyondAnyOffsetIsRead() {
+        let reader = DeepRecoveryReader(config: KafkaConfig(properties: [:]), isStopping: { false })
+        guard case .unavailable = reader.read(partition, after: Int64.max, key: "a") else {
+            return XCTFail("Int64.max + 1 is no offset")
+        }
     }
 }

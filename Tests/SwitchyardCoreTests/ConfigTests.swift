@@ -32,6 +32,20 @@ final class ConfigTests: XCTestCase {
         }
     }
 
+    func testTheBackStagesBoundsHaveDefaultsAndRanges() throws {
+        let defaults = try SwitchyardConfig.parse("", file: "/x.conf")
+        XCTAssertEqual(defaults.cacheMaxBytes, 1 << 30)
+        XCTAssertEqual(defaults.cacheMaxSubjects, 1_000_000)
+        XCTAssertEqual(defaults.maxDeepRecoveries, 4)
+        let set = try SwitchyardConfig.parse("CacheMaxBytes = 1048576\nCacheMaxSubjects = 5\nMaxDeepRecoveries = 1",
+                                             file: "/x.conf")
+        XCTAssertEqual([set.cacheMaxBytes, set.cacheMaxSubjects, set.maxDeepRecoveries], [1_048_576, 5, 1])
+        for bad in ["CacheMaxBytes = 1000", "CacheMaxBytes = 99999999999999999999", "CacheMaxSubjects = 0",
+                    "MaxDeepRecoveries = 0", "MaxDeepRecoveries = 65", "MaxDeepRecoveries = four"] {
+            XCTAssertThrowsError(try SwitchyardConfig.parse(bad, file: "/x.conf"), bad)
+        }
+    }
+
     func testSeveralListenAddresses() throws {
         let config = try SwitchyardConfig.parse("Listen = 127.0.0.1:1, [::1]:2", file: "/x.conf")
         XCTAssertEqual(config.listen, [ListenAddress(host: "127.0.0.1", port: 1), ListenAddress(host: "::1", port: 2)])

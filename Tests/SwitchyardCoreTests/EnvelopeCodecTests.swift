@@ -85,25 +85,84 @@ final class EnvelopeCodecTests: XCTestCase {
         XCTAssertThrowsError(try EnvelopeCodec.decodeBatch(batch))
     }
 
-    /// Random bytes and random corruptions of valid batches must give an error or a value, never a crash.
-    func testRandomInputNeverCrashes() {
+    /// Mutations of valid batches (bit flips, truncations, huge lengths, bytes inserted or removed) reach the
+    /// decoder's body paths: each gives an error or envelopes, never a trap; what decodes encodes again.
+    func testMutatedBatchesAreErrorsOrValuesNeverTraps() throws {
         var generator = SystemRandomNumberGenerator()
-        let valid = encode(Self.everyKind)
-        for round in 0..<20_000 {
-            var input: ByteBuffer
-            if round % 2 == 0 {
-                input = valid
-                for _ in 0..<Int.random(in: 1...8, using: &generator) {
-                    let index = Int.random(in: 0..<input.readableBytes, using: &generator)
-                    input.setInteger(UInt8.random(in: 0...255, using: &generator), at: index)
-                }
-            } else {
-                let bytes = (0..<Int.random(in: 0...64, using: &generator)).map { _ in
-                    UInt8.random(in: 0...255, using: &generator)
-                }
-                input = ByteBuffer(bytes: [0x53, 0x59, 1, 0] + bytes)
+        let seeds = [encode(Self.everyKind)] + Self.everyKind.map { encode([$0]) }
+        var outcomes: [String: Int] = [:]
+        for _ in 0..<30_000 {
+            var bytes = Array(seeds.randomElement(using: &generator)!.readableBytesView)
+            for _ in 0..<Int.random(in: 1...3, using: &generator) {
+                mutate(&bytes, using: &generator)
             }
-            _ = try? EnvelopeCodec.decodeBatch(input)
+            do {
+                let decoded = try EnvelopeCodec.decodeBatch(ByteBuffer(bytes: bytes))
+                outcomes["decoded", default: 0] += 1
+                XCTAssertEqual(try EnvelopeCodec.decodeBatch(encode(decoded.envelopes)).envelopes, decoded.envelopes)
+            } catch let error as CodecError {
+                outcomes[Self.name(of: error), default: 0] += 1
+            }
         }
+        let header = (outcomes["badMagic"] ?? 0) + (outcomes["unsupportedVersion"] ?? 0)
+        XCTAssertLessThan(header, 30_000 / 4, "most inputs must get past the header: \(outcomes)")
+        for outcome in ["decoded", "truncated", "trailingBytes", "invalidValue"] {
+            XCTAssertGreaterThan(outcomes[outcome] ?? 0, 50, "the body path '\(outcome)' was not reached: \(outcomes)")
+        }
+    }
+
+    private func mutate(_ bytes: inout [UInt8], using generator: inout SystemRandomNumberGenerator) {
+        // The header (magic, version) stays intact mostly, so the mutations land in the bodies.
+        let bodyStart = min(EnvelopeCodec.headerSize - 4, bytes.count)
+        guard bytes.count > bodyStart else { return }
+        let index = Int.random(in: bodyStart..<bytes.count, using: &generator)
+        switch Int.random(in: 0..<6, using: &generator) {
+        case 0:
+            bytes[index] ^= 1 << UInt8.random(in: 0..<8, using: &generator)
+        case 1:
+            bytes.removeSubrange(index...)
+        case 2:
+            // A length or count field set to something huge (or merely too large).
+            let values: [UInt32] = [.max, 0x8000_0000, UInt32(bytes.count), UInt32(bytes.count - index + 1)]
+            let value = values.randomElement(using: &generator)!
+            for (offset, byte) in withUnsafeBytes(of: value.bigEndian, Array.init).enumerated()
+            where index + offset < bytes.count {
+                bytes[index + offset] = byte
+            }
+        case 3:
+            bytes.insert(UInt8.random(in: 0...255, using: &generator), at: index)
+        case 4:
+            bytes.remove(at: index)
+        default:
+            bytes[index] = [0, 1, 2, 3, 0xff].randomElement(using: &generator)!
+        }
+    }
+
+    private static func name(of error: CodecError) -> String {
+        switch error {
+        case .badMagic: return "badMagic"
+        case .unsupportedVersion: return "unsupportedVersion"
+        case .truncated: return "truncated"
+        case .trailingBytes: return "trailingBytes"
+        case .invalidValue: return "invalidValue"
+        case .tooLarge: return "tooLarge"
+        }
+    }
+
+    func testLengthsOfFourGiBOrMoreAreRefusedNotTrapped() throws {
+        XCTAssertEqual(try EnvelopeCodec.checkedLength(Int(UInt32.max), of: "content"), UInt32.max)
+        XCTAssertThrowsError(try EnvelopeCodec.checkedLength(Int(UInt32.max) + 1, of: "content")) {
+            XCTAssertEqual($0 as? CodecError, .tooLarge("content"))
+        }
+        XCTAssertThrowsError(try EnvelopeCodec.checkedLength(-1, of: "content"))
+    }
+
+    func testAReplyCountTheBatchCannotHoldIsAnError() {
+        var batch = encode([Self.everyKind[6]])
+        // requestID, subject "/a", kind, status, epoch "e1", lastSeq: then the message count.
+        let countOffset = EnvelopeCodec.headerSize + 4 + 1 + 8 + (4 + 2) + 1 + 1 + (4 + 2) + 8
+        XCTAssertEqual(batch.getInteger(at: countOffset, as: UInt32.self), 2)
+        batch.setInteger(UInt32(1_000_000), at: countOffset)
+        XCTAssertThrowsError(try EnvelopeCodec.decodeBatch(batch)) { XCTAssertEqual($0 as? CodecError, .truncated) }
     }
 }

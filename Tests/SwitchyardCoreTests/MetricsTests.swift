@@ -36,3 +36,20 @@ final class MetricsTests: XCTestCase {
         XCTAssertEqual(text.components(separatedBy: "# TYPE switchyard_ready ").count, 2)
     }
 }
+
+final class ClockTests: XCTestCase {
+    func testElapsedNeverTrapsOnAnEarlierEnd() {
+        XCTAssertEqual(elapsedNanoseconds(from: 10, to: 25), 15)
+        XCTAssertEqual(elapsedNanoseconds(from: 25, to: 10), 0)
+        XCTAssertEqual(elapsedNanoseconds(from: .max, to: 0), 0)
+    }
+
+    func testTheMonotonicClockNeverGoesBack() {
+        var last = monotonicNanoseconds()
+        for _ in 0..<1000 {
+            let now = monotonicNanoseconds()
+            XCTAssertGreaterThanOrEqual(now, last)
+            last = now
+        }
+    }
+}
