@@ -61,24 +61,51 @@ public struct ConnectionEnd: Sendable, CustomStringConvertible {
 }
 
 /// The client end of one WebSocket connection to Switchyard: decodes the server's text frames, answers pings,
-/// echoes the server's close, and reports the end of the connection once.
+/// echoes the server's close, detects a dead connection, and reports the end of the connection once.
+///
+/// Keepalive: after `keepalive` without a frame from the server it sends `{"op":"ping"}`; when nothing comes
+/// back within another `keepalive` the connection is taken for dead and closed.
 public final class ServerConnectionHandler: ChannelInboundHandler {
     public typealias InboundIn = WebSocketFrame
     public typealias OutboundOut = WebSocketFrame
 
     private let onFrame: (ServerFrame) -> Void
     private let onEnd: (ConnectionEnd) -> Void
+    private let keepalive: TimeAmount
+    private var pingSent = false
     private var closeCode: UInt16?
     private var closeReason = ""
     private var ended = false
 
     /// `onFrame` gets every decodable server frame and `onEnd` the end of the connection, both on its event loop.
-    public init(onFrame: @escaping (ServerFrame) -> Void, onEnd: @escaping (ConnectionEnd) -> Void) {
+    public init(keepalive: TimeAmount = .seconds(15), onFrame: @escaping (ServerFrame) -> Void,
+                onEnd: @escaping (ConnectionEnd) -> Void) {
+        self.keepalive = keepalive
         self.onFrame = onFrame
         self.onEnd = onEnd
     }
 
+    public func handlerAdded(context: ChannelHandlerContext) {
+        let idle = IdleStateHandler(readTimeout: keepalive)
+        try? context.pipeline.syncOperations.addHandler(idle, position: .before(self))
+    }
+
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard case IdleStateHandler.IdleStateEvent.read = event else {
+            return context.fireUserInboundEventTriggered(event)
+        }
+        if pingSent {
+            end(ConnectionEnd(closeCode: nil, reason: "no answer to ping"))
+            context.close(promise: nil)
+        } else {
+            pingSent = true
+            let ping = ByteBuffer(string: ClientRequest.ping.json)
+            context.writeAndFlush(wrapOutboundOut(.clientFrame(.text, ping)), promise: nil)
+        }
+    }
+
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        pingSent = false
         let frame = unwrapInboundIn(data)
         switch frame.opcode {
         case .text:

@@ -56,7 +56,8 @@ final class UpgradeRequestHandler: ChannelInboundHandler, RemovableChannelHandle
 /// Opens client WebSocket connections with SwiftNIO (used by switchyard-bench and switchyard-cli).
 public enum WebSocketConnector {
     /// Connects to `host:port`, upgrades to WebSocket on `path`, then adds the handler `makeHandler` returns.
-    /// The future completes once the handler is in place.
+    /// The future completes once the handler is in place; it fails when the connection or the upgrade takes
+    /// longer than `connectTimeout`.
     public static func connect(on eventLoop: EventLoop, host: String, port: Int, path: String,
                                source: SocketAddress? = nil, maxFrameSize: Int = 1 << 22,
                                connectTimeout: TimeAmount = .seconds(10),
@@ -89,7 +90,12 @@ public enum WebSocketConnector {
             }
         }
         return bootstrap.connect(host: host, port: port).flatMap { channel in
-            upgraded.futureResult.map { channel }.flatMapErrorThrowing { error in
+            // A server that accepts the connection but never answers the upgrade must not hold us forever.
+            let deadline = channel.eventLoop.scheduleTask(in: connectTimeout) {
+                upgraded.fail(WebSocketConnectError("no answer to the WebSocket upgrade within \(connectTimeout)"))
+            }
+            upgraded.futureResult.whenComplete { _ in deadline.cancel() }
+            return upgraded.futureResult.map { channel }.flatMapErrorThrowing { error in
                 channel.close(promise: nil)
                 throw error
             }

@@ -31,10 +31,17 @@ struct Subscribe: ParsableCommand {
     @Option(help: "json: one JSON object per message (subject, seq, epoch, type, content, ...); content: the content only.")
     var format: Format = .json
 
+    @Option(help: """
+        Seconds without a frame before a ping; as long again without an answer drops the connection. Also the \
+        time a connection attempt may take.
+        """)
+    var keepalive: Int = 15
+
     func validate() throws {
         guard !subjects.isEmpty else { throw ValidationError("give at least one subject") }
         guard history >= 0 else { throw ValidationError("--history must be >= 0") }
         if let count, count < 1 { throw ValidationError("--count must be >= 1") }
+        guard (1...3600).contains(keepalive) else { throw ValidationError("--keepalive must be 1...3600") }
     }
 
     func run() throws {
@@ -42,7 +49,7 @@ struct Subscribe: ParsableCommand {
         try runSession { loop in
             SubscribeSession(loop: loop, servers: connection.servers, token: connection.token,
                              tracker: SubscriptionTracker(subjects: subjects, history: history),
-                             count: count, printer: printer).start()
+                             count: count, keepalive: .seconds(Int64(keepalive)), printer: printer).start()
         }
     }
 }
@@ -94,6 +101,7 @@ final class SubscribeSession {
     private let token: String?
     private var tracker: SubscriptionTracker
     private let count: Int?
+    private let keepalive: TimeAmount
     private let printer: MessagePrinter
     private let done: EventLoopPromise<Int32>
     private var backoff = ReconnectBackoff()
@@ -103,12 +111,13 @@ final class SubscribeSession {
     private var finished = false
 
     init(loop: EventLoop, servers: [WebSocketURL], token: String?, tracker: SubscriptionTracker, count: Int?,
-         printer: MessagePrinter) {
+         keepalive: TimeAmount, printer: MessagePrinter) {
         self.loop = loop
         self.servers = servers
         self.token = token
         self.tracker = tracker
         self.count = count
+        self.keepalive = keepalive
         self.printer = printer
         done = loop.makePromise()
         serverIndex = Int.random(in: 0..<max(servers.count, 1))
@@ -124,8 +133,9 @@ final class SubscribeSession {
         let server = servers[serverIndex]
         // The handler is added once the upgrade succeeded: its end is the end of a connection that worked. It
         // keeps the session alive until the connection is closed.
-        WebSocketConnector.connect(on: loop, host: server.host, port: server.port, path: server.target) { _ in
-            ServerConnectionHandler(onFrame: { self.received($0) },
+        WebSocketConnector.connect(on: loop, host: server.host, port: server.port, path: server.target,
+                                   connectTimeout: keepalive) { _ in
+            ServerConnectionHandler(keepalive: self.keepalive, onFrame: { self.received($0) },
                                     onEnd: { self.reconnect(after: $0, wasConnected: true) })
         }.whenComplete { result in
             switch result {

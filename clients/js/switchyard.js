@@ -65,8 +65,13 @@ export class SwitchyardClient {
      * @param {typeof WebSocket} [options.WebSocket] the WebSocket class (default: the global one).
      */
     constructor(options = {}) {
-        const servers = Array.isArray(options.servers) ? options.servers.filter(s => typeof s === "string") : [];
+        const servers = Array.isArray(options.servers) ? options.servers : [];
         if (servers.length === 0) throw new TypeError("SwitchyardClient: `servers` needs at least one URL");
+        for (const server of servers) {
+            if (typeof server !== "string" || !/^wss?:\/\/[^/?#]/i.test(server)) {
+                throw new TypeError(`SwitchyardClient: ${server} is not a ws:// or wss:// URL`);
+            }
+        }
         this._servers = servers;
         this._serverIndex = Math.floor(Math.random() * servers.length);
         this._token = options.token;

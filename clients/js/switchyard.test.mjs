@@ -121,6 +121,13 @@ test("refusals and server errors become status events", async () => {
     client.close();
 });
 
+test("the servers must be WebSocket URLs", () => {
+    const { FakeWebSocket } = fakeWebSocketClass();
+    for (const servers of [[], ["http://a/"], ["ws://"], [42], undefined]) {
+        assert.throws(() => new SwitchyardClient({ servers, WebSocket: FakeWebSocket }), TypeError);
+    }
+});
+
 test("backoff grows exponentially with jitter up to the maximum", () => {
     for (const [failures, low, high] of [[0, 125, 250], [3, 1000, 2000], [20, 5000, 10000]]) {
         for (let i = 0; i < 50; i++) {

@@ -5,11 +5,13 @@
 - `sub` prints one JSON line (subject, seq, epoch, type, content) or the bare content per message, works at the
   head of a shell pipe, and exits after --count messages.
 - `sub` keeps going across a ws-ingress restart mid-stream: every confirmed message once, in consecutive seqs.
+- `sub` notices a server that went silent (SIGSTOP) through its keepalive, and reconnects once it is back.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -116,3 +118,30 @@ def test_sub_recovers_across_an_ingress_restart_mid_stream(make_broker, frozen_b
     assert not missing, f"sub missed confirmed messages {sorted(missing)}"
     stderr = err_path.read_text()
     assert "1012" in stderr and stderr.count("connected to") >= 2, stderr
+
+
+def test_sub_notices_a_silent_server_and_reconnects(make_broker, tmp_path):
+    b = make_broker(name="clisilent")
+    subject = unique_subject("cli")
+    out_path, err_path = tmp_path / "sub.out", tmp_path / "sub.err"
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        sub = subprocess.Popen([str(CLI), "sub", subject, "--url", b.url, "--keepalive", "1", "--count", "2",
+                                "--format", "content"], stdout=out, stderr=err)
+    try:
+        wait_until(lambda: "connected" in err_path.read_text(), 10, 0.1, "sub connected")
+        assert cli("pub", subject, "before", "--url", b.url).returncode == 0
+        wait_until(lambda: out_path.read_text() == "before\n", 10, 0.1, "sub printed the first message")
+        ingress = b.pid("ws-ingress")
+        os.kill(ingress, signal.SIGSTOP)
+        try:
+            wait_until(lambda: "no answer to ping" in err_path.read_text(), 10, 0.1, "sub noticed the silence")
+        finally:
+            os.kill(ingress, signal.SIGCONT)
+        assert cli("pub", subject, "after", "--url", b.url).returncode == 0
+        assert sub.wait(20) == 0
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+            sub.wait()
+    assert out_path.read_text() == "before\nafter\n"
+    assert err_path.read_text().count("connected to") >= 2, err_path.read_text()

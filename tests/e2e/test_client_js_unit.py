@@ -18,4 +18,4 @@ def test_javascript_client_unit_tests():
     r = subprocess.run([NODE, "--test", "clients/js/switchyard.test.mjs"], cwd=REPO, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
-    assert "# fail 0" in r.stdout and "# pass 7" in r.stdout, r.stdout[-2000:]
+    assert "# fail 0" in r.stdout and "# pass 8" in r.stdout, r.stdout[-2000:]
