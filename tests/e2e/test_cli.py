@@ -3,7 +3,7 @@
 - `pub` publishes its CONTENT or each line of standard input and exits 0 once every publish_status is OK; it
   exits 1 with the status on stderr on MESSAGE_SIZE_LIMIT_EXCEEDED or FAILED, and 3 when no server answers.
 - `sub` prints one JSON line (subject, seq, epoch, type, content) or the bare content per message, works at the
-  head of a shell pipe, and exits after --count messages.
+  head of a shell pipe, and exits after --count messages; it exits 1 when every subject is refused.
 - `sub` keeps going across a ws-ingress restart mid-stream: every confirmed message once, in consecutive seqs.
 - `sub` notices a server that went silent (SIGSTOP) through its keepalive, and reconnects once it is back.
 """
@@ -68,6 +68,9 @@ def test_pub_exits_non_zero_with_the_status(limits_broker):
     assert r.returncode == 1 and r.stderr.count("MESSAGE_SIZE_LIMIT_EXCEEDED") == 1, r
     r = cli("sub", subject, "--url", limits_broker.url, "--history", "2", "--count", "2", "--format", "content")
     assert r.returncode == 0 and r.stdout == "ok1\nok2\n", r
+
+    r = cli("sub", "no-slash", "--url", limits_broker.url, "--count", "1")
+    assert r.returncode == 1 and "INVALID" in r.stderr and r.stdout == "", r
 
     r = cli("pub", subject, "x", "--url", f"ws://127.0.0.1:{free_port()}/")
     assert r.returncode == 3 and "cannot connect" in r.stderr, r
