@@ -12,10 +12,12 @@ let package = Package(
         .executable(name: "kafka-in", targets: ["kafka-in"]),
         .executable(name: "kafka-out", targets: ["kafka-out"]),
         .executable(name: "switchyard-bench", targets: ["switchyard-bench"]),
+        .executable(name: "switchyard-cli", targets: ["switchyard-cli"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.1.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
     ],
     targets: [
         // C libraries, imported through shim headers.
@@ -37,6 +39,11 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOWebSocket", package: "swift-nio"),
             .product(name: "NIOFoundationCompat", package: "swift-nio"),
+        ], resources: [
+            // The JavaScript client and the demo page (links to clients/), served by StaticFiles.swift.
+            .embedInCode("Static/index.html"),
+            .embedInCode("Static/demo.js"),
+            .embedInCode("Static/switchyard.js"),
         ]),
         .target(name: "RouterStage", dependencies: ["SwitchyardCore"]),
         .target(name: "CacheStage", dependencies: [
@@ -64,7 +71,21 @@ let package = Package(
         .executableTarget(name: "fanout", dependencies: ["FanoutStage"]),
         .executableTarget(name: "kafka-in", dependencies: ["KafkaInStage"]),
         .executableTarget(name: "kafka-out", dependencies: ["KafkaOutStage"]),
+        // The client side of protocol v1 for Swift tools: WebSocket connector, frames, recovery bookkeeping.
+        .target(name: "SwitchyardClient", dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOWebSocket", package: "swift-nio"),
+        ]),
+        .executableTarget(name: "switchyard-cli", dependencies: [
+            "SwitchyardClient",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
         .executableTarget(name: "switchyard-bench", dependencies: [
+            "SwitchyardClient",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -75,6 +96,7 @@ let package = Package(
         .testTarget(name: "CacheStageTests", dependencies: ["CacheStage"]),
         .testTarget(name: "SwitchyardKafkaTests", dependencies: ["SwitchyardKafka"]),
         .testTarget(name: "KafkaInStageTests", dependencies: ["KafkaInStage", "SwitchyardKafka"]),
+        .testTarget(name: "SwitchyardClientTests", dependencies: ["SwitchyardClient"]),
         .testTarget(name: "IngressStageTests", dependencies: [
             "IngressStage",
             .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -27,10 +27,12 @@ fi
 # --- Debian packages ---------------------------------------------------------------------------------
 # libssl-dev, libnanomsg-dev: linked by the stages; pkg-config: SwiftPM finds them through it.
 # python3, python3-venv: the test venv. librdkafka >= 2.2 is not in Debian 12: scripts/build-librdkafka.sh
-# (below) builds it and installs what that build needs.
+# (below) builds it and installs what that build needs. chromium, chromium-driver: the browser tests of the
+# JavaScript client and the demo page (tests/e2e/test_client_browser.py, headless).
 APT_PACKAGES=(
     libssl-dev libnanomsg-dev pkg-config
     python3 python3-venv python3-pip ca-certificates
+    chromium chromium-driver
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -140,10 +140,15 @@ final class PlainHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                     handler.respond(context, head, .ok, text, contentType: "text/plain; version=0.0.4")
                 }
             }
-        case "/", "/ws":
+        case "/" where head.headers.contains(name: "upgrade"), "/ws":
             respond(context, head, .upgradeRequired, "connect with a WebSocket client\n")
         default:
-            respond(context, head, .notFound, "not found\n")
+            // A browser at `/` gets the live demo page; the JavaScript client is at /switchyard.js.
+            if let file = StaticFile.at(path) {
+                serve(file, context: context, request: head)
+            } else {
+                respond(context, head, .notFound, "not found\n")
+            }
         }
     }
 

@@ -6,6 +6,7 @@ import Darwin
 import Foundation
 import NIOCore
 import NIOPosix
+import SwitchyardClient
 
 /// What one run (one target) measured.
 struct RunResult {

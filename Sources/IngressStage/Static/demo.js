@@ -1,0 +1,1 @@
+../../../clients/demo/demo.js

@@ -1,0 +1,107 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+
+/// Why a WebSocket connection could not be made.
+public struct WebSocketConnectError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Sends the HTTP upgrade request and reports a refused upgrade; removed once the upgrade is done.
+final class UpgradeRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private let host: String
+    private let path: String
+    private let upgraded: EventLoopPromise<Void>
+
+    init(host: String, path: String, upgraded: EventLoopPromise<Void>) {
+        self.host = host
+        self.path = path
+        self.upgraded = upgraded
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Host", value: host)
+        headers.add(name: "Content-Length", value: "0")
+        let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // Only reached when the server answered without upgrading.
+        if case .head(let head) = unwrapInboundIn(data) {
+            upgraded.fail(WebSocketConnectError("WebSocket upgrade refused: HTTP \(head.status.code)"))
+            context.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        upgraded.fail(WebSocketConnectError("connection closed during the WebSocket upgrade"))
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        upgraded.fail(error)
+        context.close(promise: nil)
+    }
+}
+
+/// Opens client WebSocket connections with SwiftNIO (used by switchyard-bench and switchyard-cli).
+public enum WebSocketConnector {
+    /// Connects to `host:port`, upgrades to WebSocket on `path`, then adds the handler `makeHandler` returns.
+    /// The future completes once the handler is in place; it fails when the connection or the upgrade takes
+    /// longer than `connectTimeout`.
+    public static func connect(on eventLoop: EventLoop, host: String, port: Int, path: String,
+                               source: SocketAddress? = nil, maxFrameSize: Int = 1 << 22,
+                               connectTimeout: TimeAmount = .seconds(10),
+                               makeHandler: @escaping (Channel) -> ChannelHandler) -> EventLoopFuture<Channel> {
+        let upgraded = eventLoop.makePromise(of: Void.self)
+        var bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(connectTimeout)
+            .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+        if let source { bootstrap = bootstrap.bind(to: source) }
+        bootstrap = bootstrap.channelInitializer { channel in
+            let requestHandler = UpgradeRequestHandler(host: "\(host):\(port)", path: path, upgraded: upgraded)
+            let upgrader = NIOWebSocketClientUpgrader(
+                maxFrameSize: maxFrameSize,
+                automaticErrorHandling: true,
+                upgradePipelineHandler: { channel, _ in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(makeHandler(channel))
+                        upgraded.succeed(())
+                    }
+                })
+            let configuration: NIOHTTPClientUpgradeConfiguration = (
+                upgraders: [upgrader],
+                completionHandler: { context in
+                    context.pipeline.syncOperations.removeHandler(requestHandler, promise: nil)
+                })
+            return channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHTTPClientHandlers(withClientUpgrade: configuration)
+                try channel.pipeline.syncOperations.addHandler(requestHandler)
+            }
+        }
+        return bootstrap.connect(host: host, port: port).flatMap { channel in
+            // A server that accepts the connection but never answers the upgrade must not hold us forever.
+            let deadline = channel.eventLoop.scheduleTask(in: connectTimeout) {
+                upgraded.fail(WebSocketConnectError("no answer to the WebSocket upgrade within \(connectTimeout)"))
+            }
+            upgraded.futureResult.whenComplete { _ in deadline.cancel() }
+            return upgraded.futureResult.map { channel }.flatMapErrorThrowing { error in
+                channel.close(promise: nil)
+                throw error
+            }
+        }.flatMapErrorThrowing { error in
+            upgraded.fail(error)
+            throw error
+        }
+    }
+}
