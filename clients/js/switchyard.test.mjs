@@ -2,10 +2,17 @@
 //   node --test clients/js/switchyard.test.mjs
 // (The end-to-end tests run the module in Chromium against real stacks: tests/e2e/test_client_browser.py.)
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { afterEach, test } from "node:test";
 import { SwitchyardClient, backoffDelay, decodeBase64, encodeBase64 } from "./switchyard.js";
 
 const sleep = ms => new Promise(resolve => setTimeout(resolve, ms));
+
+/** Waits (up to 5 s) until `condition()` holds: timers run late on a loaded machine, so no fixed sleeps. */
+async function until(condition, what = "condition") {
+    for (const started = Date.now(); !condition(); await sleep(2)) {
+        if (Date.now() - started > 5000) throw new Error(`timed out waiting for ${what}`);
+    }
+}
 
 /** Opens asynchronously like a browser's WebSocket; the test plays the server with `receive`. */
 function fakeWebSocketClass() {
@@ -24,12 +31,17 @@ function fakeWebSocketClass() {
     return { FakeWebSocket, sockets };
 }
 
+/** Every client a test made is closed after it, also when an assertion failed, so no timer keeps Node alive. */
+const clients = [];
+afterEach(() => { for (const client of clients.splice(0)) client.close(); });
+
 function makeClient(options = {}) {
     const { FakeWebSocket, sockets } = fakeWebSocketClass();
     const client = new SwitchyardClient({ servers: ["ws://a/", "ws://b/"], WebSocket: FakeWebSocket,
                                           reconnect: { minDelayMs: 5, maxDelayMs: 20 }, ...options });
     const events = [];
     client.onStatus(event => events.push(event));
+    clients.push(client);
     return { client, sockets, events };
 }
 
@@ -40,12 +52,12 @@ test("resubscribes with the last position after a reconnect, elsewhere, and neve
     const { client, sockets, events } = makeClient({ token: "t" });
     const seqs = [];
     client.subscribe(["/a/b"], m => seqs.push(m.seq), { history: 3 });
-    await sleep(5);
+    await until(() => sockets[0]?.sent.length >= 2, "the first connection's subscribe");
     assert.deepEqual(sockets[0].sent, [{ op: "connect", token: "t" },
                                        { op: "subscribe", subjects: ["/a/b"], history: 3 }]);
     for (const seq of [1, 2, 2, 1]) sockets[0].receive(message(seq));
     sockets[0].close(1012);
-    await sleep(10);
+    await until(() => sockets[1]?.sent.length >= 2, "the second connection's subscribe");
     assert.notEqual(sockets[1].url, sockets[0].url, "1012: reconnect to the next server");
     assert.deepEqual(sockets[1].sent[1],
                      { op: "subscribe", subjects: ["/a/b"], recover: { "/a/b": { epoch: "E", seq: 2 } } });
@@ -63,7 +75,7 @@ test("a new epoch after DATA_RESYNC is delivered from its first message", async 
     const { client, sockets, events } = makeClient();
     const received = [];
     client.subscribe("/a/b", m => received.push(`${m.epoch}${m.seq}`));
-    await sleep(5);
+    await until(() => sockets[0]?.sent.length >= 1, "the subscribe");
     sockets[0].receive(message(7));
     sockets[0].receive({ op: "status", subject: "/a/b", status: "DATA_RESYNC" });
     sockets[0].receive(message(1, "F", "snapshot"));
@@ -73,8 +85,8 @@ test("a new epoch after DATA_RESYNC is delivered from its first message", async 
 });
 
 test("publish resolves OK, rejects with the server's status, and fails in-flight publishes on a drop", async () => {
-    const { client, sockets } = makeClient();
-    await sleep(5);
+    const { client, sockets, events } = makeClient();
+    await until(() => events.length >= 1, "the connection");
     const ok = client.publish("/a/b", "x");
     const bad = client.publish("/a/b", new Uint8Array([1, 2, 3]), { closure: "c1", retained: false });
     const [first, second] = sockets[0].sent;
@@ -94,7 +106,7 @@ test("publishes made while disconnected wait in a bounded queue and go out on th
     const { client, sockets } = makeClient({ maxQueuedPublishes: 1 });
     const queued = client.publish("/a/b", "q");  // the socket is not open yet
     await assert.rejects(client.publish("/a/b", "r"), { status: "QUEUE_FULL" });
-    await sleep(5);
+    await until(() => sockets[0]?.sent.some(f => f.op === "publish"), "the queued publish");
     const sent = sockets[0].sent.find(f => f.op === "publish");
     assert.equal(sent.content, "q");
     sockets[0].receive({ op: "publish_status", closure: sent.closure, status: "OK" });
@@ -106,7 +118,7 @@ test("publishes made while disconnected wait in a bounded queue and go out on th
 test("refusals and server errors become status events", async () => {
     const { client, sockets, events } = makeClient();
     client.subscribe(["/a/b", "/c"], () => {});
-    await sleep(5);
+    await until(() => sockets[0]?.sent.length >= 1, "the subscribe");
     sockets[0].receive({ op: "subscribed", subject: "/c", status: "DENY", reason: "no" });
     sockets[0].receive({ op: "error", code: "RATE_LIMITED", reason: "too many publishes" });
     sockets[0].receive({ op: "status", status: "TOKEN_TO_EXPIRE" });
@@ -116,7 +128,7 @@ test("refusals and server errors become status events", async () => {
         { status: "TOKEN_TO_EXPIRE" },
     ]);
     sockets[0].close(1006);
-    await sleep(20);
+    await until(() => sockets[1]?.sent.length >= 1, "the resubscribe");
     assert.deepEqual(sockets[1].sent[0].subjects, ["/a/b"], "a denied subject is not subscribed again");
     client.close();
 });
