@@ -12,6 +12,9 @@ let package = Package(
         .executable(name: "kafka-in", targets: ["kafka-in"]),
         .executable(name: "kafka-out", targets: ["kafka-out"]),
         .executable(name: "switchyard-bench", targets: ["switchyard-bench"]),
+        // Libraries for the fuzz package in fuzz/ (built apart: its targets link libFuzzer).
+        .library(name: "SwitchyardCore", targets: ["SwitchyardCore"]),
+        .library(name: "IngressStage", targets: ["IngressStage"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
