@@ -71,10 +71,23 @@ final class IngressUnderTest {
             loop.run()
         }
         loop.advanceTime(by: .seconds(2))  // closing handshakes give the client a second
+        if Self.verbose { printWritten(channel) }
         _ = try? channel.finish(acceptAlreadyClosed: true)
         loop.run()
         runs += 1
         if runs % 1024 == 0 { hub.tick() }
+    }
+
+    /// Set `SWITCHYARD_FUZZ_VERBOSE=1` to see what the server wrote for each input (for checking the seed corpus).
+    static let verbose = ProcessInfo.processInfo.environment["SWITCHYARD_FUZZ_VERBOSE"] != nil
+
+    private func printWritten(_ channel: EmbeddedChannel) {
+        var written = ByteBuffer()
+        while let part = try? channel.readOutbound(as: IOData.self) {
+            if case .byteBuffer(var buffer) = part { written.writeBuffer(&buffer) }
+        }
+        let text = String(decoding: written.readableBytesView.prefix(600), as: UTF8.self)
+        print("wrote \(written.readableBytes) bytes: \(text.debugDescription)")
     }
 
     static let upgradeRequest = "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
