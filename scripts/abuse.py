@@ -104,6 +104,11 @@ def count_by(values) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def close_description(e: ConnectionClosed) -> str:
+    """`1008 slow consumer: ...` from the close frame the server sent, or that there was none."""
+    return f"{e.rcvd.code} {e.rcvd.reason}".strip() if e.rcvd else "no close frame"
+
+
 # --- raw WebSocket client pieces (for clients that misbehave below what `websockets` allows) -----------------
 
 def upgrade_request(port: int, path: str = "/") -> bytes:
@@ -280,6 +285,8 @@ async def role_subject_hogs(a) -> dict:
     statuses: dict[str, int] = {}
     errors: dict[str, int] = {}
     closes: list[str] = []
+    closed_after: list[float] = []
+    started = time.time()
 
     async def hog(n: int):
         try:
@@ -297,13 +304,14 @@ async def role_subject_hogs(a) -> dict:
                     elif frame.get("op") == "error":
                         errors[frame.get("code")] = errors.get(frame.get("code"), 0) + 1
         except ConnectionClosed as e:
-            closes.append(f"{e.rcvd.code if e.rcvd else 'no close frame'}")
+            closes.append(close_description(e))
+            closed_after.append(time.time() - started)
         except (OSError, asyncio.TimeoutError, websockets.exceptions.InvalidHandshake) as e:
             closes.append(f"connect: {type(e).__name__}")
 
     await asyncio.gather(*(hog(n) for n in range(a.subject_hogs)))
     return {"role": "subject-hogs", "clients": a.subject_hogs, "subjects_each": a.hog_subjects, "subscribed": statuses,
-            "errors": errors, "closed": count_by(closes)}
+            "errors": errors, "closed": count_by(closes), "closed_after": summarize_times(closed_after)}
 
 
 async def role_slow_subscribers(a) -> dict:
@@ -354,8 +362,9 @@ async def role_slow_subscribers(a) -> dict:
 
 async def role_history(a) -> dict:
     """Clients that keep asking for huge histories and deep recoveries of the well-behaved subjects."""
-    requests, messages, statuses, closes = 0, 0, {}, []
+    requests, messages, statuses, closes, closed_after = 0, 0, {}, [], []
     subjects = quiet_subjects(a.subjects)
+    started = time.time()
 
     async def client(n: int):
         nonlocal requests, messages
@@ -388,13 +397,14 @@ async def role_history(a) -> dict:
                     await asyncio.sleep(1 / a.history_rate)
                 read.cancel()
         except ConnectionClosed as e:
-            closes.append(f"{e.rcvd.code if e.rcvd else 'no close frame'}")
+            closes.append(close_description(e))
+            closed_after.append(time.time() - started)
         except (OSError, asyncio.TimeoutError, websockets.exceptions.InvalidHandshake) as e:
             closes.append(f"connect: {type(e).__name__}")
 
     await asyncio.gather(*(client(n) for n in range(a.history_clients)))
     return {"role": "history", "clients": a.history_clients, "requests": requests, "messages_received": messages,
-            "statuses": statuses, "closed": count_by(closes)}
+            "statuses": statuses, "closed": count_by(closes), "closed_after": summarize_times(closed_after)}
 
 
 # The options an abuser process is given (the rest are the orchestrator's).
@@ -454,7 +464,7 @@ class WellBehaved:
                     if body.get("measure"):
                         self.latencies.append((now - body["t"]) / 1e9)
         except ConnectionClosed as e:
-            self.disconnects.append(f"{e.rcvd.code if e.rcvd else 'no close frame'}")
+            self.disconnects.append(close_description(e))
 
     async def acks(self):
         try:
@@ -467,7 +477,7 @@ class WellBehaved:
                     else:
                         self.failed_publishes += 1
         except ConnectionClosed as e:
-            self.disconnects.append(f"publisher: {e.rcvd.code if e.rcvd else 'no close frame'}")
+            self.disconnects.append(f"publisher: {close_description(e)}")
 
     async def publish(self, seconds: float, first: int) -> int:
         """Publishes for `seconds` on the publisher's connection (opened before any abuser came); returns the next
