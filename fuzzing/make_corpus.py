@@ -111,6 +111,7 @@ ENVELOPE_SEEDS.update({
 
 UPGRADE = 1          # mode byte: a valid upgrade request first, then these bytes in one read
 RAW = 0              # mode byte: only these bytes (HTTP side)
+NOT_READING = 3      # mode byte: as UPGRADE, and the client does not read (the channel is not writable)
 def split(mode, n): return mode | (n << 2)  # reads of n * 4 bytes
 
 def frame(payload, opcode=1, fin=True, mask=b"\x11\x22\x33\x44", rsv=0):
@@ -148,6 +149,8 @@ WS_SEEDS = {
     "pong": bytes([UPGRADE]) + frame(b"x", opcode=10),
     "length-64bit": bytes([UPGRADE]) + b"\x81\xff" + struct.pack(">Q", 1 << 62) + b"\x00\x00\x00\x00",
     "length-16bit": bytes([UPGRADE]) + frame(json.dumps({"op": "publish", "subject": "/a", "content": "y" * 300})),
+    "not-reading": bytes([NOT_READING]) + text({"op": "subscribe", "subjects": ["/a", "/b"], "history": 2})
+        + b"".join(text({"op": "ping"}) for _ in range(20)) + frame(b"x" * 100, opcode=9),
     "split-reads": bytes([split(UPGRADE, 1)]) + text({"op": "subscribe", "subjects": ["/a"]}) + text({"op": "ping"}),
     "split-reads-7": bytes([split(UPGRADE, 7)]) + text({"op": "publish", "subject": "/a", "content": "z" * 40}),
     "http-health": bytes([RAW]) + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",

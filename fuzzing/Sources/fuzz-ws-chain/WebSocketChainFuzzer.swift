@@ -8,7 +8,8 @@ import SwitchyardCore
 
 // Input layout: byte 0 chooses how the rest reaches the channel, the rest is what a client sends.
 //   bits 0-1: 0 = the bytes alone (fuzzes the HTTP side); 1-3 = a valid upgrade request first, so most runs
-//             reach the WebSocket frame decoder and the ingress handlers
+//             reach the WebSocket frame decoder and the ingress handlers; 3 = and the client does not read
+//             (the channel is not writable: the hub's slow-consumer path)
 //   bits 2-7: n = 0 writes the bytes in one read; otherwise in reads of n * 4 bytes (frames split across reads)
 
 /// One ingress for the whole process, on one embedded event loop: its hub and backplane link are real. The link's
@@ -56,6 +57,10 @@ final class IngressUnderTest {
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 40000)).wait()
         } catch {
             fatalError("cannot set up the client channel: \(error)")
+        }
+        if mode & 0b11 == 3 {
+            channel.isWritable = false
+            channel.pipeline.fireChannelWritabilityChanged()
         }
         var bytes = ByteBuffer()
         if mode & 0b11 != 0 { bytes.writeString(Self.upgradeRequest) }
