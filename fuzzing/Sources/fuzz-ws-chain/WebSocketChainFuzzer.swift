@@ -65,9 +65,9 @@ final class IngressUnderTest {
         var bytes = ByteBuffer()
         if mode & 0b11 != 0 { bytes.writeString(Self.upgradeRequest) }
         bytes.writeBytes(input.dropFirst())
-        let readSize = Int(mode >> 2) * 4
-        while channel.isActive, bytes.readableBytes > 0 {
-            let slice = bytes.readSlice(length: readSize == 0 ? bytes.readableBytes : min(readSize, bytes.readableBytes))!
+        let readSize = mode >> 2 == 0 ? bytes.readableBytes : Int(mode >> 2) * 4
+        while channel.isActive, bytes.readableBytes > 0,
+              let slice = bytes.readSlice(length: min(readSize, bytes.readableBytes)) {
             do {
                 try channel.writeInbound(slice)
             } catch {
