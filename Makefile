@@ -4,7 +4,8 @@
 #   make build   set-up, then a release build of the stages into .build/release
 #   make run     build, then run a standalone broker in the foreground from switchyard.conf (*:8800)
 #   make run-kafka  build, start Tansu on 127.0.0.1:9092, run a Kafka-mode node (switchyard-kafka.conf)
-#   make test    build, unit tests (swift test), then the Python end-to-end and supervisor tests (pytest)
+#   make test    build, unit tests (swift test), fuzz smoke, then the Python end-to-end and supervisor tests (pytest)
+#   make fuzz-smoke  each libFuzzer target of fuzzing/ for FUZZ_SECONDS (20) from its seed corpus (scripts/fuzz.sh)
 #   make bench   build, then scripts/bench.sh: switchyard-bench against a throw-away stack and the baseline
 #                (BENCH_ARGS="--subscribers 500 --duration 5" passes options through)
 #   make clean   remove build output and run-time files (keeps .venv and .deps)
@@ -19,6 +20,7 @@ endif
 RDKAFKA := $(CURDIR)/.deps/librdkafka
 CONF ?= switchyard.conf
 PYTEST_ARGS ?= -q
+FUZZ_SECONDS ?= 20
 BENCH_ARGS ?=
 
 # Evaluated in the shell when a recipe runs, after set-up may have built .deps/librdkafka:
@@ -28,7 +30,7 @@ SWIFT_ENV = if [ -d "$(RDKAFKA)/lib/pkgconfig" ]; then \
         SWIFT_LINK="-Xlinker -rpath -Xlinker $(RDKAFKA)/lib"; \
     else SWIFT_LINK=""; fi;
 
-.PHONY: all setup build run run-kafka test unit-test e2e-test bench clean distclean
+.PHONY: all setup build run run-kafka test unit-test fuzz-smoke e2e-test bench clean distclean
 
 all: build
 
@@ -50,10 +52,15 @@ run-kafka: build
 # swift test first, pytest last: the pytest summary line is the last line printed.
 test: build
 	@$(MAKE) --no-print-directory unit-test
+	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory e2e-test
 
 unit-test:
 	@$(SWIFT_ENV) swift build --build-tests $$SWIFT_LINK && swift test --skip-build $$SWIFT_LINK
+
+# The sanitizer build (SwiftNIO included) is cached in fuzzing/.build; a crash fails the target.
+fuzz-smoke:
+	@bash scripts/fuzz.sh all $(FUZZ_SECONDS)
 
 e2e-test:
 	@.venv/bin/python -m pytest tests $(PYTEST_ARGS)
@@ -62,7 +69,7 @@ bench: build
 	@BENCH_SKIP_BUILD=1 bash scripts/bench.sh $(BENCH_ARGS)
 
 clean:
-	rm -rf .build .build-e2e var .pytest_cache
+	rm -rf .build .build-e2e var .pytest_cache fuzzing/.build
 
 distclean: clean
 	rm -rf .venv .deps

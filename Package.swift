@@ -13,6 +13,9 @@ let package = Package(
         .executable(name: "kafka-out", targets: ["kafka-out"]),
         .executable(name: "switchyard-bench", targets: ["switchyard-bench"]),
         .executable(name: "switchyard-cli", targets: ["switchyard-cli"]),
+        // Libraries for the fuzz package in fuzzing/ (built apart: its targets link libFuzzer).
+        .library(name: "SwitchyardCore", targets: ["SwitchyardCore"]),
+        .library(name: "IngressStage", targets: ["IngressStage"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
