@@ -26,6 +26,7 @@ final class IngressUnderTest {
     init() {
         var config = SwitchyardConfig()
         config.publishTimeout = 1  // pending publishes expire quickly: the hub's state stays small over millions of runs
+        config.handshakeTimeout = 1  // each run advances the clock 2 s: connections left half-open time out
         config.runDir = NSTemporaryDirectory()
         self.config = config
         let name = "switchyard-fuzz-\(getpid())"
@@ -99,37 +100,21 @@ final class IngressUnderTest {
         + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 }
 
-/// The ingress's child-channel pipeline, as `IngressServer.start()` builds it today: HTTP server pipeline with the
-/// WebSocket upgrader, plain HTTP answers, and after the upgrade the ClientHandler in front of the hub.
-/// The one difference: `/metrics` is answered with 404 here, since the real handler reads files on a Dispatch
-/// queue and an EmbeddedEventLoop cannot take work from another thread.
+/// The ingress's child-channel pipeline, exactly as `IngressServer` builds it, with one difference: `/metrics` is
+/// answered with 404 here, since the real handler reads files on a Dispatch queue and an EmbeddedEventLoop cannot
+/// take work from another thread.
 func configureChildChannel(_ channel: Channel, hub: IngressHub, config: SwitchyardConfig) throws {
-    let maxFrameSize = min(config.messageSizeLimit * 2 + 64 * 1024, Int(UInt32.max))
-    let upgrader = NIOWebSocketServerUpgrader(
-        maxFrameSize: maxFrameSize,
-        automaticErrorHandling: true,
-        shouldUpgrade: { channel, head in
-            let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? "/"
-            let accepted = path == "/" || path == "/ws"
-            return channel.eventLoop.makeSucceededFuture(accepted ? HTTPHeaders() : nil)
-        },
-        upgradePipelineHandler: { channel, _ in
-            channel.eventLoop.makeCompletedFuture {
-                try channel.pipeline.syncOperations.addHandler(ClientHandler(hub: hub))
-            }
-        })
-    let metricsGuard = MetricsRequestGuard()
-    let httpHandler = PlainHTTPHandler(runDir: config.runDir)
-    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-        withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in
-            context.pipeline.syncOperations.removeHandler(metricsGuard, promise: nil)
-            context.pipeline.syncOperations.removeHandler(httpHandler, promise: nil)
-        }))
-    try channel.pipeline.syncOperations.addHandler(metricsGuard)
-    try channel.pipeline.syncOperations.addHandler(httpHandler)
+    try IngressServer.configureClientChannel(channel, settings: EdgeSettings(config: config),
+                                             connections: connections, hub: hub)
+    let plainHTTP = try channel.pipeline.syncOperations.handler(type: PlainHTTPHandler.self)
+    try channel.pipeline.syncOperations.addHandler(MetricsRequestGuard(), position: .before(plainHTTP))
 }
 
+/// Open connections of the ingress under test (each run closes its own).
+private let connections = ConnectionCounter()
+
 /// Sends `GET /metrics` on as a request for a path that does not exist (see `configureChildChannel`).
+/// Leaves the pipeline with the HTTP handlers once the connection is upgraded.
 final class MetricsRequestGuard: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
@@ -141,6 +126,11 @@ final class MetricsRequestGuard: ChannelInboundHandler, RemovableChannelHandler 
         }
         head.uri = "/metrics-not-fuzzed"
         context.fireChannelRead(wrapInboundOut(.head(head)))
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is HTTPServerUpgradeEvents { context.pipeline.syncOperations.removeHandler(self, promise: nil) }
+        context.fireUserInboundEventTriggered(event)
     }
 }
 
