@@ -1,4 +1,5 @@
 import Foundation
+import SwitchyardClient
 
 /// A JSON value that keeps the order of object fields, for a readable summary line.
 indirect enum JSON {
@@ -16,30 +17,14 @@ indirect enum JSON {
             guard value.isFinite else { return "null" }
             return value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : String(format: "%.4g", value)
         case .integer(let value): return String(value)
-        case .string(let value): return Self.quote(value)
+        case .string(let value): return jsonString(value)
         case .bool(let value): return value ? "true" : "false"
         case .null: return "null"
         case .array(let values):
             return "[" + values.map(\.text).joined(separator: ",") + "]"
         case .object(let fields):
-            return "{" + fields.map { Self.quote($0.0) + ":" + $0.1.text }.joined(separator: ",") + "}"
+            return "{" + fields.map { jsonString($0.0) + ":" + $0.1.text }.joined(separator: ",") + "}"
         }
-    }
-
-    static func quote(_ string: String) -> String {
-        var out = "\""
-        for scalar in string.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
     }
 }
 
