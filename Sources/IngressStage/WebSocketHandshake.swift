@@ -44,8 +44,8 @@ enum UpgradeDecision: Equatable {
         guard keys.count == 1, let key = Data(base64Encoded: String(keys[0])), key.count == 16 else {
             return .badRequest("Sec-WebSocket-Key must be one base64-encoded 16-byte value")
         }
-        let origins = headers[canonicalForm: "origin"]
-        guard origins.count <= 1, allowedOrigins.allows(origins.first.map(String.init)) else { return .forbiddenOrigin }
+        let origins = headers["origin"]  // raw values: an empty or comma-joined Origin is not an origin
+        guard origins.count <= 1, allowedOrigins.allows(origins.first) else { return .forbiddenOrigin }
         guard openConnections <= maxConnections else { return .overloaded }
         return .upgrade
     }
