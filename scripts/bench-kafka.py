@@ -65,7 +65,7 @@ def start_stack(folder: str, bootstrap: str) -> tuple[str, int]:
         f.write(f"bootstrap.servers = {bootstrap}\n")
     conf = os.path.join(folder, "switchyard.conf")
     with open(conf, "w") as f:
-        f.write(f"Listen = 127.0.0.1:{port}\nClusterEngine = kafka\nRunDir = run\nLogFolder = log\n")
+        f.write(f"Listen = 127.0.0.1:{port}\nMonitorListen = none\nClusterEngine = kafka\nRunDir = run\nLogFolder = log\n")
     run([os.path.join(REPO, "switchyard"), "start", "-c", conf])
     return conf, port
 

@@ -44,6 +44,7 @@ ClusterEngine = none
 RunDir = $TMP/run
 LogFolder = $TMP/log
 LogLevel = ${BENCH_LOGLEVEL:-INFO}
+MonitorListen = none
 IngressInstances = ${BENCH_INGRESS:-1}
 CONF
 

@@ -12,14 +12,14 @@ struct EdgeSettings {
     var handshakeTimeout: TimeAmount
     /// `MaxConnections`.
     var maxConnections: Int
-    /// Where `/metrics` finds every stage's figures.
-    var runDir: String
+    /// `AllowedOrigins`.
+    var allowedOrigins: AllowedOrigins
 
     init(config: SwitchyardConfig) {
         maxFrameSize = min(config.messageSizeLimit * 2 + 64 * 1024, Int(UInt32.max))
         handshakeTimeout = .seconds(Int64(config.handshakeTimeout))
         maxConnections = config.maxConnections
-        runDir = config.runDir
+        allowedOrigins = config.allowedOrigins
     }
 }
 
@@ -28,7 +28,7 @@ extension IngressServer {
     /// timeout and connection limit, the WebSocket upgrade, then the WebSocket protocol and `ClientHandler`.
     ///
     /// Before the upgrade: `HandshakeTimeoutHandler`, NIO's HTTP server handlers (400 for requests that do not
-    /// parse), `HTTPServerUpgradeHandler`, `UpgradeRefusalHandler` (400/426/503 for refused upgrades),
+    /// parse), `HTTPServerUpgradeHandler`, `UpgradeRefusalHandler` (400/403/426/503 for refused upgrades),
     /// `PlainHTTPHandler`. After it: NIO's frame encoder and decoder (close 1009 for a frame above the limit, 1002
     /// for bad control frames), `WebSocketProtocolHandler`, `ClientHandler`.
     static func configureClientChannel(_ channel: Channel, settings: EdgeSettings, connections: ConnectionCounter,
@@ -36,12 +36,13 @@ extension IngressServer {
         connections.track(channel)
         let maxConnections = settings.maxConnections
         let maxFrameSize = settings.maxFrameSize
+        let allowedOrigins = settings.allowedOrigins
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: maxFrameSize,
             automaticErrorHandling: true,
             shouldUpgrade: { channel, head in
                 let decision = UpgradeDecision.decide(head, openConnections: connections.open,
-                                                      maxConnections: maxConnections)
+                                                      maxConnections: maxConnections, allowedOrigins: allowedOrigins)
                 return channel.eventLoop.makeSucceededFuture(decision == .upgrade ? HTTPHeaders() : nil)
             },
             upgradePipelineHandler: { channel, _ in
@@ -52,8 +53,9 @@ extension IngressServer {
                 }
             })
         let timeout = HandshakeTimeoutHandler(timeout: settings.handshakeTimeout)
-        let refusal = UpgradeRefusalHandler(connections: connections, maxConnections: maxConnections)
-        let plainHTTP = PlainHTTPHandler(runDir: settings.runDir)
+        let refusal = UpgradeRefusalHandler(connections: connections, maxConnections: maxConnections,
+                                            allowedOrigins: allowedOrigins)
+        let plainHTTP = PlainHTTPHandler()
         let pipeline = channel.pipeline.syncOperations
         try pipeline.addHandler(timeout)
         try pipeline.configureHTTPServerPipeline(

@@ -58,6 +58,10 @@ public final class IngressServer {
             serverChannels.append(channel)
             logger.info("listening", ["address": address])
         }
+        if context.instance == 0, let address = context.config.monitorListen {
+            serverChannels.append(try MonitorServer.bind(address, group: group, config: context.config))
+            logger.info("monitor listening", ["address": address, "paths": "/metrics /health /ready"])
+        }
         eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(250), delay: .milliseconds(250)) { [hub] _ in
             hub.tick()
         }
@@ -110,57 +114,40 @@ public final class IngressServer {
     }
 }
 
-/// Answers plain HTTP requests (those that are not a WebSocket upgrade): `GET /health`, `GET /metrics` (every
-/// stage instance's figures as Prometheus text), and a hint elsewhere.
+/// Answers plain HTTP requests (those that are not a WebSocket upgrade): `GET /health`, the demo page and the
+/// JavaScript client, and 404 elsewhere. `/metrics` and `/ready` are served only by the private monitor listener.
 final class PlainHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
-
-    private let runDir: String
-
-    init(runDir: String) {
-        self.runDir = runDir
-    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard case .head(let head) = unwrapInboundIn(data) else { return }
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? "/"
         switch path {
         case "/health":
-            respond(context, head, .ok, "ok\n")
-        case "/metrics":
-            // Reading the stats files is file I/O: off the event loop.
-            let runDir = self.runDir
-            let loop = context.eventLoop
-            let bound = NIOLoopBound((self, context), eventLoop: loop)
-            DispatchQueue.global().async {
-                let text = PrometheusExposition.render(runDir: runDir)
-                loop.execute {
-                    let (handler, context) = bound.value
-                    handler.respond(context, head, .ok, text, contentType: "text/plain; version=0.0.4")
-                }
-            }
+            respondAndClose(context, head, .ok, "ok\n")
         case "/" where head.headers.contains(name: "upgrade"), "/ws":
-            respond(context, head, .upgradeRequired, "connect with a WebSocket client\n")
+            respondAndClose(context, head, .upgradeRequired, "connect with a WebSocket client\n")
         default:
             // A browser at `/` gets the live demo page; the JavaScript client is at /switchyard.js.
             if let file = StaticFile.at(path) {
                 serve(file, context: context, request: head)
             } else {
-                respond(context, head, .notFound, "not found\n")
+                respondAndClose(context, head, .notFound, "not found\n")
             }
         }
     }
+}
 
-    private func respond(_ context: ChannelHandlerContext, _ request: HTTPRequestHead, _ status: HTTPResponseStatus,
-                         _ body: String, contentType: String = "text/plain; charset=utf-8") {
-        var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: contentType)
-        headers.add(name: "Content-Length", value: String(body.utf8.count))
-        headers.add(name: "Connection", value: "close")
-        let head = HTTPResponseHead(version: request.version, status: status, headers: headers)
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
-    }
+/// Writes a whole HTTP response with a text body and closes the connection.
+func respondAndClose(_ context: ChannelHandlerContext, _ request: HTTPRequestHead, _ status: HTTPResponseStatus,
+                     _ body: String, contentType: String = "text/plain; charset=utf-8") {
+    var headers = HTTPHeaders()
+    headers.add(name: "Content-Type", value: contentType)
+    headers.add(name: "Content-Length", value: String(body.utf8.count))
+    headers.add(name: "Connection", value: "close")
+    let head = HTTPResponseHead(version: request.version, status: status, headers: headers)
+    context.write(NIOAny(HTTPServerResponsePart.head(head)), promise: nil)
+    context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
+    context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).whenComplete { _ in context.close(promise: nil) }
 }

@@ -13,6 +13,8 @@ enum UpgradeDecision: Equatable {
     case badRequest(String)
     /// 426 with `Sec-WebSocket-Version: 13`.
     case unsupportedVersion
+    /// 403: the `Origin` header names a web origin not in `AllowedOrigins`.
+    case forbiddenOrigin
     /// 503 with `Retry-After`: the ingress holds `MaxConnections` connections.
     case overloaded
 
@@ -20,7 +22,8 @@ enum UpgradeDecision: Equatable {
     static let webSocketPaths: Set<Substring> = ["/", "/ws"]
 
     /// `openConnections` counts this request's own connection.
-    static func decide(_ head: HTTPRequestHead, openConnections: Int, maxConnections: Int) -> UpgradeDecision {
+    static func decide(_ head: HTTPRequestHead, openConnections: Int, maxConnections: Int,
+                       allowedOrigins: AllowedOrigins) -> UpgradeDecision {
         let headers = head.headers
         guard headers[canonicalForm: "upgrade"].contains(where: { $0.lowercased() == "websocket" }) else {
             return .notWebSocket
@@ -41,6 +44,8 @@ enum UpgradeDecision: Equatable {
         guard keys.count == 1, let key = Data(base64Encoded: String(keys[0])), key.count == 16 else {
             return .badRequest("Sec-WebSocket-Key must be one base64-encoded 16-byte value")
         }
+        let origins = headers["origin"]  // raw values: an empty or comma-joined Origin is not an origin
+        guard origins.count <= 1, allowedOrigins.allows(origins.first) else { return .forbiddenOrigin }
         guard openConnections <= maxConnections else { return .overloaded }
         return .upgrade
     }
@@ -69,7 +74,7 @@ final class ConnectionCounter {
 }
 
 /// Answers a WebSocket upgrade that `NIOWebSocketServerUpgrader` refused (its `shouldUpgrade` said no, or the
-/// request failed its own checks): 400, 426 or 503, then closes. Other requests pass on to plain HTTP handling.
+/// request failed its own checks): 400, 403, 426 or 503, then closes. Other requests pass on to plain HTTP handling.
 /// Sits after `HTTPServerUpgradeHandler`, so it only sees requests that are not upgraded.
 final class UpgradeRefusalHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
@@ -81,12 +86,14 @@ final class UpgradeRefusalHandler: ChannelInboundHandler, RemovableChannelHandle
 
     private let connections: ConnectionCounter
     private let maxConnections: Int
+    private let allowedOrigins: AllowedOrigins
     /// True from the head of a refused request to its end: its other parts are dropped.
     private var refusing = false
 
-    init(connections: ConnectionCounter, maxConnections: Int) {
+    init(connections: ConnectionCounter, maxConnections: Int, allowedOrigins: AllowedOrigins) {
         self.connections = connections
         self.maxConnections = maxConnections
+        self.allowedOrigins = allowedOrigins
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -96,11 +103,14 @@ final class UpgradeRefusalHandler: ChannelInboundHandler, RemovableChannelHandle
             if case .end = part { refusing = false }
             return
         }
-        switch UpgradeDecision.decide(head, openConnections: connections.open, maxConnections: maxConnections) {
+        switch UpgradeDecision.decide(head, openConnections: connections.open, maxConnections: maxConnections,
+                                      allowedOrigins: allowedOrigins) {
         case .notWebSocket:
             context.fireChannelRead(data)
         case .badRequest(let reason):
             refuse(context, head, .badRequest, reason)
+        case .forbiddenOrigin:
+            refuse(context, head, .forbidden, "this origin may not connect (AllowedOrigins)")
         case .unsupportedVersion:
             refuse(context, head, .upgradeRequired, "only WebSocket version 13 is supported",
                    extra: ("Sec-WebSocket-Version", "13"))

@@ -96,6 +96,12 @@ public struct SwitchyardConfig: Sendable {
     /// `IdleTimeout`: seconds after which a connection with no subscription that sent nothing is closed
     /// (`1001 idle`); 0 never. Default 300.
     public var idleTimeout: Int = 300
+    /// `AllowedOrigins`: web origins whose pages may connect; an upgrade with another `Origin` gets HTTP 403, one
+    /// without `Origin` (not a browser) is allowed. Default any (`*`).
+    public var allowedOrigins: AllowedOrigins = .any
+    /// `MonitorListen`: the private listener of ws-ingress instance 0 for `/metrics`, `/health` and `/ready`;
+    /// `none` disables it. Default `127.0.0.1:8801`.
+    public var monitorListen: ListenAddress? = ListenAddress(host: "127.0.0.1", port: 8801)
     /// `IngressInstances`, `CacheInstances`, `FanoutInstances`: how many instances of each stage run.
     public var instances: [String: Int] = ["ws-ingress": 1, "router": 1, "cache": 1, "fanout": 1,
                                            "kafka-in": 1, "kafka-out": 1]
@@ -139,6 +145,10 @@ public struct SwitchyardConfig: Sendable {
             seen[name] = lineNumber
             if value.isEmpty { throw fail("missing value") }
             try config.apply(name: name, value: value, fail: fail)
+        }
+        if let monitor = config.monitorListen, config.listen.contains(where: { $0.port == monitor.port }) {
+            throw ConfigError(file: file, line: seen["MonitorListen"] ?? 0, parameter: "MonitorListen",
+                              problem: "port \(monitor.port) is also in Listen: the monitor needs a port of its own")
         }
         config.runDir = absolutePath(config.runDir, relativeTo: config.folder)
         config.logFolder = absolutePath(config.logFolder, relativeTo: config.folder)
@@ -191,6 +201,20 @@ public struct SwitchyardConfig: Sendable {
         case "MaxSubscribesInFlight": maxSubscribesInFlight = try integer(1...100_000)
         case "MaxPendingSubscribeBytes": maxPendingSubscribeBytes = try integer(65_536...1024 * 1024 * 1024)
         case "IdleTimeout": idleTimeout = try integer(0...86_400)
+        case "AllowedOrigins":
+            guard let origins = AllowedOrigins(parsing: value) else {
+                throw fail("'\(value)' is not '*' or a list of scheme://host[:port] (e.g. https://app.example.com)")
+            }
+            allowedOrigins = origins
+        case "MonitorListen":
+            if value.lowercased() == "none" {
+                monitorListen = nil
+            } else {
+                guard let address = ListenAddress(parsing: value) else {
+                    throw fail("'\(value)' is not host:port (e.g. 127.0.0.1:8801) or none")
+                }
+                monitorListen = address
+            }
         case "IngressInstances": instances["ws-ingress"] = try integer(1...64)
         case "CacheInstances": instances["cache"] = try integer(1...64)
         case "FanoutInstances": instances["fanout"] = try integer(1...64)

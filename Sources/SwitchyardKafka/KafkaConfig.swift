@@ -197,6 +197,22 @@ public struct KafkaConfig: Sendable {
         rd_kafka_conf_destroy(try makeNativeConf())
     }
 
+    /// The features this librdkafka was built with (`builtin.features`, e.g. `gzip,ssl,sasl_plain,...`).
+    public static var builtinFeatures: Set<String> {
+        guard let conf = rd_kafka_conf_new() else { return [] }
+        defer { rd_kafka_conf_destroy(conf) }
+        return Set((nativeValue(of: "builtin.features", in: conf) ?? "").split(separator: ",").map(String.init))
+    }
+
+    /// The value of a property in a librdkafka configuration object (defaults included), nil if unknown.
+    static func nativeValue(of key: String, in conf: OpaquePointer) -> String? {
+        var size = 0
+        guard rd_kafka_conf_get(conf, key, nil, &size) == RD_KAFKA_CONF_OK, size > 0 else { return nil }
+        var buffer = [CChar](repeating: 0, count: size)
+        guard rd_kafka_conf_get(conf, key, &buffer, &size) == RD_KAFKA_CONF_OK else { return nil }
+        return buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    }
+
     static func apply(_ property: Property, to conf: OpaquePointer, file: String) throws {
         var errbuf = [CChar](repeating: 0, count: 512)
         let result = rd_kafka_conf_set(conf, property.key, property.value, &errbuf, errbuf.count)

@@ -119,8 +119,43 @@ final class HandshakeTests: XCTestCase {
         return HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: HTTPHeaders(fields))
     }
 
-    func decide(_ head: HTTPRequestHead, open: Int = 1, max: Int = 10) -> UpgradeDecision {
-        UpgradeDecision.decide(head, openConnections: open, maxConnections: max)
+    func decide(_ head: HTTPRequestHead, open: Int = 1, max: Int = 10,
+                origins: AllowedOrigins = .any) -> UpgradeDecision {
+        UpgradeDecision.decide(head, openConnections: open, maxConnections: max, allowedOrigins: origins)
+    }
+
+    func testOriginIsCheckedOnlyWhenAllowedOriginsIsSet() throws {
+        let app = try XCTUnwrap(AllowedOrigins(parsing: "https://app.example.com, http://localhost:8080"))
+        XCTAssertEqual(decide(head(), origins: app), .upgrade, "no Origin: not a browser, allowed")
+        XCTAssertEqual(decide(replacing("Origin", with: "https://APP.example.com"), origins: app), .upgrade)
+        XCTAssertEqual(decide(replacing("Origin", with: "https://app.example.com:443"), origins: app), .upgrade)
+        XCTAssertEqual(decide(replacing("Origin", with: "http://localhost:8080"), origins: app), .upgrade)
+        for other in ["https://evil.example.com", "http://app.example.com", "https://app.example.com:8443",
+                      "http://localhost", "null", "https://app.example.com.evil.net", ""] {
+            XCTAssertEqual(decide(replacing("Origin", with: other), origins: app), .forbiddenOrigin, other)
+        }
+        XCTAssertEqual(decide(replacing("Origin", with: "https://evil.example.com")), .upgrade, "default: any")
+        var two = replacing("Origin", with: "https://app.example.com")
+        two.headers.add(name: "Origin", value: "https://app.example.com")
+        XCTAssertEqual(decide(two, origins: app), .forbiddenOrigin, "two Origin headers")
+        // a bad request stays 400 whatever its origin; a refused origin is answered before the connection count
+        guard case .badRequest = decide(replacing("Sec-WebSocket-Key", with: nil), origins: app) else {
+            return XCTFail("a request without a key must be 400")
+        }
+        var evil = replacing("Origin", with: "https://evil.example.com")
+        XCTAssertEqual(decide(evil, open: 11, max: 10, origins: app), .forbiddenOrigin)
+        evil.headers.replaceOrAdd(name: "Origin", value: "https://app.example.com")
+        XCTAssertEqual(decide(evil, open: 11, max: 10, origins: app), .overloaded)
+    }
+
+    func testAllowedOriginsParsing() {
+        XCTAssertEqual(AllowedOrigins(parsing: "*"), .any)
+        XCTAssertEqual(AllowedOrigins(parsing: "HTTPS://App.Example.com:443")?.origins, ["https://app.example.com"])
+        XCTAssertEqual(AllowedOrigins(parsing: "http://[::1]:8080")?.origins, ["http://[::1]:8080"])
+        for bad in ["app.example.com", "https://app.example.com/", "https://a.com/path", "https://", "null",
+                    "https://a.com:99999", ",", "https://user@a.com"] {
+            XCTAssertNil(AllowedOrigins(parsing: bad), bad)
+        }
     }
 
     func replacing(_ name: String, with value: String?) -> HTTPRequestHead {

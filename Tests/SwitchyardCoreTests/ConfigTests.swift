@@ -115,4 +115,18 @@ final class ConfigTests: XCTestCase {
             XCTAssertThrowsError(try SwitchyardConfig.parse(bad, file: "/x.conf"), bad)
         }
     }
+
+    func testAllowedOriginsAndMonitorListen() throws {
+        let defaults = try SwitchyardConfig.parse("", file: "/x.conf")
+        XCTAssertEqual(defaults.allowedOrigins, .any)
+        XCTAssertEqual(defaults.monitorListen, ListenAddress(host: "127.0.0.1", port: 8801))
+        let set = try SwitchyardConfig.parse("AllowedOrigins = https://a.example, http://b.example:8080\n"
+                                             + "MonitorListen = 10.0.0.1:9100", file: "/x.conf")
+        XCTAssertEqual(set.allowedOrigins.origins, ["https://a.example", "http://b.example:8080"])
+        XCTAssertEqual(set.monitorListen, ListenAddress(host: "10.0.0.1", port: 9100))
+        XCTAssertNil(try SwitchyardConfig.parse("MonitorListen = none", file: "/x.conf").monitorListen)
+        for bad in ["AllowedOrigins = a.example", "MonitorListen = nowhere", "MonitorListen = *:8800"] {
+            XCTAssertThrowsError(try SwitchyardConfig.parse(bad, file: "/x.conf"), bad)
+        }
+    }
 }

@@ -119,3 +119,25 @@ final class KafkaConfigTests: XCTestCase {
         XCTAssertEqual(KafkaEpoch.base64URLNoPadding([0xFB, 0xFF]), "-_8")
     }
 }
+
+final class KafkaSecurityTests: XCTestCase {
+    /// SASL_SSL clusters (Confluent Cloud, Azure Event Hubs, MSK) need TLS and these SASL mechanisms.
+    func testLibrdkafkaIsBuiltWithTLSAndSASL() {
+        let features = KafkaConfig.builtinFeatures
+        for feature in ["ssl", "sasl_plain", "sasl_scram", "sasl_oauthbearer"] {
+            XCTAssertTrue(features.contains(feature), "builtin.features lacks \(feature): \(features.sorted())")
+        }
+    }
+
+    func testTheProducerIsIdempotentUnlessThePropertiesSayOtherwise() throws {
+        func producer(_ properties: [String: String]) throws -> KafkaProducer {
+            var config = KafkaConfig(properties: properties.merging(["test.mock.num.brokers": "1"]) { mine, _ in mine })
+            config.set("log_level", "3")
+            return try KafkaProducer(config: config, onDelivery: { _ in })
+        }
+        XCTAssertEqual(try producer([:]).effectiveProperty("enable.idempotence"), "true")
+        XCTAssertEqual(try producer(["enable.idempotence": "false"]).effectiveProperty("enable.idempotence"), "false")
+        XCTAssertEqual(try producer(["acks": "1"]).effectiveProperty("enable.idempotence"), "false")
+        XCTAssertEqual(try producer([:]).effectiveProperty("partitioner"), "murmur2_random")
+    }
+}

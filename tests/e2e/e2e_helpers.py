@@ -147,11 +147,13 @@ class Broker:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.port = free_port()
+        self.monitor_port = free_port()
         self.conf = self.dir / f"{name}.conf"
         self.run_dir = self.dir / "var" / "run"
         self.log_dir = self.dir / "var" / "log"
         self.params: dict[str, Any] = {
             "Listen": f"127.0.0.1:{self.port}",
+            "MonitorListen": f"127.0.0.1:{self.monitor_port}",
             "ClusterEngine": "none",
             "RunDir": str(self.run_dir),
             "LogFolder": str(self.log_dir),

@@ -93,7 +93,7 @@ def test_nodes_are_built_from_the_dockerfile_and_wait_for_kafka(resolved):
         assert mounts["/etc/switchyard/switchyard.conf"] == COMPOSE_DIR / "node" / "switchyard.conf", mounts
         assert mounts["/etc/switchyard/kafka"] == COMPOSE_DIR / "node" / "kafka", mounts
         assert not node.get("ports"), f"{name} publishes a port of its own"
-        assert "/health" in " ".join(node["healthcheck"]["test"]), node["healthcheck"]
+        assert "8801/ready" in " ".join(node["healthcheck"]["test"]), node["healthcheck"]
     lb = resolved["services"]["lb"]
     assert {n: lb["depends_on"][n]["condition"] for n in NODES} == {n: "service_healthy" for n in NODES}
 
@@ -102,6 +102,7 @@ def test_node_config_is_kafka_mode_against_the_kafka_service():
     conf = read_conf(COMPOSE_DIR / "node" / "switchyard.conf")
     assert conf["ClusterEngine"] == "kafka", conf
     assert conf["Listen"].rsplit(":", 1)[1] == "8800", conf
+    assert conf["MonitorListen"].rsplit(":", 1)[1] == "8801", "the load balancer checks /ready on port 8801"
     consumer_path = COMPOSE_DIR / "node" / "kafka" / "consumer.properties"
     producer_path = COMPOSE_DIR / "node" / "kafka" / "producer.properties"
     # relative to the config's folder, /etc/switchyard, where node/kafka is mounted
@@ -132,7 +133,8 @@ def test_load_balancer_sends_websockets_to_both_nodes():
     servers = re.findall(r"^\s*server\s+(\S+)\s+(\S+)", cfg, re.M)
     assert sorted(addr for _, addr in servers) == ["node1:8800", "node2:8800"], servers
     assert re.search(r"^\s*timeout\s+tunnel\s+\S+", cfg, re.M), "WebSocket connections need a tunnel timeout"
-    assert "/health" in cfg, "no health check of the nodes"
+    assert re.search(r"^\s*option\s+httpchk\s+GET\s+/ready\b", cfg, re.M), "no readiness check of the nodes"
+    assert re.search(r"check port 8801\b", cfg), "the readiness check goes to the monitor port"
 
 
 def test_dockerfile_builds_every_stage_and_runs_the_supervisor():

@@ -52,6 +52,7 @@ def test_shipped_config_starts_a_working_broker(tmp_path):
     text = SHIPPED.read_text()
     text, n = re.subn(r"(?m)^(\s*Listen\s*=\s*)\S+", rf"\g<1>127.0.0.1:{b.port}", text)
     assert n == 1
+    text += f"MonitorListen = 127.0.0.1:{b.monitor_port}\n"  # the default port may be taken on a shared host
     b.conf.write_text(text)  # RunDir/LogFolder stay relative: to the config file's folder
     b.run_dir, b.log_dir = work / "var" / "run", work / "var" / "log"
     try:

@@ -1,8 +1,8 @@
 """Issue 4, items 4 and 5: what an operator sees.
 
 - `status --json` under load: per instance pid, uptime/startedAt, restarts, rateIn/rateOut (per second over 10 s,
-  non-zero under load), queueDepth, and connections for ws-ingress; `/metrics` on the WebSocket port has the
-  same figures as Prometheus text for every stage instance; `/health` answers ok.
+  non-zero under load), queueDepth, and connections for ws-ingress; `/metrics` on the monitor port (MonitorListen)
+  has the same figures as Prometheus text for every stage instance; `/health` answers ok.
 - Logs: every line of every stage log is key=value with time, level, stage, instance first; files rotate at
   LogRotateLimit (a `.1` appears, the current file stays under twice the limit); `logs STAGE -f` follows, also
   across a rotation; `loglevel STAGE debug` changes the level at run time and DEBUG lines appear.
@@ -38,7 +38,7 @@ def test_status_and_metrics_under_load(op_broker):
             seen["clients"] = len(stream.subs) + len(stream.pubs)
             seen["rows"] = await asyncio.to_thread(b.status_json)
             seen["table"] = await asyncio.to_thread(b.cli, "status")
-            seen["metrics"] = await asyncio.to_thread(http_get, b.port, "/metrics")
+            seen["metrics"] = await asyncio.to_thread(http_get, b.monitor_port, "/metrics")
             seen["health"] = await asyncio.to_thread(http_get, b.port, "/health")
             await stream.stop_publishing()
             await stream.drain(answer_timeout=PUBLISH_TIMEOUT + 3)

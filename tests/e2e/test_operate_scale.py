@@ -50,7 +50,7 @@ def test_scale_ws_ingress_to_4_spreads_clients_and_back_to_1_drains_with_1012(op
         await stream.reconnect_some(1.0)
         await asyncio.sleep(2.5)
         seen["spread"] = ingress_connections(b)
-        _, text = await asyncio.to_thread(http_get, b.port, "/metrics")
+        _, text = await asyncio.to_thread(http_get, b.monitor_port, "/metrics")
         seen["metrics"] = {inst: v for (name, stage, inst), v in parse_metrics(text).items()
                            if name == "switchyard_connections" and stage == "ws-ingress"}
         seen["before_down"] = stream.now()
