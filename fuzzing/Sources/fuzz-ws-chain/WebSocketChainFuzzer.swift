@@ -100,39 +100,14 @@ final class IngressUnderTest {
         + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 }
 
-/// The ingress's child-channel pipeline, exactly as `IngressServer` builds it, with one difference: `/metrics` is
-/// answered with 404 here, since the real handler reads files on a Dispatch queue and an EmbeddedEventLoop cannot
-/// take work from another thread.
+/// The ingress's child-channel pipeline, exactly as `IngressServer` builds it.
 func configureChildChannel(_ channel: Channel, hub: IngressHub, config: SwitchyardConfig) throws {
     try IngressServer.configureClientChannel(channel, settings: EdgeSettings(config: config),
                                              connections: connections, hub: hub)
-    let plainHTTP = try channel.pipeline.syncOperations.handler(type: PlainHTTPHandler.self)
-    try channel.pipeline.syncOperations.addHandler(MetricsRequestGuard(), position: .before(plainHTTP))
 }
 
 /// Open connections of the ingress under test (each run closes its own).
 private let connections = ConnectionCounter()
-
-/// Sends `GET /metrics` on as a request for a path that does not exist (see `configureChildChannel`).
-/// Leaves the pipeline with the HTTP handlers once the connection is upgraded.
-final class MetricsRequestGuard: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias InboundOut = HTTPServerRequestPart
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard case .head(var head) = unwrapInboundIn(data),
-              head.uri.split(separator: "?", maxSplits: 1).first == "/metrics" else {
-            return context.fireChannelRead(data)
-        }
-        head.uri = "/metrics-not-fuzzed"
-        context.fireChannelRead(wrapInboundOut(.head(head)))
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is HTTPServerUpgradeEvents { context.pipeline.syncOperations.removeHandler(self, promise: nil) }
-        context.fireUserInboundEventTriggered(event)
-    }
-}
 
 private let ingress = IngressUnderTest()
 
