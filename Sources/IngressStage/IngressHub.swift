@@ -270,7 +270,12 @@ final class IngressHub {
             if delivery.resyncFirst { queueAnswer(ServerFrames.status(reply.subject, status: "DATA_RESYNC"), to: connection) }
             for message in delivery.messages { connection.queueAnswer(message, kind: delivery.kind) }
             if let status = delivery.status { queueAnswer(ServerFrames.status(reply.subject, status: status), to: connection) }
-            for message in delivery.held { connection.queueAnswer(message, kind: .update) }
+            for (index, message) in delivery.held.enumerated() {
+                if delivery.resyncBeforeHeld.contains(index) {
+                    queueAnswer(ServerFrames.status(reply.subject, status: "DATA_RESYNC"), to: connection)
+                }
+                connection.queueAnswer(message, kind: .update)
+            }
             connection.writeQueued()
             sendWaitingSubscribes(of: connection)
         }

@@ -67,10 +67,18 @@ public final class IngressServer {
         }
     }
 
-    /// Shards may have moved: the pipeline must learn this ingress's interest again.
+    /// Shards may have moved: the pipeline must learn this ingress's interest again. Every stage reloads the
+    /// topology on its own, so a cache may still route this announcement by the old shard map; announcing (and
+    /// repairing) again once they all have makes sure the new shards know every subject and nothing is missed.
     func topologyChanged() {
         eventLoop.execute { [hub] in hub.reannounce(because: "topology changed") }
+        eventLoop.scheduleTask(in: Self.topologySettleTime) { [hub] in
+            hub.reannounce(because: "topology changed (settled)")
+        }
     }
+
+    /// How long after a topology change every stage is expected to have reloaded it.
+    static let topologySettleTime = TimeAmount.seconds(1)
 
     /// Closes every client with a "reconnect" close code, waits (up to 2 s) for the close frames to leave, and
     /// stops.

@@ -37,6 +37,8 @@ final class SubscriptionTable {
         var status: String?
         /// Live messages held while the answer was awaited, past what it covered (as updates).
         var held: [Message] = []
+        /// Indexes in `held` that `DATA_RESYNC` goes before: the subject's numbering started over there.
+        var resyncBeforeHeld: Set<Int> = []
     }
 
     /// A subscribe waiting for the cache's answer.
@@ -307,7 +309,18 @@ final class SubscriptionTable {
             }
             var floor = StreamPosition(epoch: reply.epoch, seq: reply.lastSeq)
             if let seen, seen.epoch == floor.epoch, seen.seq > floor.seq { floor = seen }
-            delivery.held = request.held.filter { !Self.covers(floor, $0) }
+            // Held live messages may already be of a newer epoch than the answer (the subject moved to another
+            // cache shard while the answer was on its way): they get DATA_RESYNC before them, as live ones do.
+            for message in request.held {
+                if message.epoch != floor.epoch {
+                    if !floor.epoch.isEmpty { delivery.resyncBeforeHeld.insert(delivery.held.count) }
+                    floor = StreamPosition(epoch: message.epoch, seq: 0)
+                } else if message.seq <= floor.seq {
+                    continue
+                }
+                delivery.held.append(message)
+                floor.seq = message.seq
+            }
             subscribers[reply.subject]?[connectionID]?.state = .live(floorEpoch: floor.epoch, floorSeq: floor.seq)
             deliveries.append(delivery)
         }

@@ -51,6 +51,21 @@ final class SubscriptionTableTests: XCTestCase {
                        messages: messages, epoch: epoch, lastSeq: lastSeq)
     }
 
+    /// The subject moved to another cache shard while the answer was on its way: held messages of the new epoch
+    /// get DATA_RESYNC before them, as they would have live, and the subscriber goes live in the new epoch.
+    func testHeldMessagesOfANewerEpochThanTheAnswerAreAnnounced() throws {
+        let client = connection()
+        let request = try XCTUnwrap(subscribes(subscribe(client, start: .recover(epoch: "E", seq: 2))).first)
+        _ = deliver(message(3))
+        _ = deliver(message(1, epoch: "F"))
+        _ = deliver(message(2, epoch: "F"))
+        let (deliveries, _) = table.answer(reply(request, [], lastSeq: 2), now: 0)
+        XCTAssertEqual(deliveries.first?.held.map(\.epoch), ["E", "F", "F"])
+        XCTAssertEqual(deliveries.first?.resyncBeforeHeld, [1])
+        XCTAssertEqual(table.state(of: client.id, in: "/s"), .live(floorEpoch: "F", floorSeq: 2))
+        XCTAssertEqual(deliver(message(2, epoch: "F")).written, [], "already delivered from what was held")
+    }
+
     func testSubscribeHoldsLiveMessagesUntilTheAnswerThenGoesLiveWithoutDuplicates() throws {
         let client = connection()
         let request = try XCTUnwrap(subscribes(subscribe(client, start: .history(count: 2))).first)
@@ -65,7 +80,8 @@ final class SubscriptionTableTests: XCTestCase {
         XCTAssertEqual(deliveries[0].kind, .historical)
         XCTAssertEqual(deliveries[0].status, "DATA_SYNC")
         XCTAssertEqual(deliveries[0].held.map(\.seq), [4], "held messages the answer did not cover")
-        XCTAssertEqual(table.state(of: client.id, in: "/s"), .live(floorEpoch: "E", floorSeq: 3))
+        XCTAssertEqual(table.state(of: client.id, in: "/s"), .live(floorEpoch: "E", floorSeq: 4),
+                       "the floor is the last message it was given")
 
         XCTAssertEqual(deliver(message(4)).written, [], "read again: went through here already")
         XCTAssertEqual(deliver(message(5)).written, [client.id])
