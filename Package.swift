@@ -52,6 +52,7 @@ let package = Package(
         .target(name: "CacheStage", dependencies: [
             "SwitchyardCore",
             .product(name: "DequeModule", package: "swift-collections"),
+            .product(name: "HeapModule", package: "swift-collections"),
         ]),
         .target(name: "FanoutStage", dependencies: ["SwitchyardCore"]),
         .target(name: "KafkaInStage", dependencies: [

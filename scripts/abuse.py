@@ -603,7 +603,7 @@ async def orchestrate(a) -> int:
     a.url = f"ws://127.0.0.1:{a.port}/"
     conf = workdir / "abuse.conf"
     lines = [f"Listen = 127.0.0.1:{a.port}", "ClusterEngine = none", f"RunDir = {workdir / 'run'}",
-             f"LogFolder = {workdir / 'log'}", "LogLevel = INFO", *(p.replace("=", " = ", 1) for p in a.param)]
+             f"LogFolder = {workdir / 'log'}", "LogLevel = INFO", "MonitorListen = none", *(p.replace("=", " = ", 1) for p in a.param)]
     conf.write_text("\n".join(lines) + "\n")
     print(f"abuse run: stack in {workdir} on {a.url}; open-file limit {nofile}", flush=True)
     rc, out = switchyard(conf, "start")
@@ -629,7 +629,8 @@ async def orchestrate(a) -> int:
             procs.append(spawn_role(a, "half-open", f"half-open-{i // share}", workdir, until,
                                     half_open=min(share, a.half_open - i)))
         for role in ("ping-flood", "subject-hogs", "slow-subscribers", "history"):
-            procs.append(spawn_role(a, role, role, workdir, until))
+            if role != "ping-flood" or a.ping_flood:
+                procs.append(spawn_role(a, role, role, workdir, until))
         print(f"abusers started ({len(procs)} processes); measuring after {a.ramp:g} s of ramp-up", flush=True)
         await asyncio.sleep(a.ramp)
         abuse = await measured_phase("abuse", wb, a.duration, quiet["next"], sampler)
@@ -713,6 +714,8 @@ def main() -> int:
     ap.add_argument("--subjects", type=int, default=10, help="subjects of the well-behaved clients")
     ap.add_argument("--rate", type=float, help="well-behaved publishes/s in total (default 100; quick 50)")
     ap.add_argument("--half-open", type=int, help="handshakes never finished (default 10000; quick 1000)")
+    ap.add_argument("--no-ping-flood", dest="ping_flood", action="store_false",
+                    help="leave out the ping flooder (to measure the other abusers alone)")
     ap.add_argument("--subject-hogs", type=int, help="clients subscribing to many subjects (default 100; quick 10)")
     ap.add_argument("--hog-subjects", type=int, help="subjects each hog subscribes to (default 10000; quick 1000)")
     ap.add_argument("--slow-subscribers", type=int, help="fan-out subscribers that stop reading (default 1000; quick 100)")

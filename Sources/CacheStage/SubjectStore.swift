@@ -1,4 +1,5 @@
 import DequeModule
+import HeapModule
 import NIOCore
 import SwitchyardCore
 
@@ -34,6 +35,13 @@ public final class SubjectStore {
         /// When the subject was last used, and its place in `recency`.
         var lastUsed: UInt64 = 0
         var useStamp: UInt64 = 0
+        /// When its oldest history message is due to expire: the key of its element of `historyExpiry`.
+        var expiryDue: UInt64?
+        /// When it is due to be checked for being idle: the key of its element of `idleChecks`.
+        var idleCheckDue: UInt64?
+
+        /// Nothing held and nobody subscribed: once unused for the expiry time, the subject is dropped.
+        var isEmpty: Bool { interest.isEmpty && snapshot == nil && history.isEmpty }
 
         init(epoch: String) { self.epoch = epoch }
 
@@ -56,6 +64,15 @@ public final class SubjectStore {
         var storedAt: UInt64
     }
 
+    /// A subject and a time when something about it falls due.
+    struct Due: Comparable {
+        var at: UInt64
+        var subject: String
+
+        static func < (lhs: Due, rhs: Due) -> Bool { lhs.at < rhs.at }
+        static func == (lhs: Due, rhs: Due) -> Bool { lhs.at == rhs.at && lhs.subject == rhs.subject }
+    }
+
     public let epoch: String
     public let maxMessagesPerSubject: Int
     public let maxAge: UInt64
@@ -66,6 +83,12 @@ public final class SubjectStore {
     private var entries: [String: Entry] = [:]
     /// Subjects in order of use, oldest first; an element whose stamp is no longer its entry's is stale.
     private var recency = Deque<(subject: String, stamp: UInt64)>()
+    /// Subjects with a history, by when their oldest message expires: expiry does the work that is due and no
+    /// more (a sweep of every subject would stall the cache for milliseconds at 100,000 subjects). An element
+    /// whose due time is no longer its entry's `expiryDue` is stale.
+    private var historyExpiry = Heap<Due>()
+    /// Subjects that became empty, by when to check whether they stayed unused; stale as in `historyExpiry`.
+    private var idleChecks = Deque<Due>()
     private var lastStamp: UInt64 = 0
     /// Subjects dropped so far: standalone subjects created after a drop take an epoch of this generation.
     private var generation = 0
@@ -155,6 +178,7 @@ public final class SubjectStore {
             entries[interest.subject]!.interest.remove(interest.ingress)
         }
         use(interest.subject, now: now)
+        scheduleIdleCheck(interest.subject, unusedSince: now)
     }
 
     /// Adds a subject, dropping the least recently used one first when the store holds `maxSubjects`.
@@ -181,11 +205,13 @@ public final class SubjectStore {
             entries[subject]!.history.append(Stored(message: message, storedAt: now))
             messageCount += 1
             if entries[subject]!.history.count > maxMessagesPerSubject { dropOldestMessage(from: &entries[subject]!) }
+            scheduleExpiry(subject)
         } else if message.flags.contains(.guaranteed) {
             entries[subject]!.coveredAfter = message.seq
         }
         if isRetained || isKept { bytesHeld += size }
         use(subject, now: now)
+        scheduleIdleCheck(subject, unusedSince: now)
         while bytesHeld > maxBytes {
             if dropLeastRecentlyUsed(sparing: subject) { continue }
             if !shedOwnContent(of: subject) { break }
@@ -216,9 +242,11 @@ public final class SubjectStore {
         guard let entry = entries[subject] else { return false }
         if !entry.history.isEmpty {
             dropOldestMessage(from: &entries[subject]!)
+            scheduleIdleCheck(subject, unusedSince: entry.lastUsed)
         } else if let snapshot = entry.snapshot {
             bytesHeld -= snapshot.content.readableBytes
             entries[subject]!.snapshot = nil
+            scheduleIdleCheck(subject, unusedSince: entry.lastUsed)
         } else {
             return false
         }
@@ -314,22 +342,46 @@ public final class SubjectStore {
 
     /// Drops messages stored more than `maxAge` ago (the history then no longer reaches back past them), and
     /// subjects idle for `maxAge`: no interest, nothing held, nothing stored. `now` only ever grows (monotonic).
+    /// Its work is what fell due since the last call, not a walk over every subject.
     public func expire(now: UInt64) {
         guard now > maxAge else { return }
         let oldestKept = now - maxAge
-        var idle: [String] = []
-        // Walked by index and changed in place: iterating a copy would copy every entry it changes.
-        var index = entries.startIndex
-        while index != entries.endIndex {
-            while let stored = entries.values[index].history.first, stored.storedAt < oldestKept {
-                dropOldestMessage(from: &entries.values[index])
+        while let next = historyExpiry.min, next.at < now {
+            historyExpiry.removeMin()
+            guard entries[next.subject]?.expiryDue == next.at else { continue }
+            entries[next.subject]!.expiryDue = nil
+            while let stored = entries[next.subject]!.history.first, stored.storedAt < oldestKept {
+                dropOldestMessage(from: &entries[next.subject]!)
             }
-            let entry = entries.values[index]
-            if entry.lastUsed < oldestKept, entry.interest.isEmpty, entry.snapshot == nil, entry.history.isEmpty {
-                idle.append(entries.keys[index])
-            }
-            entries.formIndex(after: &index)
+            scheduleExpiry(next.subject)
+            scheduleIdleCheck(next.subject, unusedSince: entries[next.subject]!.lastUsed)
         }
-        for subject in idle { drop(subject) }
+        while let next = idleChecks.first, next.at < now {
+            idleChecks.removeFirst()
+            guard let entry = entries[next.subject], entry.idleCheckDue == next.at else { continue }
+            entries[next.subject]!.idleCheckDue = nil
+            if entry.lastUsed < oldestKept {
+                if entry.isEmpty { drop(next.subject) }
+            } else {
+                scheduleIdleCheck(next.subject, unusedSince: entry.lastUsed)  // used since: check again later
+            }
+        }
+    }
+
+    /// Puts a subject with a history in `historyExpiry` for its oldest message, unless it is there already.
+    private func scheduleExpiry(_ subject: String) {
+        guard let entry = entries[subject], entry.expiryDue == nil, let oldest = entry.history.first else { return }
+        let due = oldest.storedAt &+ maxAge
+        entries[subject]!.expiryDue = due
+        historyExpiry.insert(Due(at: due, subject: subject))
+    }
+
+    /// Puts an empty subject in `idleChecks`, unless it is there already. Checks fall due in the order they are
+    /// made, each `maxAge` after the subject was last used (a check may come a little late, never early).
+    private func scheduleIdleCheck(_ subject: String, unusedSince: UInt64) {
+        guard let entry = entries[subject], entry.idleCheckDue == nil, entry.isEmpty else { return }
+        let due = max(unusedSince &+ maxAge, idleChecks.last?.at ?? 0)
+        entries[subject]!.idleCheckDue = due
+        idleChecks.append(Due(at: due, subject: subject))
     }
 }

@@ -14,12 +14,15 @@ struct EdgeSettings {
     var maxConnections: Int
     /// `AllowedOrigins`.
     var allowedOrigins: AllowedOrigins
+    /// `PingRateLimit`.
+    var pingsPerSecond: Int
 
     init(config: SwitchyardConfig) {
         maxFrameSize = min(config.messageSizeLimit * 2 + 64 * 1024, Int(UInt32.max))
         handshakeTimeout = .seconds(Int64(config.handshakeTimeout))
         maxConnections = config.maxConnections
         allowedOrigins = config.allowedOrigins
+        pingsPerSecond = config.pingRateLimit
     }
 }
 
@@ -37,6 +40,7 @@ extension IngressServer {
         let maxConnections = settings.maxConnections
         let maxFrameSize = settings.maxFrameSize
         let allowedOrigins = settings.allowedOrigins
+        let pingsPerSecond = settings.pingsPerSecond
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: maxFrameSize,
             automaticErrorHandling: true,
@@ -48,7 +52,8 @@ extension IngressServer {
             upgradePipelineHandler: { channel, _ in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers([
-                        WebSocketProtocolHandler(maxMessageSize: maxFrameSize), ClientHandler(hub: hub),
+                        WebSocketProtocolHandler(maxMessageSize: maxFrameSize, pingsPerSecond: pingsPerSecond),
+                        ClientHandler(hub: hub),
                     ])
                 }
             })

@@ -6,10 +6,13 @@ import SwitchyardCore
 ///
 /// Two kinds of output share one order:
 /// - live output (messages as they are published, replies to the client's requests) is written at once and
-///   flushed once per batch; a client whose unread live output passes half the buffer limit is too slow;
+///   flushed once per batch while the channel is writable; while it is not, it waits in the connection's own
+///   queue (a reference to the frame shared by every subscriber: no work in the pipeline for a client that does
+///   not read). A client whose queued live output passes its limit is too slow;
 /// - an answer (a subscribe's history or recovery, of any size) is queued and written in parts, each flushed,
 ///   while the channel is writable, continuing when it becomes writable again. It never counts against the
 ///   client. Live output that comes while an answer is queued waits behind it (and does count).
+/// A client that takes none of its waiting output for `SlowClientTimeout` is too slow as well (`stalledSince`).
 final class ClientConnection {
     /// What a live write found.
     enum WriteOutcome: Equatable {
@@ -23,8 +26,8 @@ final class ClientConnection {
 
     let id: UInt64
     let channel: Channel
-    /// Live output the client may leave unread (written while the channel is not writable, or queued behind an
-    /// answer) before it is too slow: half the `ClientBufferLimit`, the other half being the channel's buffer.
+    /// Live output the client may leave unread (queued while the channel is not writable, or behind an answer)
+    /// before it is too slow: the `ClientBufferLimit` less what the channel itself buffers.
     let liveBacklogLimit: Int
     var subjects: Set<String> = []
     var isClosing = false
@@ -35,25 +38,25 @@ final class ClientConnection {
     var subscribesInFlight = 0
     var subscribeRate: TokenBucket
     var publishRate: TokenBucket
+    var pingRate: TokenBucket
     var rateLimitStrikes = RateLimitStrikes()
 
-    /// Output waiting for the channel while an answer is being written.
+    /// Output waiting for the channel: while it is not writable, or while an answer is being written.
     private enum Queued {
         case live(WebSocketFrame)
         case answer(WebSocketFrame)
         /// A message of an answer, encoded only when written: an answer is held once, as the cache sent it.
         case answerMessage(Message, MessageKind)
-
-        var liveBytes: Int {
-            if case .live(let frame) = self { return frame.data.readableBytes }
-            return 0
-        }
     }
 
     private var queued = CircularBuffer<Queued>(initialCapacity: 0)
-    /// Bytes of live output written since the channel last stopped being writable, plus those queued.
+    /// Bytes of live output queued.
     private(set) var liveBacklog = 0
     private(set) var needsFlush = false
+    /// In the hub's list of connections to flush at the end of the batch.
+    var isDirty = false
+    /// Monotonic time since which output has been waiting for a channel that takes none; nil while it takes it.
+    private(set) var stalledSince: UInt64?
 
     init(id: UInt64, channel: Channel, liveBacklogLimit: Int, limits: ConnectionLimits, now: UInt64) {
         self.id = id
@@ -62,26 +65,47 @@ final class ClientConnection {
         self.lastActivity = now
         subscribeRate = TokenBucket(perSecond: limits.subscribeRate, burst: limits.subscribeBurst, now: now)
         publishRate = TokenBucket(perSecond: limits.publishRate, burst: limits.publishRate, now: now)
+        pingRate = TokenBucket(perSecond: limits.pingRate, burst: limits.pingRate, now: now)
     }
 
     /// True while part of an answer (and what came after it) waits to be written.
     var isPacingAnswer: Bool { !queued.isEmpty }
 
-    /// Writes live output without flushing (`flush()` once per batch); says when the client is too slow.
-    func writeLive(_ frame: WebSocketFrame) -> WriteOutcome {
-        guard !isClosing else { return .accepted }
-        if !queued.isEmpty {
+    /// Writes live output without flushing (`flush()` once per batch), or queues it while the channel is not
+    /// writable (a burst of this batch may fill it: `leftUnread` judges the client after the flush).
+    func writeLive(_ frame: WebSocketFrame) {
+        guard !isClosing else { return }
+        if !queued.isEmpty || !channel.isWritable {
             queued.append(.live(frame))
             liveBacklog += frame.data.readableBytes
         } else {
-            if !channel.isWritable { liveBacklog += frame.data.readableBytes }
             channel.write(frame, promise: nil)
             needsFlush = true
         }
+    }
+
+    /// After a flush, what is still queued is what the client did not take: past the limit it is too slow; and
+    /// from now on its output is stalled until the channel takes some again.
+    func leftUnread(now: UInt64) -> WriteOutcome {
+        guard noteStall(now: now) else { return .accepted }
         return liveBacklog > liveBacklogLimit ? .tooSlow : .accepted
     }
 
-    /// Queues one frame of an answer; `writeQueued()` writes what the channel takes.
+    /// Starts the stall clock when output waits for a channel that takes none; true when it does.
+    @discardableResult
+    private func noteStall(now: UInt64) -> Bool {
+        guard !isClosing, !queued.isEmpty, !channel.isWritable else { return false }
+        if stalledSince == nil { stalledSince = now }
+        return true
+    }
+
+    /// True when output has waited for longer than `timeout` nanoseconds for a channel that takes none of it.
+    func isStalled(now: UInt64, timeout: UInt64) -> Bool {
+        guard let stalledSince, now >= stalledSince else { return false }
+        return now - stalledSince >= timeout
+    }
+
+    /// Queues one frame of an answer; `writeQueued(now:)` writes what the channel takes.
     func queueAnswer(_ frame: WebSocketFrame) {
         guard !isClosing else { return }
         queued.append(.answer(frame))
@@ -93,8 +117,10 @@ final class ClientConnection {
         queued.append(.answerMessage(message, kind))
     }
 
-    /// Writes queued output while the channel is writable, flushing every `answerChunkBytes`.
-    func writeQueued() {
+    /// Writes queued output while the channel is writable, flushing every `answerChunkBytes`; notes a stall when
+    /// output is left for a channel that takes none.
+    func writeQueued(now: UInt64) {
+        defer { noteStall(now: now) }
         var unflushed = 0
         while !isClosing, channel.isWritable, let next = queued.popFirst() {
             let frame: WebSocketFrame
@@ -125,16 +151,17 @@ final class ClientConnection {
         channel.flush()
     }
 
-    /// The client read what was buffered: its backlog is gone; continue an answer.
-    func writabilityChanged() {
+    /// The client read what was buffered: write what waits for it.
+    func writabilityChanged(now: UInt64) {
         guard channel.isWritable else { return }
-        liveBacklog = queued.reduce(0) { $0 + $1.liveBytes }
-        writeQueued()
+        stalledSince = nil
+        writeQueued(now: now)
     }
 
     /// Drops queued output (the connection is closing).
     func discardQueued() {
         queued.removeAll()
         liveBacklog = 0
+        stalledSince = nil
     }
 }

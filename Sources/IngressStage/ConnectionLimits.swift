@@ -1,3 +1,4 @@
+import NIOCore
 import SwitchyardCore
 
 /// The per-connection bounds of `switchyard.conf`, as the hub applies them.
@@ -8,12 +9,22 @@ struct ConnectionLimits {
     var subscribeRate: Int
     /// `PublishRateLimit`: publishes per second one connection may send (burst: one second's worth).
     var publishRate: Int
+    /// `PingRateLimit`: `{"op":"ping"}` frames per second one connection gets a pong for (burst: one second's worth).
+    var pingRate: Int
     /// `MaxSubscribesInFlight`: subscribes of one connection sent to the pipeline at once; the rest wait in order.
     var maxSubscribesInFlight: Int
     /// `MaxPendingSubscribeBytes`: live message bytes held for one subscribe while it is answered.
     var maxPendingSubscribeBytes: Int
     /// `IdleTimeout` in nanoseconds; 0: never.
     var idleTimeoutNanoseconds: UInt64
+    /// `SlowClientTimeout` in nanoseconds; 0: never.
+    var slowClientTimeoutNanoseconds: UInt64
+    /// Live output one connection may leave queued: the `ClientBufferLimit` less the channel's own buffer.
+    var liveBacklogLimit: Int
+
+    /// What the channel of a client connection buffers before it is no longer writable and output waits in the
+    /// connection's queue (NIO's write-buffer watermarks): 64 KiB, or half a smaller `ClientBufferLimit`.
+    var channelWaterMark: ChannelOptions.Types.WriteBufferWaterMark
 
     /// A reconnecting client resubscribes all its subjects in one frame: the burst allows that much.
     var subscribeBurst: Int { max(subscribeRate, maxSubjects) }
@@ -22,9 +33,14 @@ struct ConnectionLimits {
         maxSubjects = config.maxSubjectsPerConnection
         subscribeRate = config.subscribeRateLimit
         publishRate = config.publishRateLimit
+        pingRate = config.pingRateLimit
         maxSubscribesInFlight = config.maxSubscribesInFlight
         maxPendingSubscribeBytes = config.maxPendingSubscribeBytes
         idleTimeoutNanoseconds = UInt64(clamping: min(config.idleTimeout, 365 * 86_400)) * 1_000_000_000
+        slowClientTimeoutNanoseconds = UInt64(clamping: min(config.slowClientTimeout, 365 * 86_400)) * 1_000_000_000
+        let channelBuffer = min(64 * 1024, config.clientBufferLimit / 2)
+        channelWaterMark = .init(low: channelBuffer / 2, high: channelBuffer)
+        liveBacklogLimit = config.clientBufferLimit - channelBuffer
     }
 }
 

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOCore
 import NIOWebSocket
 import SwitchyardCore
@@ -24,7 +27,7 @@ final class IngressHub {
 
     private var connections: [UInt64: ClientConnection] = [:]
     private var nextConnectionID: UInt64 = 0
-    /// Connections written to since the last flush: flushed once per batch.
+    /// Connections written to since the last flush: flushed once per batch, then judged by what they left.
     private var dirty: [ClientConnection] = []
 
     init(instance: UInt32, inboundAddress: String, config: SwitchyardConfig, logger: Logger, metrics: StageMetrics,
@@ -55,7 +58,7 @@ final class IngressHub {
     func connect(_ channel: Channel) -> ClientConnection {
         nextConnectionID += 1
         let connection = ClientConnection(id: nextConnectionID, channel: channel,
-                                          liveBacklogLimit: config.clientBufferLimit / 2, limits: limits, now: now())
+                                          liveBacklogLimit: limits.liveBacklogLimit, limits: limits, now: now())
         connections[connection.id] = connection
         metrics.setGauge("connections", connections.count)
         logger.debug("client connected", ["connection": connection.id, "remote": channel.remoteAddress as Any])
@@ -81,7 +84,7 @@ final class IngressHub {
     }
 
     func writabilityChanged(_ connection: ClientConnection) {
-        connection.writabilityChanged()
+        connection.writabilityChanged(now: now())
         sendWaitingSubscribes(of: connection)
     }
 
@@ -101,7 +104,11 @@ final class IngressHub {
         case .connect:
             break  // Tokens are accepted as they are; there is no authorization yet.
         case .ping:
-            write(ServerFrames.pong, to: connection)
+            if connection.pingRate.take(1, now: now) {
+                write(ServerFrames.pong, to: connection)
+            } else if connection.rateLimitStrikes.refused(now: now) {
+                close(connection, code: .policyViolation, reason: "ping flood: at most \(limits.pingRate) pings per second")
+            }
         case .subscribe(let subjects, let history, let recover):
             // A frame of more subjects than the burst costs the burst: those beyond the subject limit get DENY.
             let cost = min(subjects.count, connection.subscribeRate.burst)
@@ -234,23 +241,18 @@ final class IngressHub {
     /// Encodes the message once and writes the same frame to every live subscriber.
     private func deliver(_ message: Message) {
         var frame: WebSocketFrame?
-        var tooSlow: [ClientConnection] = []
         let askedAgain = table.subscribesAskedAgain
         let requests = table.deliver(message, now: now()) { connection, resyncFirst in
-            if resyncFirst,
-               writeLive(textFrame(ServerFrames.status(message.subject, status: "DATA_RESYNC")), to: connection) == .tooSlow {
-                tooSlow.append(connection)
-            }
+            if resyncFirst { writeLive(textFrame(ServerFrames.status(message.subject, status: "DATA_RESYNC")), to: connection) }
             let encoded = frame ?? textFrame(ServerFrames.message(message, kind: .update, allocator: allocator))
             frame = encoded
-            if writeLive(encoded, to: connection) == .tooSlow { tooSlow.append(connection) }
+            writeLive(encoded, to: connection)
         }
         send(requests)
         if table.subscribesAskedAgain != askedAgain {
             logger.warn("live messages held for a pending subscribe passed MaxPendingSubscribeBytes; dropped them and asked again",
                         ["subject": message.subject, "limit": limits.maxPendingSubscribeBytes])
         }
-        for connection in tooSlow { closeSlow(connection) }
     }
 
     private func acknowledge(_ ack: PublishAck) {
@@ -276,7 +278,7 @@ final class IngressHub {
                 }
                 connection.queueAnswer(message, kind: .update)
             }
-            connection.writeQueued()
+            connection.writeQueued(now: now())
             sendWaitingSubscribes(of: connection)
         }
     }
@@ -299,6 +301,7 @@ final class IngressHub {
         }
         send(table.retry(olderThan: Self.subscribeRetryNanoseconds, now: now))
         closeIdleConnections(now: now)
+        closeStalledConnections(now: now)
         metrics.setGauge("queueDepth", link.queuedBatches)
         metrics.setGauge("pendingPublishes", pendingPublishes.count)
         metrics.setGauge("pendingSubscribes", table.pendingCount)
@@ -319,6 +322,16 @@ final class IngressHub {
         }
     }
 
+    /// A connection whose output waited `SlowClientTimeout` for a channel that took none of it is too slow,
+    /// whatever its backlog (the kernel's socket buffer can hide a client that stopped reading for long).
+    private func closeStalledConnections(now: UInt64) {
+        let timeout = limits.slowClientTimeoutNanoseconds
+        guard timeout > 0 else { return }
+        for connection in connections.values where connection.isStalled(now: now, timeout: timeout) {
+            closeSlow(connection, reason: "took none of its messages for \(config.slowClientTimeout) s")
+        }
+    }
+
     // MARK: Writing to clients
 
     private func textFrame(_ buffer: ByteBuffer) -> WebSocketFrame {
@@ -331,35 +344,43 @@ final class IngressHub {
 
     /// Writes a reply to the client's own request; closes a client that does not read.
     private func write(_ buffer: ByteBuffer, to connection: ClientConnection) {
-        if writeLive(textFrame(buffer), to: connection) == .tooSlow { closeSlow(connection) }
+        writeLive(textFrame(buffer), to: connection)
     }
 
-    @discardableResult
-    private func writeLive(_ frame: WebSocketFrame, to connection: ClientConnection) -> ClientConnection.WriteOutcome {
-        let wasClean = !connection.needsFlush
-        let outcome = connection.writeLive(frame)
-        if wasClean && connection.needsFlush { dirty.append(connection) }
-        return outcome
+    private func writeLive(_ frame: WebSocketFrame, to connection: ClientConnection) {
+        connection.writeLive(frame)
+        if !connection.isDirty {
+            connection.isDirty = true
+            dirty.append(connection)
+        }
     }
 
-    private func closeSlow(_ connection: ClientConnection) {
+    private func closeSlow(_ connection: ClientConnection, reason: String? = nil) {
         guard !connection.isClosing else { return }
         logger.warn("slow client disconnected: it stopped reading", [
             "connection": connection.id, "remote": connection.channel.remoteAddress as Any,
-            "limit": config.clientBufferLimit,
+            "why": reason ?? "more than ClientBufferLimit (\(config.clientBufferLimit) bytes) queued",
         ])
+        metrics.addToGauge("slowClientsClosed", 1)
         close(connection, code: .policyViolation, reason: "slow consumer: too many messages queued", immediately: true)
     }
 
     private func flushDirty() {
-        for connection in dirty { connection.flush() }
+        guard !dirty.isEmpty else { return }
+        let now = now()
+        for connection in dirty {
+            connection.isDirty = false
+            connection.flush()
+            if connection.leftUnread(now: now) == .tooSlow { closeSlow(connection) }
+        }
         dirty.removeAll(keepingCapacity: true)
     }
 
-    /// Sends a close frame and closes: at once for a client that is not reading (its backlog would never
-    /// drain); otherwise the close handshake: only our sending side is shut once the frame is written, so frames
-    /// the client is still sending do not make the kernel reset the connection (and lose our close frame), and
-    /// the connection closes when the client answers, or after a second.
+    /// Sends a close frame and closes: at once for a client that is not reading, with a reset (our close frame and
+    /// FIN would wait behind its unread data, and the kernel would keep the socket and its buffer for minutes);
+    /// otherwise the close handshake: only our sending side is shut once the frame is written, so frames the
+    /// client is still sending do not make the kernel reset the connection (and lose our close frame), and the
+    /// connection closes when the client answers, or after a second.
     func close(_ connection: ClientConnection, code: WebSocketErrorCode, reason: String, immediately: Bool = false) {
         guard !connection.isClosing else { return }
         connection.isClosing = true
@@ -370,7 +391,11 @@ final class IngressHub {
         let channel = connection.channel
         let written = channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))
         if immediately {
-            channel.close(promise: nil)
+            if let socket = channel as? SocketOptionProvider {
+                socket.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in channel.close(promise: nil) }
+            } else {
+                channel.close(promise: nil)
+            }
         } else {
             written.whenComplete { _ in
                 channel.close(mode: .output, promise: nil)

@@ -35,7 +35,6 @@ public final class IngressServer {
         let logger = context.logger
         let settings = EdgeSettings(config: context.config)
         let connections = ConnectionCounter(metrics: context.metrics)
-        let highWatermark = max(context.config.clientBufferLimit / 2, 8192)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 4096)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
@@ -46,15 +45,17 @@ public final class IngressServer {
                 }
             }
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(ChannelOptions.writeBufferWaterMark,
-                                value: .init(low: highWatermark / 2, high: highWatermark))
+            .childChannelOption(ChannelOptions.writeBufferWaterMark, value: ConnectionLimits(context.config).channelWaterMark)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try Self.configureClientChannel(channel, settings: settings, connections: connections, hub: hub)
                 }
             }
+        let sendBuffer = context.config.clientSendBuffer
         for address in context.config.listen {
-            let channel = try bootstrap.bind(host: address.host, port: address.port).wait()
+            let channel = try (sendBuffer > 0 ? bootstrap.childChannelOption(ChannelOptions.socketOption(.so_sndbuf),
+                                                                             value: SocketOptionValue(sendBuffer))
+                                              : bootstrap).bind(host: address.host, port: address.port).wait()
             serverChannels.append(channel)
             logger.info("listening", ["address": address])
         }

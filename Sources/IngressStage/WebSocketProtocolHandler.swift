@@ -3,9 +3,10 @@ import NIOWebSocket
 
 /// The WebSocket protocol of one client connection, between NIO's frame decoder and `ClientHandler`: applies
 /// `WebSocketReceiver`'s verdict on each frame, so only complete messages (one unmasked frame each, `fin` set,
-/// text or binary) travel on. Answers pings (pongs are flushed once per read burst, and dropped while the client
-/// is not reading, so a ping flood cannot grow our queue), answers a client's close, and closes with 1002, 1007
-/// or 1009 on a violation. Once a close frame has gone out, later outgoing frames are dropped (RFC 6455 5.5.1).
+/// text or binary) travel on. Answers pings up to `PingRateLimit` a second (pongs are flushed once per read burst,
+/// and dropped while the client is not reading, so a ping flood cannot grow our queue; a flood closes with 1008),
+/// answers a client's close, and closes with 1002, 1007 or 1009 on a violation. Once a close frame has gone out,
+/// later outgoing frames are dropped (RFC 6455 5.5.1).
 final class WebSocketProtocolHandler: ChannelDuplexHandler {
     typealias InboundIn = WebSocketFrame
     typealias InboundOut = WebSocketFrame
@@ -18,9 +19,13 @@ final class WebSocketProtocolHandler: ChannelDuplexHandler {
     private var receiver: WebSocketReceiver
     private var closeSent = false
     private var needsFlush = false
+    /// Pings answered; one beyond it is not (RFC 6455 5.5.3 lets an endpoint answer only the latest ping).
+    private var pingRate: TokenBucket
+    private var pingStrikes = RateLimitStrikes()
 
-    init(maxMessageSize: Int) {
+    init(maxMessageSize: Int, pingsPerSecond: Int) {
         receiver = WebSocketReceiver(maxMessageSize: maxMessageSize)
+        pingRate = TokenBucket(perSecond: pingsPerSecond, burst: pingsPerSecond, now: NIODeadline.now().uptimeNanoseconds)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -28,7 +33,15 @@ final class WebSocketProtocolHandler: ChannelDuplexHandler {
         case .message(let opcode, let payload):
             context.fireChannelRead(wrapInboundOut(WebSocketFrame(fin: true, opcode: opcode, data: payload)))
         case .ping(let payload):
-            guard !closeSent, context.channel.isWritable else { return }
+            guard !closeSent else { return }
+            let now = NIODeadline.now().uptimeNanoseconds
+            guard pingRate.take(1, now: now) else {
+                if pingStrikes.refused(now: now) {
+                    fail(context, code: .policyViolation, reason: "ping flood: at most \(pingRate.perSecond) pings per second")
+                }
+                return
+            }
+            guard context.channel.isWritable else { return }
             context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: payload)), promise: nil)
             needsFlush = true
         case .close(let payload):

@@ -87,6 +87,16 @@ public struct SwitchyardConfig: Sendable {
     /// `PublishRateLimit`: publishes per second one connection may send (burst: one second's worth); more get
     /// `RATE_LIMITED` (or `publish_status` FAILED). Default 100,000.
     public var publishRateLimit: Int = 100_000
+    /// `PingRateLimit`: pings per second one connection may send (WebSocket ping frames and `{"op":"ping"}`, each
+    /// kind apart; burst: one second's worth). A ping beyond it is not answered; 1,000 within 10 s close it (1008).
+    public var pingRateLimit: Int = 10
+    /// `SlowClientTimeout`: seconds a client may take none of its waiting output before it is disconnected as
+    /// slow (1008), whatever its backlog. 0: never (only `ClientBufferLimit` applies). Default 10.
+    public var slowClientTimeout: Int = 10
+    /// `ClientSendBuffer`: the kernel's send buffer of each client socket (SO_SNDBUF; Linux doubles it), which
+    /// bounds what the kernel holds for a client that does not read. 0: the kernel's autotuning (up to
+    /// `net.ipv4.tcp_wmem`, 4 MiB by default). Default 64 KiB.
+    public var clientSendBuffer: Int = 65536
     /// `MaxSubscribesInFlight`: subscribes of one connection sent to the pipeline at once; the rest wait, in
     /// order, in the ingress. Default 64.
     public var maxSubscribesInFlight: Int = 64
@@ -198,6 +208,9 @@ public struct SwitchyardConfig: Sendable {
         case "MaxSubjectsPerConnection": maxSubjectsPerConnection = try integer(1...1_000_000)
         case "SubscribeRateLimit": subscribeRateLimit = try integer(1...10_000_000)
         case "PublishRateLimit": publishRateLimit = try integer(1...10_000_000)
+        case "PingRateLimit": pingRateLimit = try integer(1...1_000_000)
+        case "SlowClientTimeout": slowClientTimeout = try integer(0...86_400)
+        case "ClientSendBuffer": clientSendBuffer = try integer(0...64 * 1024 * 1024)
         case "MaxSubscribesInFlight": maxSubscribesInFlight = try integer(1...100_000)
         case "MaxPendingSubscribeBytes": maxPendingSubscribeBytes = try integer(65_536...1024 * 1024 * 1024)
         case "IdleTimeout": idleTimeout = try integer(0...86_400)

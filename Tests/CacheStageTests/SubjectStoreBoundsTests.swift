@@ -104,6 +104,31 @@ final class SubjectStoreBoundsTests: XCTestCase {
         XCTAssertEqual(store.subjectCount, 1)
     }
 
+    func testAnEmptySubjectUsedAgainIsDroppedOnlyOnceUnusedForTheExpiryTime() {
+        let store = SubjectStore(epoch: "E", maxMessagesPerSubject: 10, maxAge: 10 * second)
+        _ = store.append(published("/s", bytes: 1, flags: []), now: 1 * second)
+        store.noteInterest(Interest(subject: "/s", ingress: 0, isAdded: true), now: 8 * second)
+        store.noteInterest(Interest(subject: "/s", ingress: 0, isAdded: false), now: 8 * second)
+        store.expire(now: 12 * second)
+        XCTAssertEqual(store.subjectCount, 1, "used 4 s ago")
+        store.expire(now: 19 * second)
+        XCTAssertEqual(store.subjectCount, 0)
+    }
+
+    func testEachSubjectsHistoryExpiresWhenItsOwnMessagesAreOld() {
+        let store = SubjectStore(epoch: "E", maxMessagesPerSubject: 10, maxAge: 10 * second)
+        for index in 0..<1000 {
+            _ = store.append(published("/s/\(index % 10)", bytes: 1), now: UInt64(index) * second / 100)
+        }
+        store.noteInterest(Interest(subject: "/s/0", ingress: 0, isAdded: true), now: 10 * second)
+        XCTAssertEqual(store.messageCount, 100, "10 per subject")
+        store.expire(now: 19 * second + 955 * second / 1000)
+        XCTAssertEqual(store.messageCount, 4, "stored at 9.96 s and later: one each for /s/6 ... /s/9")
+        store.expire(now: 21 * second)
+        XCTAssertEqual(store.messageCount, 0)
+        XCTAssertEqual(store.subjectCount, 10, "the snapshots stay")
+    }
+
     func testExpiryCountsFromStorageSoAnEarlierNowNeverTraps() {
         let store = SubjectStore(epoch: "E", maxMessagesPerSubject: 10, maxAge: 10 * second)
         _ = store.append(published("/a", bytes: 1), now: 100 * second)

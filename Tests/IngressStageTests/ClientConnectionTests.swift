@@ -34,8 +34,8 @@ final class ClientConnectionTests: XCTestCase {
 
     func testLiveOutputIsWrittenAndFlushedOnce() throws {
         let (connection, channel) = try makeConnection()
-        XCTAssertEqual(connection.writeLive(frame("a")), .accepted)
-        XCTAssertEqual(connection.writeLive(frame("b")), .accepted)
+        connection.writeLive(frame("a"))
+        connection.writeLive(frame("b"))
         XCTAssertEqual(try written(channel), [], "nothing before the flush")
         XCTAssertTrue(connection.needsFlush)
         connection.flush()
@@ -46,36 +46,92 @@ final class ClientConnectionTests: XCTestCase {
     func testClientThatStopsReadingLiveOutputIsTooSlow() throws {
         let (connection, channel) = try makeConnection(backlogLimit: 10_000)
         channel.isWritable = false
-        for _ in 0..<4 { XCTAssertEqual(connection.writeLive(frame("m", padTo: 2_000)), .accepted) }
-        XCTAssertEqual(connection.writeLive(frame("m", padTo: 2_000)), .accepted, "at the limit")
-        XCTAssertEqual(connection.writeLive(frame("m", padTo: 10)), .tooSlow)
+        for _ in 0..<5 { connection.writeLive(frame("m", padTo: 2_000)) }
+        XCTAssertEqual(connection.leftUnread(now: 0), .accepted, "at the limit")
+        connection.writeLive(frame("m", padTo: 10))
+        XCTAssertEqual(connection.leftUnread(now: 0), .tooSlow)
+    }
+
+    func testABurstThatTheFlushHandsOverIsNotABacklog() throws {
+        let (connection, channel) = try makeConnection(backlogLimit: 10_000)
+        channel.isWritable = false  // this batch's unflushed writes filled the channel...
+        for _ in 0..<10 { connection.writeLive(frame("m", padTo: 2_000)) }
+        channel.isWritable = true  // ...and the flush hands them to the kernel
+        connection.writabilityChanged(now: 0)
+        XCTAssertEqual(connection.leftUnread(now: 0), .accepted)
+        XCTAssertEqual(try written(channel).count, 10)
+    }
+
+    func testLiveOutputWaitsInTheConnectionWhileTheChannelIsNotWritable() throws {
+        let (connection, channel) = try makeConnection()
+        connection.writeLive(frame("a"))
+        connection.flush()
+        channel.isWritable = false
+        connection.writeLive(frame("b"))
+        connection.writeLive(frame("c"))
+        connection.flush()
+        XCTAssertEqual(try written(channel), ["a"], "nothing reaches the pipeline of a channel that takes nothing")
+        XCTAssertEqual(connection.liveBacklog, 2)
+        channel.isWritable = true
+        connection.writabilityChanged(now: 0)
+        XCTAssertEqual(try written(channel), ["b", "c"], "in order, once the client reads again")
+        XCTAssertEqual(connection.liveBacklog, 0)
+    }
+
+    func testAClientThatTakesNothingForTheTimeoutIsStalledWhateverItsBacklog() throws {
+        let (connection, channel) = try makeConnection()
+        let second: UInt64 = 1_000_000_000
+        XCTAssertFalse(connection.isStalled(now: 100 * second, timeout: 10 * second), "nothing waits")
+        channel.isWritable = false
+        connection.writeLive(frame("m"))
+        XCTAssertEqual(connection.leftUnread(now: 5 * second), .accepted, "the clock starts after the flush")
+        connection.writeLive(frame("m"))
+        XCTAssertEqual(connection.leftUnread(now: 9 * second), .accepted)
+        XCTAssertFalse(connection.isStalled(now: 14 * second, timeout: 10 * second))
+        XCTAssertTrue(connection.isStalled(now: 15 * second, timeout: 10 * second), "10 s since output first waited")
+
+        channel.isWritable = true
+        connection.writabilityChanged(now: 15 * second)
+        XCTAssertFalse(connection.isStalled(now: 100 * second, timeout: 10 * second), "it read: the stall is over")
+    }
+
+    func testAnAnswerThatWaitsForAClientThatReadsNothingIsAStallToo() throws {
+        let (connection, channel) = try makeConnection()
+        let second: UInt64 = 1_000_000_000
+        channel.isWritable = false
+        connection.queueAnswer(frame("answer", padTo: 1_000))
+        connection.writeQueued(now: 2 * second)
+        XCTAssertTrue(connection.isStalled(now: 12 * second, timeout: 10 * second))
     }
 
     func testReadingAgainForgivesTheBacklog() throws {
         let (connection, channel) = try makeConnection(backlogLimit: 10_000)
         channel.isWritable = false
-        XCTAssertEqual(connection.writeLive(frame("m", padTo: 9_000)), .accepted)
+        connection.writeLive(frame("m", padTo: 9_000))
+        XCTAssertEqual(connection.leftUnread(now: 0), .accepted)
         channel.isWritable = true
-        connection.writabilityChanged()
+        connection.writabilityChanged(now: 0)
         channel.isWritable = false
-        XCTAssertEqual(connection.writeLive(frame("m", padTo: 9_000)), .accepted)
+        connection.writeLive(frame("m", padTo: 9_000))
+        XCTAssertEqual(connection.leftUnread(now: 0), .accepted, "what the client took no longer counts")
     }
 
     /// The crash of issue 7: an answer far larger than the client's buffer limit is written in parts and never
     /// gets its client disconnected; live output waits behind it, in order.
     func testAnswerLargerThanTheBufferIsPacedAndLiveOutputWaitsBehindIt() throws {
         let (connection, channel) = try makeConnection(backlogLimit: 32 * 1024)
-        XCTAssertEqual(connection.writeLive(frame("before")), .accepted)
+        connection.writeLive(frame("before"))
         channel.isWritable = false  // the client's buffer is full
         for index in 0..<100 { connection.queueAnswer(frame("answer\(index)", padTo: 100 * 1024)) }
-        connection.writeQueued()
+        connection.writeQueued(now: 0)
         XCTAssertTrue(connection.isPacingAnswer)
         XCTAssertEqual(try written(channel), ["before"], "nothing of the answer while the client's buffer is full")
-        XCTAssertEqual(connection.writeLive(frame("live1")), .accepted, "an answer never counts against the client")
+        connection.writeLive(frame("live1"))
+        XCTAssertEqual(connection.leftUnread(now: 0), .accepted, "an answer never counts against the client")
         XCTAssertEqual(try written(channel), [], "live output waits behind the answer")
 
         channel.isWritable = true
-        connection.writabilityChanged()
+        connection.writabilityChanged(now: 0)
         XCTAssertFalse(connection.isPacingAnswer)
         XCTAssertEqual(try written(channel), (0..<100).map { "answer\($0)" } + ["live1"],
                        "the whole answer, in order, flushed, then the live message")
@@ -85,9 +141,11 @@ final class ClientConnectionTests: XCTestCase {
         let (connection, channel) = try makeConnection(backlogLimit: 10_000)
         channel.isWritable = false
         connection.queueAnswer(frame("answer", padTo: 1_000_000))
-        connection.writeQueued()
-        XCTAssertEqual(connection.writeLive(frame("live", padTo: 9_000)), .accepted)
-        XCTAssertEqual(connection.writeLive(frame("live", padTo: 2_000)), .tooSlow)
+        connection.writeQueued(now: 0)
+        connection.writeLive(frame("live", padTo: 9_000))
+        XCTAssertEqual(connection.leftUnread(now: 0), .accepted)
+        connection.writeLive(frame("live", padTo: 2_000))
+        XCTAssertEqual(connection.leftUnread(now: 0), .tooSlow)
     }
 
     func testAnswerIsFlushedInParts() throws {
@@ -95,7 +153,7 @@ final class ClientConnectionTests: XCTestCase {
         var flushes = 0
         try channel.pipeline.syncOperations.addHandler(FlushCounter { flushes += 1 })
         for index in 0..<10 { connection.queueAnswer(frame("answer\(index)", padTo: 100 * 1024)) }
-        connection.writeQueued()
+        connection.writeQueued(now: 0)
         XCTAssertEqual(try written(channel).count, 10)
         XCTAssertGreaterThanOrEqual(flushes, 10, "every part of about \(ClientConnection.answerChunkBytes) bytes")
     }
@@ -106,10 +164,10 @@ final class ClientConnectionTests: XCTestCase {
         let message = Message(subject: "/a", content: ByteBuffer(string: "hi"), seq: 7, epoch: "E")
         connection.queueAnswer(message, kind: .recovered)
         connection.queueAnswer(frame("status"))
-        connection.writeQueued()
+        connection.writeQueued(now: 0)
         XCTAssertEqual(try written(channel), [])
         channel.isWritable = true
-        connection.writabilityChanged()
+        connection.writabilityChanged(now: 0)
         XCTAssertEqual(try written(channel), [
             String(buffer: ServerFrames.message(message, kind: .recovered, allocator: ByteBufferAllocator())),
             "status",
@@ -120,11 +178,11 @@ final class ClientConnectionTests: XCTestCase {
         let (connection, channel) = try makeConnection()
         channel.isWritable = false
         connection.queueAnswer(frame("answer"))
-        connection.writeQueued()
+        connection.writeQueued(now: 0)
         connection.isClosing = true
         connection.discardQueued()
         channel.isWritable = true
-        connection.writabilityChanged()
+        connection.writabilityChanged(now: 0)
         XCTAssertEqual(try written(channel), [])
         XCTAssertFalse(connection.isPacingAnswer)
     }

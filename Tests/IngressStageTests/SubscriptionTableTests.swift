@@ -190,12 +190,12 @@ final class SubscriptionTableTests: XCTestCase {
         let channel = try XCTUnwrap(client.channel as? EmbeddedChannel)
         channel.isWritable = false
         client.queueAnswer(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: "answer")))
-        client.writeQueued()
+        client.writeQueued(now: 0)
         XCTAssertTrue(client.isPacingAnswer)
         XCTAssertTrue(subscribe(client, "/a").isEmpty)
         XCTAssertTrue(table.sendWaiting(for: client, now: 0).isEmpty)
         channel.isWritable = true
-        client.writabilityChanged()
+        client.writabilityChanged(now: 0)
         XCTAssertEqual(subscribes(table.sendWaiting(for: client, now: 0)).map(\.subject), ["/a"])
     }
 

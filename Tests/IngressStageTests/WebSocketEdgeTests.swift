@@ -23,7 +23,7 @@ final class WebSocketProtocolHandlerTests: XCTestCase {
 
     override func setUp() {
         sink = MessageSink()
-        channel = EmbeddedChannel(handlers: [WebSocketProtocolHandler(maxMessageSize: 1024), sink])
+        channel = EmbeddedChannel(handlers: [WebSocketProtocolHandler(maxMessageSize: 1024, pingsPerSecond: 5), sink])
     }
 
     func receive(_ frames: WebSocketFrame...) throws {
@@ -70,6 +70,18 @@ final class WebSocketProtocolHandlerTests: XCTestCase {
         channel.isWritable = true
         try receive(clientFrame(.ping, "again"))
         XCTAssertEqual(try written().map(\.data), [ByteBuffer(string: "again")])
+    }
+
+    func testPingsBeyondTheRateAreNotAnsweredAndAFloodIsClosedWith1008() throws {
+        for _ in 0..<8 { channel.pipeline.fireChannelRead(NIOAny(clientFrame(.ping, "p"))) }
+        channel.pipeline.fireChannelReadComplete()
+        XCTAssertEqual(try written().count, 5, "one second's worth of pings is answered, the rest is not")
+        for _ in 0..<RateLimitStrikes.maxRefusals - 3 { channel.pipeline.fireChannelRead(NIOAny(clientFrame(.ping, "p"))) }
+        XCTAssertEqual(try written().count, 0, "a client at its limit is not closed at once")
+        try receive(clientFrame(.ping, "p"))
+        let out = try written()
+        XCTAssertEqual(out.map(\.opcode), [.connectionClose])
+        XCTAssertEqual(closeCode(out.first), 1008)
     }
 
     func testAViolationSendsItsCloseCodeAndClosesTheConnection() throws {
