@@ -103,16 +103,6 @@ public final class KafkaProducer: @unchecked Sendable {
         }
     }
 
-    /// Queues one record from byte arrays (see `produce(topic:key:value:id:)`).
-    public func produce(topic: String, key: [UInt8]?, value: [UInt8], id: UInt64) -> KafkaProduceResult {
-        value.withUnsafeBytes { v in
-            if let key {
-                return key.withUnsafeBytes { k in produce(topic: topic, key: k, value: v, id: id) }
-            }
-            return produce(topic: topic, key: nil, value: v, id: id)
-        }
-    }
-
     /// librdkafka's `rd_kafka_outq_len`: records queued or in flight whose delivery reports have not been
     /// handled yet, plus other events not yet served. 0 once everything was delivered and reported.
     public var outstanding: Int {
@@ -143,9 +133,6 @@ public final class KafkaProducer: @unchecked Sendable {
         }
         for rkt in topics { rd_kafka_topic_destroy(rkt) }
     }
-
-    /// Whether the cluster answered lately (nil until known); changes also come as `.reachability` events.
-    public var isReachable: Bool? { client.isReachable }
 }
 
 /// The producer's poll loop, run on its own thread; holds no reference to the `KafkaProducer`.

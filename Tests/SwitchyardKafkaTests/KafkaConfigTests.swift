@@ -1,5 +1,6 @@
 import XCTest
 @testable import SwitchyardKafka
+import SwitchyardCore
 
 final class KafkaConfigTests: XCTestCase {
     func testParsesPropertiesWithSwitchyardKeys() throws {
@@ -68,9 +69,9 @@ final class KafkaConfigTests: XCTestCase {
             XCTAssertEqual(e?.line, 4)
             XCTAssertEqual(e?.parameter, "topics.regex")
         }
-        XCTAssertNil(KafkaConfig.topicNameProblem("a-b_c.9"))
-        XCTAssertNotNil(KafkaConfig.topicNameProblem(String(repeating: "a", count: 250)))
-        XCTAssertNotNil(KafkaConfig.topicNameProblem(".."))
+        XCTAssertNil(Subject.topicNameProblem("a-b_c.9"))
+        XCTAssertNotNil(Subject.topicNameProblem(String(repeating: "a", count: 250)))
+        XCTAssertNotNil(Subject.topicNameProblem(".."))
     }
 
     func testUnknownPropertyNamesFileLineKeyAndLibrdkafkaMessage() throws {
