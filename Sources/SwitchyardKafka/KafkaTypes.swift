@@ -31,6 +31,8 @@ public struct KafkaError: Error, Equatable, Hashable, Sendable, CustomStringConv
 
     /// librdkafka's code for a full producer queue (kafka-out reports its own backpressure with it).
     public static let queueFullCode = RD_KAFKA_RESP_ERR__QUEUE_FULL.rawValue
+    /// A record not delivered within `message.timeout.ms`.
+    public static let messageTimedOutCode = RD_KAFKA_RESP_ERR__MSG_TIMED_OUT.rawValue
 }
 
 /// A topic partition.

@@ -129,4 +129,16 @@ final class KafkaSecurityTests: XCTestCase {
             XCTAssertTrue(features.contains(feature), "builtin.features lacks \(feature): \(features.sorted())")
         }
     }
+
+    func testTheProducerIsIdempotentUnlessThePropertiesSayOtherwise() throws {
+        func producer(_ properties: [String: String]) throws -> KafkaProducer {
+            var config = KafkaConfig(properties: properties.merging(["test.mock.num.brokers": "1"]) { mine, _ in mine })
+            config.set("log_level", "3")
+            return try KafkaProducer(config: config, onDelivery: { _ in })
+        }
+        XCTAssertEqual(try producer([:]).effectiveProperty("enable.idempotence"), "true")
+        XCTAssertEqual(try producer(["enable.idempotence": "false"]).effectiveProperty("enable.idempotence"), "false")
+        XCTAssertEqual(try producer(["acks": "1"]).effectiveProperty("enable.idempotence"), "false")
+        XCTAssertEqual(try producer([:]).effectiveProperty("partitioner"), "murmur2_random")
+    }
 }
