@@ -69,6 +69,9 @@ let package = Package(
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ]),
 
+        // For tests only: librdkafka's in-process mock cluster and conveniences for producing test records.
+        .target(name: "SwitchyardKafkaTesting", dependencies: ["CRdKafka", "SwitchyardKafka"]),
+
         .executableTarget(name: "ws-ingress", dependencies: ["IngressStage"]),
         .executableTarget(name: "router", dependencies: ["RouterStage"]),
         .executableTarget(name: "cache", dependencies: ["CacheStage"]),
@@ -89,7 +92,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .executableTarget(name: "switchyard-bench", dependencies: [
-            "SwitchyardClient",
+            "SwitchyardClient", "SwitchyardCore",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -98,7 +101,7 @@ let package = Package(
 
         .testTarget(name: "SwitchyardCoreTests", dependencies: ["SwitchyardCore"]),
         .testTarget(name: "CacheStageTests", dependencies: ["CacheStage"]),
-        .testTarget(name: "SwitchyardKafkaTests", dependencies: ["SwitchyardKafka"]),
+        .testTarget(name: "SwitchyardKafkaTests", dependencies: ["SwitchyardKafka", "SwitchyardKafkaTesting"]),
         .testTarget(name: "KafkaInStageTests", dependencies: ["KafkaInStage", "SwitchyardKafka"]),
         .testTarget(name: "SwitchyardClientTests", dependencies: ["SwitchyardClient"]),
         .testTarget(name: "IngressStageTests", dependencies: [

@@ -9,16 +9,10 @@
 /* Macros Swift cannot import (casts, multi-line definitions, function-like): re-declared as constants. */
 static const int32_t SY_RD_KAFKA_PARTITION_UA = RD_KAFKA_PARTITION_UA;
 static const int64_t SY_RD_KAFKA_OFFSET_BEGINNING = RD_KAFKA_OFFSET_BEGINNING;
-static const int64_t SY_RD_KAFKA_OFFSET_END = RD_KAFKA_OFFSET_END;
-static const int64_t SY_RD_KAFKA_OFFSET_STORED = RD_KAFKA_OFFSET_STORED;
-static const int64_t SY_RD_KAFKA_OFFSET_INVALID = RD_KAFKA_OFFSET_INVALID;
-static const int64_t SY_RD_KAFKA_OFFSET_TAIL_BASE = RD_KAFKA_OFFSET_TAIL_BASE;
 static const int SY_RD_KAFKA_MSG_F_COPY = RD_KAFKA_MSG_F_COPY;
-static const int SY_RD_KAFKA_EVENT_NONE = RD_KAFKA_EVENT_NONE;
 static const int SY_RD_KAFKA_EVENT_DR = RD_KAFKA_EVENT_DR;
 static const int SY_RD_KAFKA_EVENT_LOG = RD_KAFKA_EVENT_LOG;
 static const int SY_RD_KAFKA_EVENT_ERROR = RD_KAFKA_EVENT_ERROR;
-static const int SY_RD_KAFKA_EVENT_DESCRIBETOPICS_RESULT = RD_KAFKA_EVENT_DESCRIBETOPICS_RESULT;
 
 /* RD_KAFKA_OFFSET_TAIL(cnt): start cnt messages before the partition's end. */
 static inline int64_t sy_rd_kafka_offset_tail(int64_t cnt) { return RD_KAFKA_OFFSET_TAIL(cnt); }

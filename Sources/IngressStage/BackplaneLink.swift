@@ -34,18 +34,12 @@ final class BackplaneLink: @unchecked Sendable {
         self.logger = logger
         self.metrics = metrics
         self.routerAddress = routerAddress
-        inbound = try NanomsgSocket(.pull)
-        try inbound.setReceiveBuffer(bytes: 1024 * 1024)
-        try inbound.setReceiveTimeout(milliseconds: 200)
-        try inbound.bind(inboundAddress)
+        inbound = try NanomsgSocket.pipeline(.pull, inboundAddress, timeoutMilliseconds: 200)
     }
 
     /// Starts both threads. `deliver` runs on the event loop with each received batch.
     func start(deliver: @escaping ([Envelope]) -> Void) throws {
-        let sender = try NanomsgSocket(.push)
-        try sender.setSendTimeout(milliseconds: 500)
-        try sender.setSendBuffer(bytes: 1024 * 1024)
-        try sender.connect(routerAddress)
+        let sender = try NanomsgSocket.pipeline(.push, routerAddress, timeoutMilliseconds: 500)
         Thread.detachNewThread { [self] in receiveLoop(deliver) }
         Thread.detachNewThread { [self] in sendLoop(sender) }
     }
@@ -140,18 +134,7 @@ final class BackplaneLink: @unchecked Sendable {
                 logger.error("receive failed", ["error": error])
                 continue
             }
-            let envelopes: [Envelope]
-            do {
-                let decoded = try EnvelopeCodec.decodeBatch(batch)
-                envelopes = decoded.envelopes
-                if decoded.skippedUnknown > 0 {
-                    logger.warn("skipped envelopes of unknown kinds", ["count": decoded.skippedUnknown])
-                }
-            } catch {
-                logger.error("malformed batch dropped", ["error": error, "bytes": batch.readableBytes])
-                continue
-            }
-            metrics.countIn(envelopes.count)
+            guard let envelopes = EnvelopeCodec.decodeReceived(batch, logger: logger, metrics: metrics) else { continue }
             inFlight.wait()
             eventLoop.execute { [inFlight] in
                 deliver(envelopes)

@@ -23,6 +23,7 @@ public final class KafkaOut: EnvelopeHandler, @unchecked Sendable {
     private let space = NSCondition()
     private var nextID: UInt64 = 0
     private let ackOutbox: Outbox
+    private let stallWatch: NIOLockedValueBox<ProducerStallWatch>
 
     public init(context: StageContext) throws {
         self.context = context
@@ -31,6 +32,9 @@ public final class KafkaOut: EnvelopeHandler, @unchecked Sendable {
         // stored after the publisher was told it failed.
         config.setDefault("message.timeout.ms", String(max(1, context.config.publishTimeout - 1) * 1000))
         try config.validate()
+        // librdkafka's default is 300000; the file's value was checked by `validate`.
+        let timeoutMilliseconds = config["message.timeout.ms"].flatMap { UInt64($0) } ?? 300_000
+        stallWatch = NIOLockedValueBox(ProducerStallWatch(messageTimeoutMilliseconds: timeoutMilliseconds))
         ackOutbox = Outbox(logger: context.logger, metrics: context.metrics, isRunning: { true })
         producer = try KafkaProducer(
             config: config,
@@ -80,9 +84,13 @@ public final class KafkaOut: EnvelopeHandler, @unchecked Sendable {
     /// On the producer's poll thread: acknowledge each report's publish, and wake a loop waiting for space.
     private func delivered(_ reports: [KafkaDeliveryReport]) {
         let waiters = waiting.withLockedValue { waiting in reports.map { waiting.removeValue(forKey: $0.id) } }
+        var stalled = false
         for (report, waiter) in zip(reports, waiters) {
             if let error = report.error {
                 context.logger.warn("delivery failed", ["topic": report.topic, "error": error])
+                stalled = stalled || stallWatch.withLockedValue {
+                    $0.isStalled(afterFailure: error, now: monotonicNanoseconds())
+                }
             }
             guard let waiter else { continue }
             let ack = report.error.map {
@@ -90,15 +98,38 @@ public final class KafkaOut: EnvelopeHandler, @unchecked Sendable {
             } ?? PublishAck(requestID: waiter.requestID, status: .ok)
             ackOutbox.send(.publishAck(ack), to: waiter.replyTo, delivery: .reply)
         }
+        if stalled { exitForAFreshProducer() }
         ackOutbox.flush()
         space.lock()
         space.broadcast()
         space.unlock()
     }
 
+    /// A record timed out while Kafka answered all along: this producer will not deliver again (see
+    /// `ProducerStallWatch`). Every publish still waiting is answered FAILED (none of them is known to be stored),
+    /// and the stage exits; the supervisor starts a fresh producer at once.
+    private func exitForAFreshProducer() -> Never {
+        let pending = waiting.withLockedValue { waiting in
+            defer { waiting.removeAll() }
+            return Array(waiting.values)
+        }
+        context.logger.error("records time out although Kafka answers: the producer is stuck; exiting for a fresh one",
+                             ["pendingPublishes": pending.count])
+        for waiter in pending {
+            ackOutbox.send(.publishAck(PublishAck(requestID: waiter.requestID, status: .failed,
+                                                  reason: "Kafka delivery failed: kafka-out restarts its producer")),
+                           to: waiter.replyTo, delivery: .reply)
+        }
+        ackOutbox.flush()
+        // nanomsg sends from threads of its own: give the answers a moment to leave.
+        Thread.sleep(forTimeInterval: 0.2)
+        exit(3)
+    }
+
     private func report(_ event: KafkaEvent) {
         switch event {
         case .reachability(let reachable, let reason):
+            stallWatch.withLockedValue { $0.reachabilityChanged(reachable, now: monotonicNanoseconds()) }
             if reachable {
                 context.logger.info("Kafka reachable", ["reason": reason])
                 context.metrics.setState("ok")
@@ -113,7 +144,11 @@ public final class KafkaOut: EnvelopeHandler, @unchecked Sendable {
         case .error(let error):
             context.logger.warn("Kafka client error", ["error": error])
         case .log(let level, let facility, let message):
-            if level <= 4 { context.logger.warn("librdkafka", ["facility": facility, "message": message]) }
+            if level <= 4 {
+                context.logger.warn("librdkafka", ["facility": facility, "message": message])
+            } else {
+                context.logger.debug("librdkafka", ["facility": facility, "message": message])  // `debug = ...`
+            }
         case .partitionsAssigned, .partitionsRevoked, .partitionEOF, .partitionError:
             break
         }

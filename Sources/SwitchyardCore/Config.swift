@@ -112,7 +112,8 @@ public struct SwitchyardConfig: Sendable {
     /// `MonitorListen`: the private listener of ws-ingress instance 0 for `/metrics`, `/health` and `/ready`;
     /// `none` disables it. Default `127.0.0.1:8801`.
     public var monitorListen: ListenAddress? = ListenAddress(host: "127.0.0.1", port: 8801)
-    /// `IngressInstances`, `CacheInstances`, `FanoutInstances`: how many instances of each stage run.
+    /// `IngressInstances`, `CacheInstances`, `FanoutInstances`, `KafkaOutInstances`: how many instances of each
+    /// stage run (router and kafka-in always run one: `StageName.instanceLimit`).
     public var instances: [String: Int] = ["ws-ingress": 1, "router": 1, "cache": 1, "fanout": 1,
                                            "kafka-in": 1, "kafka-out": 1]
 
@@ -174,6 +175,11 @@ public struct SwitchyardConfig: Sendable {
             }
             return number
         }
+        func setInstances(of stage: StageName) throws {
+            guard let count = Int(value) else { throw fail("'\(value)' is not a whole number") }
+            if let refusal = stage.instanceLimit.refusal(stage, count: count) { throw fail(refusal) }
+            instances[stage.rawValue] = count
+        }
         switch name {
         case "Listen":
             listen = try value.split(separator: ",").map { entry in
@@ -228,9 +234,10 @@ public struct SwitchyardConfig: Sendable {
                 }
                 monitorListen = address
             }
-        case "IngressInstances": instances["ws-ingress"] = try integer(1...64)
-        case "CacheInstances": instances["cache"] = try integer(1...64)
-        case "FanoutInstances": instances["fanout"] = try integer(1...64)
+        case "IngressInstances": try setInstances(of: .ingress)
+        case "CacheInstances": try setInstances(of: .cache)
+        case "FanoutInstances": try setInstances(of: .fanout)
+        case "KafkaOutInstances": try setInstances(of: .kafkaOut)
         default:
             throw fail("unknown parameter")
         }
@@ -241,7 +248,9 @@ public struct SwitchyardConfig: Sendable {
         return (joined as NSString).standardizingPath
     }
 
-    /// What the supervisor needs to know, as JSON (`--print-config`).
+    /// What the supervisor needs to know, as JSON (`--print-config`): the files and folders, the instance counts,
+    /// the stages this engine runs in display order with the instance counts each can run (and why), and every
+    /// stage's start order.
     public func supervisorJSON() -> String {
         let object: [String: Any] = [
             "configFile": file,
@@ -251,6 +260,12 @@ public struct SwitchyardConfig: Sendable {
             "logFolder": logFolder,
             "logLevel": logLevel.name,
             "instances": instances,
+            "stages": StageName.running(clusterEngine).map { stage -> [String: Any] in
+                let limit = stage.instanceLimit
+                return ["name": stage.rawValue, "minInstances": limit.range.lowerBound,
+                        "maxInstances": limit.range.upperBound, "why": limit.reason]
+            },
+            "startOrder": StageName.startOrder.map(\.rawValue),
         ]
         let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
         return String(decoding: data, as: UTF8.self)

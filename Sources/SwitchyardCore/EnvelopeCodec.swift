@@ -36,6 +36,21 @@ public enum EnvelopeCodec {
         case peerUp = 7
     }
 
+    /// Decodes a batch a stage received: logs envelopes of unknown kinds it skipped, counts the envelopes in
+    /// `metrics`; nil for a malformed batch, which is logged and dropped.
+    public static func decodeReceived(_ batch: ByteBuffer, logger: Logger, metrics: StageMetrics) -> [Envelope]? {
+        do {
+            let (envelopes, skipped) = try decodeBatch(batch)
+            if skipped > 0 { logger.warn("skipped envelopes of unknown kinds", ["count": skipped]) }
+            metrics.countIn(envelopes.count)
+            logger.debug("batch received", ["envelopes": envelopes.count, "bytes": batch.readableBytes])
+            return envelopes
+        } catch {
+            logger.error("malformed batch dropped", ["error": error, "bytes": batch.readableBytes])
+            return nil
+        }
+    }
+
     /// Decodes a whole batch. `skippedUnknown` counts envelopes of kinds this build does not know.
     public static func decodeBatch(_ batch: ByteBuffer) throws -> (envelopes: [Envelope], skippedUnknown: Int) {
         var reader = batch

@@ -47,6 +47,21 @@ public final class NanomsgSocket {
         nn_close(fd)
     }
 
+    /// A socket of the pipeline: a stage's inbound PULL socket bound to `address`, or a PUSH socket connected to a
+    /// peer's `address`. 1 MiB of buffer; a receive or send waits at most `timeoutMilliseconds` (so a receiving
+    /// thread notices a stop, and a send to a peer that is gone or not keeping up gives up).
+    public static func pipeline(_ kind: Kind, _ address: String, timeoutMilliseconds: Int) throws -> NanomsgSocket {
+        let socket = try NanomsgSocket(kind)
+        let isPull = kind == .pull
+        try socket.setOption(isPull ? SY_NN_RCVBUF : SY_NN_SNDBUF, Int32(bufferBytes))
+        try socket.setOption(isPull ? SY_NN_RCVTIMEO : SY_NN_SNDTIMEO, Int32(clamping: timeoutMilliseconds))
+        if isPull { try socket.bind(address) } else { try socket.connect(address) }
+        return socket
+    }
+
+    /// Send and receive buffers of the pipeline's sockets.
+    private static let bufferBytes = 1024 * 1024
+
     public func bind(_ url: String) throws {
         if url.hasPrefix("ipc://") {
             // A stale socket file from a crashed predecessor would make the bind fail.
@@ -59,10 +74,7 @@ public final class NanomsgSocket {
         guard nn_connect(fd, url) >= 0 else { throw NanomsgError("nn_connect \(url)") }
     }
 
-    public func setReceiveTimeout(milliseconds: Int) throws { try setOption(SY_NN_RCVTIMEO, Int32(milliseconds)) }
     public func setSendTimeout(milliseconds: Int) throws { try setOption(SY_NN_SNDTIMEO, Int32(milliseconds)) }
-    public func setSendBuffer(bytes: Int) throws { try setOption(SY_NN_SNDBUF, Int32(bytes)) }
-    public func setReceiveBuffer(bytes: Int) throws { try setOption(SY_NN_RCVBUF, Int32(bytes)) }
 
     /// Receives one message; nil when the receive timeout passed first (or at once, with `wait: false`).
     public func receive(wait: Bool = true, allocator: ByteBufferAllocator = ByteBufferAllocator()) throws -> ByteBuffer? {

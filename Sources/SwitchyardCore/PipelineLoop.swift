@@ -146,10 +146,7 @@ public final class Outbox {
     private func destination(_ address: String) -> Destination? {
         if let existing = destinations[address] { return existing }
         do {
-            let socket = try NanomsgSocket(.push)
-            try socket.setSendTimeout(milliseconds: Self.sendTimeoutMilliseconds)
-            try socket.setSendBuffer(bytes: 1024 * 1024)
-            try socket.connect(address)
+            let socket = try NanomsgSocket.pipeline(.push, address, timeoutMilliseconds: Self.sendTimeoutMilliseconds)
             let destination = Destination(socket: socket)
             destinations[address] = destination
             order.append(address)
@@ -173,10 +170,7 @@ public final class PipelineLoop: @unchecked Sendable {
     public init(context: StageContext, handler: EnvelopeHandler) throws {
         self.context = context
         self.handler = handler
-        inbound = try NanomsgSocket(.pull)
-        try inbound.setReceiveBuffer(bytes: 1024 * 1024)
-        try inbound.setReceiveTimeout(milliseconds: 100)
-        try inbound.bind(context.inboundAddress)
+        inbound = try NanomsgSocket.pipeline(.pull, context.inboundAddress, timeoutMilliseconds: 100)
         outbox = Outbox(logger: context.logger, metrics: context.metrics, isRunning: { [running] in
             running.withLockedValue { $0 }
         })
@@ -231,15 +225,9 @@ public final class PipelineLoop: @unchecked Sendable {
     private static let batchesPerFlush = 64
 
     private func handle(_ batch: ByteBuffer) {
-        do {
-            let (envelopes, skipped) = try EnvelopeCodec.decodeBatch(batch)
-            if skipped > 0 { context.logger.warn("skipped envelopes of unknown kinds", ["count": skipped]) }
-            context.metrics.countIn(envelopes.count)
-            context.logger.debug("batch received", ["envelopes": envelopes.count, "bytes": batch.readableBytes])
-            for envelope in envelopes { handler.handle(envelope, outbox: outbox) }
-        } catch {
-            context.logger.error("malformed batch dropped", ["error": error, "bytes": batch.readableBytes])
-        }
+        guard let envelopes = EnvelopeCodec.decodeReceived(batch, logger: context.logger, metrics: context.metrics)
+        else { return }
+        for envelope in envelopes { handler.handle(envelope, outbox: outbox) }
     }
 
     /// The whole life of a router, cache or fanout instance: bind, tell the ingresses it is up (so they

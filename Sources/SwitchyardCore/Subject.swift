@@ -20,7 +20,7 @@ public enum Subject {
             case .emptySegment: return "subject has an empty segment"
             case .trailingSlash: return "subject must not end with '/'"
             case .invalidTopicName:
-                return "first segment must be 1-\(Subject.maxTopicLength) characters of [a-zA-Z0-9._-]"
+                return "first segment must be 1-\(Subject.maxTopicLength) characters of [a-zA-Z0-9._-], not . or .."
             }
         }
     }
@@ -34,20 +34,22 @@ public enum Subject {
         guard bytes.count > 1 else { return .emptySegment }
         if bytes.last == UInt8(ascii: "/") { return .trailingSlash }
         var previousWasSlash = true  // the leading slash
-        var topicLength = 0
-        var inTopic = true
         for byte in bytes.dropFirst() {
             let isSlash = byte == UInt8(ascii: "/")
-            if isSlash {
-                if previousWasSlash { return .emptySegment }
-                inTopic = false
-            } else if inTopic {
-                guard isTopicByte(byte) else { return .invalidTopicName }
-                topicLength += 1
-            }
+            if isSlash && previousWasSlash { return .emptySegment }
             previousWasSlash = isSlash
         }
-        guard topicLength <= maxTopicLength else { return .invalidTopicName }
+        guard topicNameProblem(kafkaMapping(subject).topic) == nil else { return .invalidTopicName }
+        return nil
+    }
+
+    /// Why `name` is not a valid Kafka topic name (1-249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`), or nil
+    /// when it is: the one check for a subject's first segment and for the topics kafka-in is configured with.
+    public static func topicNameProblem<Name: StringProtocol>(_ name: Name) -> String? {
+        if name.isEmpty { return "empty topic name" }
+        if name.utf8.count > maxTopicLength { return "topic name '\(name)' is longer than \(maxTopicLength) characters" }
+        if name == "." || name == ".." { return "'\(name)' is not a valid topic name" }
+        guard name.utf8.allSatisfy(isTopicByte) else { return "topic name '\(name)' may only contain [a-zA-Z0-9._-]" }
         return nil
     }
 

@@ -1,13 +1,68 @@
 import Foundation
 
-/// The stages of the pipeline, by executable name.
+/// The stages of the pipeline, by executable name, in the order `status` shows them.
 public enum StageName: String, CaseIterable, Sendable {
     case ingress = "ws-ingress"
     case router
     case cache
     case fanout
-    case kafkaIn = "kafka-in"
     case kafkaOut = "kafka-out"
+    case kafkaIn = "kafka-in"
+
+    /// Downstream first, so a stage is listening before the stages that send to it start.
+    public static let startOrder: [StageName] = [.fanout, .cache, .router, .kafkaOut, .kafkaIn, .ingress]
+
+    /// The stages a stack with `engine` runs, in display order.
+    public static func running(_ engine: ClusterEngine) -> [StageName] {
+        engine == .kafka ? allCases : [.ingress, .router, .cache, .fanout]
+    }
+
+    /// How many instances of this stage the pipeline can use (the configuration and `switchyard scale` refuse
+    /// other counts), and why.
+    public var instanceLimit: InstanceLimit {
+        switch self {
+        case .ingress:
+            return InstanceLimit(1...InstanceLimit.most, "instances share the client port (SO_REUSEPORT); "
+                                 + "without one no client can connect")
+        case .router:
+            return InstanceLimit(1...1, "ws-ingress and kafka-in send everything to router-0, which keeps each "
+                                 + "subject on one path; another router would get no traffic")
+        case .cache:
+            return InstanceLimit(1...InstanceLimit.most, "the router shards subjects over the caches by "
+                                 + "FNV-1a(subject); every subject needs its shard")
+        case .fanout:
+            return InstanceLimit(1...InstanceLimit.most, "the caches shard subjects over the fanouts by "
+                                 + "FNV-1a(subject); every subject needs its shard")
+        case .kafkaOut:
+            return InstanceLimit(1...InstanceLimit.most, "the router shards publishes over the producers by "
+                                 + "FNV-1a(subject), so a subject keeps one producer and its order; without one "
+                                 + "publishes go nowhere")
+        case .kafkaIn:
+            return InstanceLimit(1...1, "every kafka-in consumes every partition: a second one would deliver "
+                                 + "every record twice, and without one nothing comes back from Kafka")
+        }
+    }
+}
+
+/// The instance counts a stage can run, with the reason an operator is told when asking for another.
+public struct InstanceLimit: Equatable, Sendable {
+    /// The most instances of any stage (`switchyard scale` and the `...Instances` parameters).
+    public static let most = 64
+
+    public let range: ClosedRange<Int>
+    public let reason: String
+
+    init(_ range: ClosedRange<Int>, _ reason: String) {
+        self.range = range
+        self.reason = reason
+    }
+
+    /// Why `stage` cannot run `count` instances; nil when it can.
+    public func refusal(_ stage: StageName, count: Int) -> String? {
+        guard !range.contains(count) else { return nil }
+        let allowed = range.count == 1 ? "exactly \(range.lowerBound)" : "\(range.lowerBound)-\(range.upperBound)"
+        return "\(stage.rawValue) runs \(allowed) instance\(range.upperBound == 1 ? "" : "s"), not \(count): \(reason)"
+    }
 }
 
 /// Where every stage instance listens, and how many instances each stage runs.

@@ -124,7 +124,7 @@ public struct KafkaConfig: Sendable {
                 for raw in value.split(separator: ",") {
                     let name = raw.trimmingCharacters(in: .whitespaces)
                     if name.isEmpty { continue }
-                    if let problem = KafkaConfig.topicNameProblem(name) {
+                    if let problem = Subject.topicNameProblem(name) {
                         throw KafkaConfigError(file: file, line: startLine, parameter: key, problem: problem)
                     }
                     if !names.contains(name) { names.append(name) }
@@ -151,19 +151,6 @@ public struct KafkaConfig: Sendable {
             }
         }
         return config
-    }
-
-    /// Why `name` is not a valid Kafka topic name, or nil when it is.
-    public static func topicNameProblem(_ name: String) -> String? {
-        if name.isEmpty { return "empty topic name" }
-        if name.utf8.count > 249 { return "topic name '\(name)' is longer than 249 characters" }
-        if name == "." || name == ".." { return "'\(name)' is not a valid topic name" }
-        for c in name.utf8 {
-            let ok = (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A)
-                || c == UInt8(ascii: ".") || c == UInt8(ascii: "_") || c == UInt8(ascii: "-")
-            if !ok { return "topic name '\(name)' may only contain [a-zA-Z0-9._-]" }
-        }
-        return nil
     }
 
     private static func endsWithOddBackslashes(_ s: String) -> Bool {

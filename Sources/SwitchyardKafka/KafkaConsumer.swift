@@ -128,9 +128,6 @@ public final class KafkaConsumer: @unchecked Sendable {
         loop.assignmentSnapshot.withLockedValue { $0 }
     }
 
-    /// Whether the cluster answered lately (nil until known); changes also come as `.reachability` events.
-    public var isReachable: Bool? { client.isReachable }
-
     /// Moves an assigned partition's read position (deep recovery: re-read older records). Records already
     /// fetched past the old position may still be delivered before the re-read ones.
     public func seek(_ partition: KafkaTopicPartition, to offset: KafkaOffset, timeout: Duration = .seconds(5)) throws {

@@ -20,7 +20,9 @@ public enum KafkaProduceResult: Sendable, Equatable {
 ///   callbacks must not block for long and must not keep the producer strongly referenced (that would keep it
 ///   alive forever; capture it weakly if needed).
 /// - Defaults (unless the properties file sets them): `partitioner = murmur2_random` (the Java client's, so a
-///   key lands on the same partition whichever client produced it), `client.id = switchyard`.
+///   key lands on the same partition whichever client produced it), `client.id = switchyard`, and
+///   `enable.idempotence = true` (a retried batch is not stored twice and records of a partition keep their order;
+///   it needs `acks = all`, so it is not set when the file asks for `acks = 0` or `1`).
 /// - A record with a null key goes to partition `nullKeyPartition` (default 0), so a single-segment subject
 ///   keeps its order and one epoch; nil lets the partitioner spread null keys.
 public final class KafkaProducer: @unchecked Sendable {
@@ -45,6 +47,9 @@ public final class KafkaProducer: @unchecked Sendable {
         var config = config
         config.setDefault("partitioner", "murmur2_random")
         config.setDefault("client.id", "switchyard")
+        if !["0", "1"].contains(config["acks"] ?? config["request.required.acks"] ?? "all") {
+            config.setDefault("enable.idempotence", "true")
+        }
         self.client = try RdKafkaClient(type: RD_KAFKA_PRODUCER, config: config, forced: [],
                                         events: SY_RD_KAFKA_EVENT_DR, onEvent: onEvent)
         self.nullKeyPartition = nullKeyPartition
@@ -56,6 +61,11 @@ public final class KafkaProducer: @unchecked Sendable {
 
     deinit {
         close(flushTimeout: .zero)
+    }
+
+    /// The value of a librdkafka property as this producer runs with it.
+    public func effectiveProperty(_ key: String) -> String? {
+        client.effectiveProperty(key)
     }
 
     /// Queues one record. `id` comes back in its delivery report. Key and value are copied.
@@ -103,16 +113,6 @@ public final class KafkaProducer: @unchecked Sendable {
         }
     }
 
-    /// Queues one record from byte arrays (see `produce(topic:key:value:id:)`).
-    public func produce(topic: String, key: [UInt8]?, value: [UInt8], id: UInt64) -> KafkaProduceResult {
-        value.withUnsafeBytes { v in
-            if let key {
-                return key.withUnsafeBytes { k in produce(topic: topic, key: k, value: v, id: id) }
-            }
-            return produce(topic: topic, key: nil, value: v, id: id)
-        }
-    }
-
     /// librdkafka's `rd_kafka_outq_len`: records queued or in flight whose delivery reports have not been
     /// handled yet, plus other events not yet served. 0 once everything was delivered and reported.
     public var outstanding: Int {
@@ -143,9 +143,6 @@ public final class KafkaProducer: @unchecked Sendable {
         }
         for rkt in topics { rd_kafka_topic_destroy(rkt) }
     }
-
-    /// Whether the cluster answered lately (nil until known); changes also come as `.reachability` events.
-    public var isReachable: Bool? { client.isReachable }
 }
 
 /// The producer's poll loop, run on its own thread; holds no reference to the `KafkaProducer`.

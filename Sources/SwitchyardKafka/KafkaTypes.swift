@@ -29,15 +29,10 @@ public struct KafkaError: Error, Equatable, Hashable, Sendable, CustomStringConv
 
     public var description: String { "\(message) (\(name))" }
 
-    // Codes a stage may want to match.
+    /// librdkafka's code for a full producer queue (kafka-out reports its own backpressure with it).
     public static let queueFullCode = RD_KAFKA_RESP_ERR__QUEUE_FULL.rawValue
-    public static let messageTooLargeCode = RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE.rawValue
-    public static let allBrokersDownCode = RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN.rawValue
+    /// A record not delivered within `message.timeout.ms`.
     public static let messageTimedOutCode = RD_KAFKA_RESP_ERR__MSG_TIMED_OUT.rawValue
-    public static let unknownTopicCode = RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART.rawValue
-
-    /// The message was larger than `message.max.bytes` (locally) or the broker's limit.
-    public var isMessageTooLarge: Bool { code == Self.messageTooLargeCode }
 }
 
 /// A topic partition.
@@ -57,8 +52,6 @@ public struct KafkaTopicPartition: Hashable, Sendable, CustomStringConvertible {
 public enum KafkaOffset: Hashable, Sendable, CustomStringConvertible {
     /// The oldest record still in the log.
     case beginning
-    /// Only records produced from now on.
-    case end
     /// An absolute offset (the next record read is the one at this offset).
     case offset(Int64)
     /// `count` records before the partition's end (librdkafka resolves the end with ListOffsets; on Tansu that
@@ -69,7 +62,6 @@ public enum KafkaOffset: Hashable, Sendable, CustomStringConvertible {
     var rawValue: Int64 {
         switch self {
         case .beginning: return SY_RD_KAFKA_OFFSET_BEGINNING
-        case .end: return SY_RD_KAFKA_OFFSET_END
         case .offset(let o): return max(0, o)
         case .tail(let n): return sy_rd_kafka_offset_tail(max(0, n))
         }
@@ -78,7 +70,6 @@ public enum KafkaOffset: Hashable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .beginning: return "beginning"
-        case .end: return "end"
         case .offset(let o): return "\(o)"
         case .tail(let n): return "tail(\(n))"
         }

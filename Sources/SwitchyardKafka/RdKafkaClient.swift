@@ -53,6 +53,12 @@ final class RdKafkaClient: @unchecked Sendable {
 
     var isReachable: Bool? { reachable.withLockedValue { $0 } }
 
+    /// The value of a property as the running client has it (what it was given, or librdkafka's default).
+    func effectiveProperty(_ key: String) -> String? {
+        guard let conf = rd_kafka_conf(handle) else { return nil }
+        return KafkaConfig.nativeValue(of: key, in: conf)
+    }
+
     /// Records whether the cluster answers; reports a change as a `.reachability` event.
     func setReachable(_ value: Bool, reason: @autoclosure () -> String) {
         let changed = reachable.withLockedValue { state -> Bool in

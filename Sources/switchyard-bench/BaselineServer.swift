@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOWebSocket
+import SwitchyardCore
 
 /// The reference the bench compares Switchyard against: a minimal single-process, single-event-loop WebSocket
 /// fan-out server doing the protocol subset the bench uses. Subscribe → `subscribed` ALLOW; publish → seq + 1 for
@@ -93,17 +94,17 @@ final class BaselineHub {
         // Same layout as ws-ingress's ServerFrames.message; encoded once for every subscriber.
         var buffer = allocator.buffer(capacity: content.utf8.count + subject.utf8.count + epoch.utf8.count + 128)
         buffer.writeStaticString(#"{"op":"message","subject":"#)
-        buffer.writeJSONStringLiteral(subject)
+        buffer.writeJSONString(subject)
         buffer.writeStaticString(#","content":"#)
-        buffer.writeJSONStringLiteral(content)
+        buffer.writeJSONString(content)
         buffer.writeStaticString(#","type":"update","seq":"#)
         buffer.writeDecimal(seq)
         buffer.writeStaticString(#","epoch":"#)
-        buffer.writeJSONStringLiteral(epoch)
+        buffer.writeJSONString(epoch)
         buffer.writeStaticString(#","retained":true"#)
         if let closure {
             buffer.writeStaticString(#","closure":"#)
-            buffer.writeJSONStringLiteral(closure)
+            buffer.writeJSONString(closure)
         }
         buffer.writeStaticString("}")
         let frame = WebSocketFrame(fin: true, opcode: .text, data: buffer)
@@ -123,18 +124,9 @@ final class BaselineHandler: ChannelInboundHandler {
         self.hub = hub
     }
 
-    private func reply(_ context: ChannelHandlerContext, _ fields: KeyValuePairs<String, String>) {
+    private func reply(_ context: ChannelHandlerContext, _ fields: KeyValuePairs<String, String?>) {
         var buffer = context.channel.allocator.buffer(capacity: 96)
-        buffer.writeStaticString("{")
-        var first = true
-        for (key, value) in fields {
-            if !first { buffer.writeStaticString(",") }
-            first = false
-            buffer.writeJSONStringLiteral(key)
-            buffer.writeStaticString(":")
-            buffer.writeJSONStringLiteral(value)
-        }
-        buffer.writeStaticString("}")
+        buffer.writeJSONObject(fields)
         hub.write(WebSocketFrame(fin: true, opcode: .text, data: buffer), to: context.channel)
     }
 

@@ -9,52 +9,30 @@ final class LoopStats {
     /// frames received inside it.
     var windowStart: UInt64 = .max
     var windowEnd: UInt64 = .max
-
-    // Subscribers
+    /// Subscribers' end-to-end latency and publishers' ack latency (kept here, copied only when asked for).
     var latency = Histogram()
-    var delivered: UInt64 = 0
-    var deliveredInWindow: UInt64 = 0
-    var gaps: UInt64 = 0
-    var duplicates: UInt64 = 0
-    var subscribed: Int = 0
-    var subscribeRefused: Int = 0
-    var unparsable: UInt64 = 0
-
-    // Publishers
     var ackLatency = Histogram()
-    var sent: UInt64 = 0
-    var sentInWindow: UInt64 = 0
-    var acksOK: UInt64 = 0
-    var acksFailed: UInt64 = 0
-    var acksOKInWindow: UInt64 = 0
-    var inflight: Int = 0
-    var okPerSubject: [UInt64]
-    var failureReasons: [String: Int] = [:]
-
-    // Both
-    var errors: UInt64 = 0
-    var disconnects: Int = 0
-    var closeReasons: [String: Int] = [:]
+    /// Every counter (its histograms stay nil here).
+    var counts = StatsSnapshot()
 
     init(subjects: Int) {
-        okPerSubject = [UInt64](repeating: 0, count: subjects)
+        counts.okPerSubject = [UInt64](repeating: 0, count: subjects)
     }
 
     func snapshot(histograms: Bool) -> StatsSnapshot {
-        StatsSnapshot(latency: histograms ? latency : nil, ackLatency: histograms ? ackLatency : nil,
-                      delivered: delivered, deliveredInWindow: deliveredInWindow, gaps: gaps, duplicates: duplicates,
-                      subscribed: subscribed, subscribeRefused: subscribeRefused, unparsable: unparsable, sent: sent,
-                      sentInWindow: sentInWindow, acksOK: acksOK, acksFailed: acksFailed,
-                      acksOKInWindow: acksOKInWindow, inflight: inflight, okPerSubject: okPerSubject,
-                      failureReasons: failureReasons, errors: errors, disconnects: disconnects,
-                      closeReasons: closeReasons)
+        var copy = counts
+        if histograms {
+            copy.latency = latency
+            copy.ackLatency = ackLatency
+        }
+        return copy
     }
 
     @inline(__always)
     func inWindow(_ time: UInt64) -> Bool { time >= windowStart && time < windowEnd }
 }
 
-/// A copy of the counters of one or more loops.
+/// The counters of one loop, or of several merged.
 struct StatsSnapshot {
     var latency: Histogram?
     var ackLatency: Histogram?
@@ -77,6 +55,15 @@ struct StatsSnapshot {
     var disconnects = 0
     var closeReasons: [String: Int] = [:]
 
+    /// The fields merged by adding them up.
+    private static let counters: [WritableKeyPath<StatsSnapshot, UInt64>] = [
+        \.delivered, \.deliveredInWindow, \.gaps, \.duplicates, \.unparsable, \.sent, \.sentInWindow, \.acksOK,
+        \.acksFailed, \.acksOKInWindow, \.errors,
+    ]
+    private static let counts: [WritableKeyPath<StatsSnapshot, Int>] = [
+        \.subscribed, \.subscribeRefused, \.inflight, \.disconnects,
+    ]
+
     static func merged(_ parts: [StatsSnapshot]) -> StatsSnapshot {
         var result = StatsSnapshot()
         for part in parts {
@@ -88,26 +75,13 @@ struct StatsSnapshot {
                 if result.ackLatency == nil { result.ackLatency = Histogram() }
                 result.ackLatency!.merge(ackLatency)
             }
-            result.delivered += part.delivered
-            result.deliveredInWindow += part.deliveredInWindow
-            result.gaps += part.gaps
-            result.duplicates += part.duplicates
-            result.subscribed += part.subscribed
-            result.subscribeRefused += part.subscribeRefused
-            result.unparsable += part.unparsable
-            result.sent += part.sent
-            result.sentInWindow += part.sentInWindow
-            result.acksOK += part.acksOK
-            result.acksFailed += part.acksFailed
-            result.acksOKInWindow += part.acksOKInWindow
-            result.inflight += part.inflight
+            for counter in counters { result[keyPath: counter] += part[keyPath: counter] }
+            for count in counts { result[keyPath: count] += part[keyPath: count] }
             if result.okPerSubject.count < part.okPerSubject.count {
                 result.okPerSubject += [UInt64](repeating: 0, count: part.okPerSubject.count - result.okPerSubject.count)
             }
             for (index, count) in part.okPerSubject.enumerated() { result.okPerSubject[index] += count }
             result.failureReasons.merge(part.failureReasons, uniquingKeysWith: +)
-            result.errors += part.errors
-            result.disconnects += part.disconnects
             result.closeReasons.merge(part.closeReasons, uniquingKeysWith: +)
         }
         return result
@@ -145,7 +119,7 @@ class BenchConnectionHandler: ChannelInboundHandler {
                 var data = frame.unmaskedData
                 let code = data.readInteger(as: UInt16.self).map(String.init) ?? "none"
                 let reason = data.readString(length: data.readableBytes) ?? ""
-                stats.closeReasons["\(code) \(reason)", default: 0] += 1
+                stats.counts.closeReasons["\(code) \(reason)", default: 0] += 1
                 sawClose = true
             }
             closing = true
@@ -169,16 +143,16 @@ class BenchConnectionHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         if !closing {
-            stats.disconnects += 1
-            if !sawClose { stats.closeReasons["connection lost", default: 0] += 1 }
+            stats.counts.disconnects += 1
+            if !sawClose { stats.counts.closeReasons["connection lost", default: 0] += 1 }
         } else if sawClose {
-            stats.disconnects += 1
+            stats.counts.disconnects += 1
         }
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if !closing { stats.closeReasons["error: \(error)", default: 0] += 1 }
+        if !closing { stats.counts.closeReasons["error: \(error)", default: 0] += 1 }
         context.close(promise: nil)
     }
 }
@@ -211,33 +185,33 @@ final class SubscriberHandler: BenchConnectionHandler {
                       let (sentAt, afterTimestamp) = Scan.decimal(in: bytes, at: timestampAt),
                       let seqAt = Scan.seq.end(in: bytes, from: afterTimestamp),
                       let (seq, _) = Scan.decimal(in: bytes, at: seqAt) else {
-                    stats.unparsable += 1
+                    stats.counts.unparsable += 1
                     return true
                 }
-                stats.delivered += 1
-                if stats.inWindow(now) { stats.deliveredInWindow += 1 }
+                stats.counts.delivered += 1
+                if stats.inWindow(now) { stats.counts.deliveredInWindow += 1 }
                 if stats.inWindow(sentAt) { stats.latency.record(now &- sentAt) }
                 if seq == lastSeq &+ 1 {
                     lastSeq = seq
                 } else if seq > lastSeq {
-                    stats.gaps += seq - lastSeq - 1
+                    stats.counts.gaps += seq - lastSeq - 1
                     lastSeq = seq
                 } else {
-                    stats.duplicates += 1
+                    stats.counts.duplicates += 1
                 }
                 return true
             }
             if Scan.subscribed.isPrefix(of: bytes) {
                 if Scan.statusAllow.end(in: bytes) != nil {
-                    stats.subscribed += 1
+                    stats.counts.subscribed += 1
                 } else {
-                    stats.subscribeRefused += 1
+                    stats.counts.subscribeRefused += 1
                 }
                 pendingAllows -= 1
                 if pendingAllows == 0 { allowed.succeed(()) }
                 return true
             }
-            if Scan.error.isPrefix(of: bytes) { stats.errors += 1 }
+            if Scan.error.isPrefix(of: bytes) { stats.counts.errors += 1 }
             return false
         }
         _ = handled
@@ -340,9 +314,9 @@ final class PublisherHandler: BenchConnectionHandler {
             inflightHere += 1
             sentHere += 1
             sentNow += 1
-            stats.inflight += 1
-            stats.sent += 1
-            if stats.inWindow(sentAt) { stats.sentInWindow += 1 }
+            stats.counts.inflight += 1
+            stats.counts.sent += 1
+            if stats.inWindow(sentAt) { stats.counts.sentInWindow += 1 }
         }
     }
 
@@ -351,31 +325,31 @@ final class PublisherHandler: BenchConnectionHandler {
         let stats = self.stats
         let isAck: Bool = data.withUnsafeReadableBytes { bytes in
             guard Scan.publishStatus.isPrefix(of: bytes) else {
-                if Scan.error.isPrefix(of: bytes) { stats.errors += 1 }
+                if Scan.error.isPrefix(of: bytes) { stats.counts.errors += 1 }
                 return false
             }
             guard let closureAt = Scan.closure.end(in: bytes),
                   let (sentAt, dash) = Scan.decimal(in: bytes, at: closureAt),
                   dash < bytes.count, bytes[dash] == UInt8(ascii: "-"),
                   let (subject, _) = Scan.decimal(in: bytes, at: dash + 1) else {
-                stats.unparsable += 1
+                stats.counts.unparsable += 1
                 return true
             }
             if Scan.statusOK.end(in: bytes) != nil {
-                stats.acksOK += 1
-                if Int(subject) < stats.okPerSubject.count { stats.okPerSubject[Int(subject)] += 1 }
-                if stats.inWindow(now) { stats.acksOKInWindow += 1 }
+                stats.counts.acksOK += 1
+                if Int(subject) < stats.counts.okPerSubject.count { stats.counts.okPerSubject[Int(subject)] += 1 }
+                if stats.inWindow(now) { stats.counts.acksOKInWindow += 1 }
                 if stats.inWindow(sentAt) { stats.ackLatency.record(now &- sentAt) }
             } else {
-                stats.acksFailed += 1
+                stats.counts.acksFailed += 1
                 let status = String(decoding: bytes, as: UTF8.self)
-                stats.failureReasons[String(status.prefix(200)), default: 0] += 1
+                stats.counts.failureReasons[String(status.prefix(200)), default: 0] += 1
             }
             return true
         }
         if isAck {
             inflightHere -= 1
-            stats.inflight -= 1
+            stats.counts.inflight -= 1
             pump()
         }
     }

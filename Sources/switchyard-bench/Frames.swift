@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import NIOCore
+import SwitchyardCore
 
 /// Monotonic clock in nanoseconds (one process sends and receives, so no wall clock is needed).
 @inline(__always)
@@ -94,27 +95,6 @@ extension ByteBuffer {
             _ = writeBytes(UnsafeRawBufferPointer(rebasing: raw[(raw.count - count)...]))
         }
     }
-
-    /// Writes `string` as a JSON string literal (quotes, backslashes and control characters escaped).
-    mutating func writeJSONStringLiteral(_ string: String) {
-        writeInteger(UInt8(ascii: "\""))
-        for byte in string.utf8 {
-            switch byte {
-            case UInt8(ascii: "\""): writeStaticString("\\\"")
-            case UInt8(ascii: "\\"): writeStaticString("\\\\")
-            case UInt8(ascii: "\n"): writeStaticString("\\n")
-            case UInt8(ascii: "\r"): writeStaticString("\\r")
-            case UInt8(ascii: "\t"): writeStaticString("\\t")
-            case 0..<0x20:
-                writeStaticString("\\u00")
-                let hex: [UInt8] = Array("0123456789abcdef".utf8)
-                writeInteger(hex[Int(byte >> 4)])
-                writeInteger(hex[Int(byte & 0xF)])
-            default: writeInteger(byte)
-            }
-        }
-        writeInteger(UInt8(ascii: "\""))
-    }
 }
 
 /// Client → server frames of protocol v1, as the bench sends them.
@@ -124,7 +104,7 @@ enum ClientFrames {
         buffer.writeStaticString(#"{"op":"subscribe","subjects":["#)
         for (index, subject) in subjects.enumerated() {
             if index > 0 { buffer.writeStaticString(",") }
-            buffer.writeJSONStringLiteral(subject)
+            buffer.writeJSONString(subject)
         }
         buffer.writeStaticString("]}")
         return buffer
@@ -134,7 +114,7 @@ enum ClientFrames {
     static func publishPrefix(subject: String) -> ByteBuffer {
         var buffer = ByteBuffer()
         buffer.writeStaticString(#"{"op":"publish","subject":"#)
-        buffer.writeJSONStringLiteral(subject)
+        buffer.writeJSONString(subject)
         buffer.writeStaticString(#","content":"t="#)
         return buffer
     }

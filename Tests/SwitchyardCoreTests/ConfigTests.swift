@@ -88,6 +88,43 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(topology.address(.cache, 1), "ipc://\(folder)/cache-1.ipc")
     }
 
+    func testInstanceCountsAreHeldToWhatEachStageCanRun() throws {
+        let config = try SwitchyardConfig.parse("KafkaOutInstances = 3\nFanoutInstances = 64", file: "/x.conf")
+        XCTAssertEqual(config.instances["kafka-out"], 3)
+        XCTAssertEqual(config.instances["fanout"], 64)
+        for (line, said) in [("CacheInstances = 0", "cache runs 1-64 instances, not 0: "),
+                             ("IngressInstances = 65", "ws-ingress runs 1-64 instances, not 65: "),
+                             ("KafkaOutInstances = -1", "kafka-out runs 1-64 instances, not -1: "),
+                             ("FanoutInstances = two", "'two' is not a whole number")] {
+            XCTAssertThrowsError(try SwitchyardConfig.parse(line, file: "/x.conf"), line) { error in
+                XCTAssertTrue("\(error)".contains(said), "\(error)")
+            }
+        }
+        XCTAssertEqual(StageName.router.instanceLimit.range, 1...1)
+        XCTAssertEqual(StageName.kafkaIn.instanceLimit.range, 1...1)
+        XCTAssertNil(StageName.cache.instanceLimit.refusal(.cache, count: 64))
+        XCTAssertEqual(StageName.router.instanceLimit.refusal(.router, count: 2)?.hasPrefix(
+            "router runs exactly 1 instance, not 2: "), true)
+    }
+
+    func testPrintConfigGivesTheStagesTheirLimitsAndTheStartOrder() throws {
+        func printed(_ text: String) throws -> [String: Any] {
+            let json = try SwitchyardConfig.parse(text, file: "/x.conf").supervisorJSON()
+            return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+        }
+        let standalone = try printed("")
+        let stages = try XCTUnwrap(standalone["stages"] as? [[String: Any]])
+        XCTAssertEqual(stages.map { $0["name"] as? String }, ["ws-ingress", "router", "cache", "fanout"])
+        XCTAssertEqual(stages[1]["maxInstances"] as? Int, 1)
+        XCTAssertEqual(stages[2]["maxInstances"] as? Int, 64)
+        XCTAssertEqual(stages[2]["minInstances"] as? Int, 1)
+        XCTAssertEqual(standalone["startOrder"] as? [String],
+                       ["fanout", "cache", "router", "kafka-out", "kafka-in", "ws-ingress"])
+        let kafka = try XCTUnwrap(try printed("ClusterEngine = kafka")["stages"] as? [[String: Any]])
+        XCTAssertEqual(kafka.map { $0["name"] as? String },
+                       ["ws-ingress", "router", "cache", "fanout", "kafka-out", "kafka-in"])
+    }
+
     func testPerConnectionLimits() throws {
         let defaults = SwitchyardConfig()
         XCTAssertEqual(defaults.maxSubjectsPerConnection, 1000)

@@ -12,7 +12,8 @@ final class SubjectTests: XCTestCase {
         let cases: [(String, Subject.ValidationError)] = [
             ("", .empty), ("a/b", .missingLeadingSlash), ("/", .emptySegment), ("/a//b", .emptySegment),
             ("//a", .emptySegment), ("/a/", .trailingSlash), ("/a b/c", .invalidTopicName),
-            ("/top!c", .invalidTopicName), ("/" + String(repeating: "t", count: 250), .invalidTopicName),
+            ("/top!c", .invalidTopicName), ("/..", .invalidTopicName), ("/./k", .invalidTopicName),
+            ("/" + String(repeating: "t", count: 250), .invalidTopicName),
             ("/a/" + String(repeating: "k", count: Subject.maxLength), .tooLong),
         ]
         for (subject, expected) in cases {

@@ -1,5 +1,6 @@
 import XCTest
 @testable import SwitchyardKafka
+import SwitchyardCore
 
 final class KafkaConfigTests: XCTestCase {
     func testParsesPropertiesWithSwitchyardKeys() throws {
@@ -68,9 +69,9 @@ final class KafkaConfigTests: XCTestCase {
             XCTAssertEqual(e?.line, 4)
             XCTAssertEqual(e?.parameter, "topics.regex")
         }
-        XCTAssertNil(KafkaConfig.topicNameProblem("a-b_c.9"))
-        XCTAssertNotNil(KafkaConfig.topicNameProblem(String(repeating: "a", count: 250)))
-        XCTAssertNotNil(KafkaConfig.topicNameProblem(".."))
+        XCTAssertNil(Subject.topicNameProblem("a-b_c.9"))
+        XCTAssertNotNil(Subject.topicNameProblem(String(repeating: "a", count: 250)))
+        XCTAssertNotNil(Subject.topicNameProblem(".."))
     }
 
     func testUnknownPropertyNamesFileLineKeyAndLibrdkafkaMessage() throws {
@@ -127,5 +128,17 @@ final class KafkaSecurityTests: XCTestCase {
         for feature in ["ssl", "sasl_plain", "sasl_scram", "sasl_oauthbearer"] {
             XCTAssertTrue(features.contains(feature), "builtin.features lacks \(feature): \(features.sorted())")
         }
+    }
+
+    func testTheProducerIsIdempotentUnlessThePropertiesSayOtherwise() throws {
+        func producer(_ properties: [String: String]) throws -> KafkaProducer {
+            var config = KafkaConfig(properties: properties.merging(["test.mock.num.brokers": "1"]) { mine, _ in mine })
+            config.set("log_level", "3")
+            return try KafkaProducer(config: config, onDelivery: { _ in })
+        }
+        XCTAssertEqual(try producer([:]).effectiveProperty("enable.idempotence"), "true")
+        XCTAssertEqual(try producer(["enable.idempotence": "false"]).effectiveProperty("enable.idempotence"), "false")
+        XCTAssertEqual(try producer(["acks": "1"]).effectiveProperty("enable.idempotence"), "false")
+        XCTAssertEqual(try producer([:]).effectiveProperty("partitioner"), "murmur2_random")
     }
 }

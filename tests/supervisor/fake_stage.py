@@ -18,6 +18,9 @@ import sys
 import time
 
 STAGES = ("ws-ingress", "router", "cache", "fanout", "kafka-in", "kafka-out")
+DISPLAY_ORDER = ("ws-ingress", "router", "cache", "fanout", "kafka-out", "kafka-in")
+START_ORDER = ("fanout", "cache", "router", "kafka-out", "kafka-in", "ws-ingress")
+LIMITS = {"router": 1, "kafka-in": 1}  # most instances; the rest run 1-64
 KNOWN = {"Listen", "ClusterEngine", "RunDir", "LogFolder", "LogLevel", "MaxCachedMessagesPerSubject",
          "CacheExpireTime", "KafkaConsumerConfig", "KafkaProducerConfig"}
 STATS_PERIOD = 0.2
@@ -58,7 +61,10 @@ def print_config(path):
     print(json.dumps({"configFile": path, "listen": conf["Listen"].split(","),
                       "clusterEngine": conf["ClusterEngine"], "runDir": conf["RunDir"],
                       "logFolder": conf["LogFolder"], "logLevel": conf["LogLevel"],
-                      "instances": {s: 1 for s in STAGES}}))
+                      "instances": {s: 1 for s in STAGES},
+                      "stages": [{"name": s, "minInstances": 1, "maxInstances": LIMITS.get(s, 64), "why": "fake"}
+                                 for s in DISPLAY_ORDER if conf["ClusterEngine"] == "kafka" or not s.startswith("kafka")],
+                      "startOrder": START_ORDER}))
     return 0
 
 

@@ -120,6 +120,12 @@ def test_scale_writes_topology_and_runs_n_instances(stack):
     assert json.loads((stack.run_dir / "topology.json").read_text())["ws-ingress"] == 1
     assert list(stack.status()) == STANDALONE
     assert stack.sw("scale", "kafka-in", "2").returncode == 2  # not part of a standalone stack
+    for stage, count, said in (("router", "2", "router runs exactly 1 instance, not 2"),
+                               ("cache", "0", "cache runs 1-64 instances, not 0"),
+                               ("ws-ingress", "65", "ws-ingress runs 1-64 instances, not 65")):
+        refused = stack.sw("scale", stage, count)
+        assert refused.returncode == 2 and said in refused.stderr, refused
+    assert list(stack.status()) == STANDALONE  # nothing changed
 
 
 def test_swap_refuses_bad_paths_rolls_back_and_persists(stack, tmp_path):
