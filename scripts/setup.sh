@@ -30,7 +30,7 @@ fi
 # (below) builds it and installs what that build needs. chromium, chromium-driver: the browser tests of the
 # JavaScript client and the demo page (tests/e2e/test_client_browser.py, headless).
 APT_PACKAGES=(
-    libssl-dev libnanomsg-dev pkg-config
+    libssl-dev libnanomsg-dev pkg-config openssl
     python3 python3-venv python3-pip ca-certificates
     chromium chromium-driver
 )

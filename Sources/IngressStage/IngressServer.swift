@@ -15,6 +15,8 @@ public final class IngressServer {
     private let eventLoop: EventLoop
     private let link: BackplaneLink
     private let hub: IngressHub
+    /// The certificate of the `ListenEncrypted` listeners; nil without them.
+    private let tls: ServerTLS?
     private var serverChannels: [Channel] = []
 
     public init(context: StageContext) throws {
@@ -26,6 +28,8 @@ public final class IngressServer {
                                  metrics: context.metrics)
         hub = IngressHub(instance: UInt32(context.instance), inboundAddress: context.inboundAddress,
                          config: context.config, logger: context.logger, metrics: context.metrics, link: link)
+        tls = context.config.listenEncrypted.isEmpty ? nil
+            : try ServerTLS(config: context.config, logger: context.logger, metrics: context.metrics)
     }
 
     /// Starts serving; returns once every listening address is bound.
@@ -35,6 +39,37 @@ public final class IngressServer {
         let logger = context.logger
         let settings = EdgeSettings(config: context.config)
         let connections = ConnectionCounter(metrics: context.metrics)
+        let configureClient = { (channel: Channel) in
+            try Self.configureClientChannel(channel, settings: settings, connections: connections, hub: hub)
+        }
+        for address in context.config.listen {
+            serverChannels.append(try bind(address, configureClient))
+            logger.info("listening", ["address": address])
+        }
+        if let tls {
+            for address in context.config.listenEncrypted {
+                serverChannels.append(try bind(address) { channel in
+                    try tls.addHandlers(to: channel)
+                    try configureClient(channel)
+                })
+                logger.info("listening (TLS)", ["address": address])
+            }
+        }
+        context.metrics.setGauge("tlsListeners", tls == nil ? 0 : context.config.listenEncrypted.count)
+        if context.instance == 0, let address = context.config.monitorListen {
+            serverChannels.append(try MonitorServer.bind(address, group: group, config: context.config))
+            logger.info("monitor listening", ["address": address, "paths": "/metrics /health /ready"])
+        }
+        eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(250), delay: .milliseconds(250)) { [hub] _ in
+            hub.tick()
+        }
+    }
+
+    /// Binds one client listener (SO_REUSEPORT: every ingress instance binds the same addresses);
+    /// `configureClient` builds each accepted connection's pipeline.
+    private func bind(_ address: ListenAddress, _ configureClient: @escaping (Channel) throws -> Void) throws -> Channel {
+        let logger = context.logger
+        let sendBuffer = context.config.clientSendBuffer
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 4096)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
@@ -47,25 +82,22 @@ public final class IngressServer {
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(ChannelOptions.writeBufferWaterMark, value: ConnectionLimits(context.config).channelWaterMark)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try Self.configureClientChannel(channel, settings: settings, connections: connections, hub: hub)
-                }
+                channel.eventLoop.makeCompletedFuture { try configureClient(channel) }
             }
-        let sendBuffer = context.config.clientSendBuffer
-        for address in context.config.listen {
-            let channel = try (sendBuffer > 0 ? bootstrap.childChannelOption(ChannelOptions.socketOption(.so_sndbuf),
-                                                                             value: SocketOptionValue(sendBuffer))
-                                              : bootstrap).bind(host: address.host, port: address.port).wait()
-            serverChannels.append(channel)
-            logger.info("listening", ["address": address])
+        return try (sendBuffer > 0 ? bootstrap.childChannelOption(ChannelOptions.socketOption(.so_sndbuf),
+                                                                  value: SocketOptionValue(sendBuffer))
+                                   : bootstrap)
+            .bind(host: address.host, port: address.port).wait()
+    }
+
+    /// `./switchyard reload ws-ingress` (SIGUSR2): new connections get the certificate and key read anew from
+    /// their files; open connections keep theirs. Blocks on file I/O, off the event loop.
+    func reloadTLS() {
+        guard let tls else {
+            context.logger.warn("nothing to reload: no TLS listener (ListenEncrypted)")
+            return
         }
-        if context.instance == 0, let address = context.config.monitorListen {
-            serverChannels.append(try MonitorServer.bind(address, group: group, config: context.config))
-            logger.info("monitor listening", ["address": address, "paths": "/metrics /health /ready"])
-        }
-        eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(250), delay: .milliseconds(250)) { [hub] _ in
-            hub.tick()
-        }
+        tls.reload()
     }
 
     /// Shards may have moved: the pipeline must learn this ingress's interest again. Every stage reloads the
@@ -108,12 +140,17 @@ public final class IngressServer {
         do {
             server = try IngressServer(context: context)
             try server.start()
+        } catch let error as ConfigError {
+            // e.g. an unreadable certificate: restarting cannot help (the supervisor reports exit status 2).
+            context.logger.error("cannot start: configuration", ["error": error])
+            exit(2)
         } catch {
             context.logger.error("cannot start", ["error": error])
             exit(1)
         }
         let stopped = DispatchSemaphore(value: 0)
-        context.start(onStop: { stopped.signal() }, onTopologyChange: { _ in server.topologyChanged() })
+        context.start(onStop: { stopped.signal() }, onTopologyChange: { _ in server.topologyChanged() },
+                      onReload: { server.reloadTLS() })
         context.setReady(true)
         context.logger.info("ready", ["address": context.inboundAddress, "pid": getpid()])
         stopped.wait()

@@ -112,12 +112,23 @@ public struct SwitchyardConfig: Sendable {
     /// `MonitorListen`: the private listener of ws-ingress instance 0 for `/metrics`, `/health` and `/ready`;
     /// `none` disables it. Default `127.0.0.1:8801`.
     public var monitorListen: ListenAddress? = ListenAddress(host: "127.0.0.1", port: 8801)
+    /// `ListenEncrypted`: TLS (wss/https) addresses serving the same endpoint as `Listen`; absent or `none`: no
+    /// TLS listener (default).
+    public var listenEncrypted: [ListenAddress] = []
+    /// `TLSCertificateFile`: the PEM certificate chain (the server's certificate first, then its intermediates);
+    /// required with `ListenEncrypted`. No default.
+    public var tlsCertificateFile: String?
+    /// `TLSKeyFile`: the unencrypted PEM private key of that certificate. No default.
+    public var tlsKeyFile: String?
     /// `IngressInstances`, `CacheInstances`, `FanoutInstances`, `KafkaOutInstances`: how many instances of each
     /// stage run (router and kafka-in always run one: `StageName.instanceLimit`).
     public var instances: [String: Int] = ["ws-ingress": 1, "router": 1, "cache": 1, "fanout": 1,
                                            "kafka-in": 1, "kafka-out": 1]
 
     public init() {}
+
+    /// The line each parameter was set on, for problems found after parsing (e.g. in a file a parameter names).
+    public var parameterLines: [String: Int] = [:]
 
     /// The folder the file lives in: relative paths in it are resolved against this.
     public var folder: String { (file as NSString).deletingLastPathComponent }
@@ -157,14 +168,18 @@ public struct SwitchyardConfig: Sendable {
             if value.isEmpty { throw fail("missing value") }
             try config.apply(name: name, value: value, fail: fail)
         }
+        config.parameterLines = seen
         if let monitor = config.monitorListen, config.listen.contains(where: { $0.port == monitor.port }) {
             throw ConfigError(file: file, line: seen["MonitorListen"] ?? 0, parameter: "MonitorListen",
                               problem: "port \(monitor.port) is also in Listen: the monitor needs a port of its own")
         }
+        try config.checkEncryptedListener()
         config.runDir = absolutePath(config.runDir, relativeTo: config.folder)
         config.logFolder = absolutePath(config.logFolder, relativeTo: config.folder)
         config.kafkaConsumerConfig = absolutePath(config.kafkaConsumerConfig, relativeTo: config.folder)
         config.kafkaProducerConfig = absolutePath(config.kafkaProducerConfig, relativeTo: config.folder)
+        config.tlsCertificateFile = config.tlsCertificateFile.map { absolutePath($0, relativeTo: config.folder) }
+        config.tlsKeyFile = config.tlsKeyFile.map { absolutePath($0, relativeTo: config.folder) }
         return config
     }
 
@@ -182,12 +197,7 @@ public struct SwitchyardConfig: Sendable {
         }
         switch name {
         case "Listen":
-            listen = try value.split(separator: ",").map { entry in
-                guard let address = ListenAddress(parsing: entry.trimmingCharacters(in: .whitespaces)) else {
-                    throw fail("'\(entry)' is not host:port (e.g. *:8800 or 127.0.0.1:8800)")
-                }
-                return address
-            }
+            listen = try addresses(value, fail: fail)
         case "ClusterEngine":
             guard let engine = ClusterEngine(rawValue: value.lowercased()) else {
                 throw fail("'\(value)' is not one of none, kafka")
@@ -238,8 +248,42 @@ public struct SwitchyardConfig: Sendable {
         case "CacheInstances": try setInstances(of: .cache)
         case "FanoutInstances": try setInstances(of: .fanout)
         case "KafkaOutInstances": try setInstances(of: .kafkaOut)
+        case "ListenEncrypted":
+            listenEncrypted = value.lowercased() == "none" ? [] : try addresses(value, fail: fail)
+        case "TLSCertificateFile": tlsCertificateFile = value
+        case "TLSKeyFile": tlsKeyFile = value
         default:
             throw fail("unknown parameter")
+        }
+    }
+
+    /// `host:port, host:port, ...` of `Listen` and `ListenEncrypted`.
+    private func addresses(_ value: String, fail: (String) -> ConfigError) throws -> [ListenAddress] {
+        try value.split(separator: ",").map { entry in
+            guard let address = ListenAddress(parsing: entry.trimmingCharacters(in: .whitespaces)) else {
+                throw fail("'\(entry)' is not host:port (e.g. *:8800 or 127.0.0.1:8800)")
+            }
+            return address
+        }
+    }
+
+    /// A TLS listener needs a certificate and key, and ports of its own.
+    private func checkEncryptedListener() throws {
+        guard !listenEncrypted.isEmpty else { return }
+        func fail(_ problem: String) -> ConfigError {
+            ConfigError(file: file, line: parameterLines["ListenEncrypted"] ?? 0, parameter: "ListenEncrypted",
+                        problem: problem)
+        }
+        let missing = [("TLSCertificateFile", tlsCertificateFile), ("TLSKeyFile", tlsKeyFile)]
+            .filter { $0.1 == nil }.map(\.0)
+        if !missing.isEmpty { throw fail("needs \(missing.joined(separator: " and "))") }
+        for address in listenEncrypted {
+            if listen.contains(where: { $0.port == address.port }) {
+                throw fail("port \(address.port) is also in Listen: TLS needs a port of its own")
+            }
+            if monitorListen?.port == address.port {
+                throw fail("port \(address.port) is also MonitorListen's: TLS needs a port of its own")
+            }
         }
     }
 

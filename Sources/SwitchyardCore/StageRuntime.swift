@@ -73,10 +73,11 @@ public final class StageContext: @unchecked Sendable {
     public var inboundAddress: String { topology.address(stage, instance) }
 
     /// Starts publishing the stats file and installs the signal handlers every stage shares: SIGUSR1 re-reads
-    /// `<RunDir>/<stage>-<n>.loglevel`, SIGHUP re-reads the topology (then calls `onTopologyChange`), SIGTERM and
-    /// SIGINT call `onStop`.
+    /// `<RunDir>/<stage>-<n>.loglevel`, SIGHUP re-reads the topology (then calls `onTopologyChange`), SIGUSR2
+    /// calls `onReload` (ignored without it), SIGTERM and SIGINT call `onStop`.
     public func start(onStop: @escaping @Sendable () -> Void,
-                      onTopologyChange: @escaping @Sendable (Topology) -> Void = { _ in }) {
+                      onTopologyChange: @escaping @Sendable (Topology) -> Void = { _ in },
+                      onReload: (@Sendable () -> Void)? = nil) {
         stats = StatsPublisher(metrics: metrics, stage: stage.rawValue, instance: instance, runDir: config.runDir)
         handle(SIGTERM) { [weak self] in
             self?.stopping(signal: "TERM")
@@ -93,6 +94,11 @@ public final class StageContext: @unchecked Sendable {
             self.lock.withLock { self._topology = topology }
             self.logger.info("topology reloaded", ["instances": topology.instances])
             onTopologyChange(topology)
+        }
+        if let onReload {
+            handle(SIGUSR2, onReload)
+        } else {
+            signal(SIGUSR2, SIG_IGN)
         }
         signal(SIGPIPE, SIG_IGN)
     }

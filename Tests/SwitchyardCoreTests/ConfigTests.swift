@@ -166,4 +166,37 @@ final class ConfigTests: XCTestCase {
             XCTAssertThrowsError(try SwitchyardConfig.parse(bad, file: "/x.conf"), bad)
         }
     }
+
+    func testEncryptedListenerNeedsCertificateKeyAndItsOwnPort() throws {
+        let defaults = try SwitchyardConfig.parse("", file: "/x.conf")
+        XCTAssertEqual(defaults.listenEncrypted, [])
+        XCTAssertNil(defaults.tlsCertificateFile)
+        let set = try SwitchyardConfig.parse("""
+            ListenEncrypted = *:8443, [::1]:9443
+            TLSCertificateFile = tls/chain.pem
+            TLSKeyFile = /etc/keys/server.key
+            """, file: "/etc/sy/switchyard.conf")
+        XCTAssertEqual(set.listenEncrypted, [ListenAddress(host: "0.0.0.0", port: 8443),
+                                             ListenAddress(host: "::1", port: 9443)])
+        XCTAssertEqual(set.tlsCertificateFile, "/etc/sy/tls/chain.pem")  // relative to the file's folder
+        XCTAssertEqual(set.tlsKeyFile, "/etc/keys/server.key")
+        XCTAssertEqual(set.parameterLines["TLSKeyFile"], 3)
+        XCTAssertEqual(try SwitchyardConfig.parse("ListenEncrypted = none", file: "/x.conf").listenEncrypted, [])
+
+        let problems = [
+            ("ListenEncrypted = *:8443\nTLSKeyFile = k.pem", 1, "needs TLSCertificateFile"),
+            ("TLSCertificateFile = c.pem\nListenEncrypted = *:8443", 2, "needs TLSKeyFile"),
+            ("TLSCertificateFile = c.pem\nTLSKeyFile = k.pem\nListenEncrypted = *:8800", 3, "also in Listen"),
+            ("TLSCertificateFile = c.pem\nTLSKeyFile = k.pem\nListenEncrypted = *:8801", 3, "MonitorListen"),
+            ("ListenEncrypted = 8443", 1, "not host:port"),
+        ]
+        for (text, line, problem) in problems {
+            XCTAssertThrowsError(try SwitchyardConfig.parse(text, file: "/x.conf"), text) {
+                let error = $0 as? ConfigError
+                XCTAssertEqual(error?.line, line, text)
+                XCTAssertEqual(error?.parameter, "ListenEncrypted", text)
+                XCTAssertTrue(error?.problem.contains(problem) == true, "\(text): \(String(describing: error))")
+            }
+        }
+    }
 }

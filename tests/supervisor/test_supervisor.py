@@ -103,6 +103,16 @@ def test_loglevel_reaches_the_stage(stack):
     assert bad.returncode == 2 and "LOUD" in bad.stderr
 
 
+def test_reload_is_for_ws_ingress_with_a_tls_listener_only(stack):
+    assert stack.sw("start").returncode == 0
+    wrong_stage = stack.sw("reload", "router")
+    assert wrong_stage.returncode == 2 and "only ws-ingress" in wrong_stage.stderr
+    assert stack.sw("reload", "ws-ingress-7").returncode == 2
+    no_tls = stack.sw("reload", "ws-ingress")  # the fake stage reports no tlsListeners, like one without TLS
+    assert no_tls.returncode == 1 and "ws-ingress-0: no TLS listener (ListenEncrypted)" in no_tls.stderr
+    assert stack.all_up()
+
+
 def test_scale_writes_topology_and_runs_n_instances(stack):
     assert stack.sw("start").returncode == 0
     result = stack.sw("scale", "ws-ingress", "3")
