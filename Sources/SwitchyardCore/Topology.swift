@@ -84,7 +84,11 @@ public struct Topology: Equatable, Sendable {
         if let data = FileManager.default.contents(atPath: file),
            let counts = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
             for (stage, value) in counts {
-                if let count = value as? Int, count > 0 { topology.instances[stage] = count }
+                // A count the stage cannot run (the supervisor never writes one) leaves the configured count.
+                if let name = StageName(rawValue: stage), let count = value as? Int,
+                   name.instanceLimit.range.contains(count) {
+                    topology.instances[stage] = count
+                }
             }
         }
         return topology

@@ -86,6 +86,11 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(topology.count(.cache), 4)
         XCTAssertEqual(topology.count(.ingress), 3)
         XCTAssertEqual(topology.address(.cache, 1), "ipc://\(folder)/cache-1.ipc")
+        try Data(#"{"cache": 0, "router": 2, "fanout": 3, "kafka-in": -1}"#.utf8)
+            .write(to: URL(fileURLWithPath: folder + "/topology.json"))
+        let held = Topology.load(config: config)
+        XCTAssertEqual([held.count(.cache), held.count(.router), held.count(.fanout), held.count(.kafkaIn)], [2, 1, 3, 1],
+                       "counts a stage cannot run leave the configured ones")
     }
 
     func testInstanceCountsAreHeldToWhatEachStageCanRun() throws {
