@@ -86,7 +86,8 @@ struct TLSCredentials {
 
     private static func read(_ path: String, parameter: String) throws -> [UInt8] {
         guard let file = FileHandle(forReadingAtPath: path) else {
-            throw FileError(parameter: parameter, path: path, problem: "cannot read the file (missing or no permission)")
+            throw FileError(parameter: parameter, path: path,
+                            problem: "cannot read the file (missing or no permission)")
         }
         defer { try? file.close() }
         let data: Data
@@ -96,7 +97,8 @@ struct TLSCredentials {
             throw FileError(parameter: parameter, path: path, problem: "cannot read the file (\(error))")
         }
         guard data.count <= maxFileSize else {
-            throw FileError(parameter: parameter, path: path, problem: "larger than \(maxFileSize) bytes: not a PEM file")
+            throw FileError(parameter: parameter, path: path,
+                            problem: "larger than \(maxFileSize) bytes: not a PEM file")
         }
         return [UInt8](data)
     }
