@@ -67,7 +67,8 @@ public final class IngressServer {
 
     /// Binds one client listener (SO_REUSEPORT: every ingress instance binds the same addresses);
     /// `configureClient` builds each accepted connection's pipeline.
-    private func bind(_ address: ListenAddress, _ configureClient: @escaping (Channel) throws -> Void) throws -> Channel {
+    private func bind(_ address: ListenAddress,
+                      _ configureClient: @escaping (Channel) throws -> Void) throws -> Channel {
         let logger = context.logger
         let sendBuffer = context.config.clientSendBuffer
         let bootstrap = ServerBootstrap(group: group)

@@ -50,7 +50,8 @@ struct TLSCredentials {
             return TLSCredentials(context: context, leaf: chain[0], chainLength: chain.count)
         } catch NIOSSLError.failedToLoadPrivateKey {
             throw FileError(parameter: "TLSKeyFile", path: keyFile,
-                            problem: "this key does not match the certificate in \(certificateFile)")
+                            problem: "this key does not match the certificate in \(certificateFile) (the server's own"
+                                + " certificate must come first, then its intermediates)")
         } catch {
             throw FileError(parameter: "TLSCertificateFile", path: certificateFile,
                             problem: "the certificate cannot be used for a TLS server (\(error)); an ECDSA certificate"
@@ -85,7 +86,8 @@ struct TLSCredentials {
 
     private static func read(_ path: String, parameter: String) throws -> [UInt8] {
         guard let file = FileHandle(forReadingAtPath: path) else {
-            throw FileError(parameter: parameter, path: path, problem: "cannot read the file (missing or no permission)")
+            throw FileError(parameter: parameter, path: path,
+                            problem: "cannot read the file (missing or no permission)")
         }
         defer { try? file.close() }
         let data: Data
@@ -95,7 +97,8 @@ struct TLSCredentials {
             throw FileError(parameter: parameter, path: path, problem: "cannot read the file (\(error))")
         }
         guard data.count <= maxFileSize else {
-            throw FileError(parameter: parameter, path: path, problem: "larger than \(maxFileSize) bytes: not a PEM file")
+            throw FileError(parameter: parameter, path: path,
+                            problem: "larger than \(maxFileSize) bytes: not a PEM file")
         }
         return [UInt8](data)
     }
@@ -168,10 +171,14 @@ final class ServerTLS: @unchecked Sendable {
     }
 
     private func serving(_ credentials: TLSCredentials, _ message: String) {
-        metrics.setGauge("tlsCertificateNotAfter", Int(credentials.leaf.notValidAfter))
-        let notAfter = Date(timeIntervalSince1970: TimeInterval(credentials.leaf.notValidAfter))
+        let notAfter = credentials.leaf.notValidAfter
+        metrics.setGauge("tlsCertificateNotAfter", Int(clamping: notAfter))
+        let expiry = Date(timeIntervalSince1970: TimeInterval(notAfter))
         logger.info(message, ["file": certificateFile, "serial": credentials.serial,
-                              "chain": credentials.chainLength, "notAfter": notAfter])
+                              "chain": credentials.chainLength, "notAfter": expiry])
+        if notAfter < time(nil) {
+            logger.warn("the TLS certificate has expired: clients will refuse it", ["notAfter": expiry])
+        }
     }
 }
 

@@ -118,7 +118,8 @@ final class TLSCredentialsTests: XCTestCase {
     func testAFileAboveTheSizeBoundIsRefusedWithoutParsing() throws {
         let good = try pki.selfSigned("good")
         let huge = pki.path("huge.pem")
-        XCTAssertTrue(FileManager.default.createFile(atPath: huge, contents: Data(count: TLSCredentials.maxFileSize + 1)))
+        let tooLarge = Data(count: TLSCredentials.maxFileSize + 1)
+        XCTAssertTrue(FileManager.default.createFile(atPath: huge, contents: tooLarge))
         XCTAssertThrowsError(try TLSCredentials.load(certificateFile: huge, keyFile: good.key)) {
             XCTAssertTrue(($0 as? TLSCredentials.FileError)?.problem.contains("larger than") == true, "\($0)")
         }

@@ -175,6 +175,8 @@ def test_tls_1_2_and_1_3_are_accepted(tls_broker, pki, version, name):
 def test_plain_http_on_the_tls_port_fails_cleanly_and_the_stage_lives_on(tls_broker, pki):
     pids = [tls_broker.pid("ws-ingress", n) for n in (0, 1)]
     failures_before = ingress_stats(tls_broker, "tlsHandshakeFailures")
+    wait_until(lambda: ingress_stats(tls_broker, "tcpConnections") == 0, 10,
+               what="the connections of earlier tests to close")
     with socket.create_connection(("127.0.0.1", tls_broker.tls_port), timeout=5) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         data = b""
@@ -185,6 +187,8 @@ def test_plain_http_on_the_tls_port_fails_cleanly_and_the_stage_lives_on(tls_bro
     wait_until(lambda: ingress_stats(tls_broker, "tlsHandshakeFailures") > failures_before, 5,
                what="tlsHandshakeFailures to count the plain request")
     assert [tls_broker.pid("ws-ingress", n) for n in (0, 1)] == pids
+    wait_until(lambda: ingress_stats(tls_broker, "tcpConnections") == 0, 5,
+               what="the refused connection to be released")
     assert tls_request(tls_broker.tls_port, pki.client_context(),
                        "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 200
 
