@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.1.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
     ],
     targets: [
         // C libraries, imported through shim headers.
@@ -42,6 +43,7 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOWebSocket", package: "swift-nio"),
             .product(name: "NIOFoundationCompat", package: "swift-nio"),
+            .product(name: "JWTKit", package: "jwt-kit"),
         ], resources: [
             // The JavaScript client and the demo page (links to clients/), served by StaticFiles.swift.
             .embedInCode("Static/index.html"),
@@ -103,6 +105,7 @@ let package = Package(
         .testTarget(name: "IngressStageTests", dependencies: [
             "IngressStage",
             .product(name: "NIOEmbedded", package: "swift-nio"),
+            .product(name: "JWTKit", package: "jwt-kit"),
         ]),
     ],
     swiftLanguageModes: [.v5]

@@ -27,6 +27,9 @@ final class ClientConnection {
     /// answer) before it is too slow: half the `ClientBufferLimit`, the other half being the channel's buffer.
     let liveBacklogLimit: Int
     var subjects: Set<String> = []
+    /// What the connection may subscribe to and publish on (its token's, or `Entitlement`'s default); set by
+    /// `ClientHandler` before the connection's first frame.
+    var permissions = Permissions.nothing
     var isClosing = false
     /// Monotonic time of the client's last frame, for the idle timeout.
     var lastActivity: UInt64

@@ -15,6 +15,7 @@ public final class IngressServer {
     private let eventLoop: EventLoop
     private let link: BackplaneLink
     private let hub: IngressHub
+    private let entitlement: Entitlement
     private var serverChannels: [Channel] = []
 
     public init(context: StageContext) throws {
@@ -26,6 +27,22 @@ public final class IngressServer {
                                  metrics: context.metrics)
         hub = IngressHub(instance: UInt32(context.instance), inboundAddress: context.inboundAddress,
                          config: context.config, logger: context.logger, metrics: context.metrics, link: link)
+        entitlement = Entitlement(config: context.config, verifier: try Self.loadVerifier(context.config),
+                                  metrics: context.metrics)
+    }
+
+    /// Reads the JWT key once, at start-up (jwt-kit's key collections are actors: this waits for a task, before
+    /// any event loop serves a client). A key that does not parse stops start-up with a `ConfigError`.
+    private static func loadVerifier(_ config: SwitchyardConfig) throws -> TokenVerifier? {
+        final class Outcome: @unchecked Sendable { var result: Result<TokenVerifier?, Error> = .success(nil) }
+        let outcome = Outcome()
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            do { outcome.result = .success(try await TokenVerifier.load(config)) } catch { outcome.result = .failure(error) }
+            done.signal()
+        }
+        done.wait()
+        return try outcome.result.get()
     }
 
     /// Starts serving; returns once every listening address is bound.
@@ -33,7 +50,7 @@ public final class IngressServer {
         try link.start { [hub] envelopes in hub.handle(envelopes) }
         let hub = self.hub
         let logger = context.logger
-        let settings = EdgeSettings(config: context.config)
+        let settings = EdgeSettings(config: context.config, entitlement: entitlement)
         let connections = ConnectionCounter(metrics: context.metrics)
         let highWatermark = max(context.config.clientBufferLimit / 2, 8192)
         let bootstrap = ServerBootstrap(group: group)
@@ -57,6 +74,9 @@ public final class IngressServer {
             let channel = try bootstrap.bind(host: address.host, port: address.port).wait()
             serverChannels.append(channel)
             logger.info("listening", ["address": address])
+        }
+        if entitlement.mode != .none {
+            logger.info("entitlement", ["mode": entitlement.mode.rawValue, "tokenExpireNotice": context.config.tokenExpireNotice])
         }
         if context.instance == 0, let address = context.config.monitorListen {
             serverChannels.append(try MonitorServer.bind(address, group: group, config: context.config))
@@ -107,6 +127,11 @@ public final class IngressServer {
         do {
             server = try IngressServer(context: context)
             try server.start()
+        } catch let error as ConfigError {
+            // Exit status 2: the supervisor reports the configuration and does not restart us.
+            context.logger.error("configuration refused", ["error": error])
+            FileHandle.standardError.write(Data("ws-ingress: \(error)\n".utf8))
+            exit(2)
         } catch {
             context.logger.error("cannot start", ["error": error])
             exit(1)
