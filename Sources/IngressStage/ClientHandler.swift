@@ -67,17 +67,10 @@ final class ClientHandler: ChannelInboundHandler {
         guard let connection, !connection.isClosing else { return }
         switch message.opcode {
         case .text:
-            switch ClientFrameParser.parse(message.data) {
-            case .success(let request): route(request, from: connection)
-            case .failure(let error) where access.state == .awaitingToken:
-                hub.close(connection, code: .policyViolation, reason: "\(TokenRefusal.missing.reason) (\(error.code))")
-            case .failure(let error): hub.reject(error, from: connection)
-            }
-        case .binary where access.state == .awaitingToken:
-            hub.close(connection, code: .policyViolation, reason: TokenRefusal.missing.reason)
+            route(ClientFrameParser.parse(message.data), from: connection)
         case .binary:
-            hub.reject(ClientFrameError(code: "INVALID_FRAME", reason: "binary frames are not supported; send JSON text"),
-                       from: connection)
+            route(.failure(ClientFrameError(code: "INVALID_FRAME", reason: "binary frames are not supported; send JSON text")),
+                  from: connection)
         default:
             break
         }
@@ -87,10 +80,12 @@ final class ClientHandler: ChannelInboundHandler {
         context.close(promise: nil)
     }
 
-    private func route(_ request: ClientRequest, from connection: ClientConnection) {
-        switch access.receive(request) {
+    private func route(_ frame: ConnectionAccess.Frame, from connection: ClientConnection) {
+        switch access.receive(frame) {
         case .process(let request):
             hub.handle(request, from: connection)
+        case .reject(let error):
+            hub.reject(error, from: connection)
         case .hold:
             break
         case .verify(let token):
@@ -118,7 +113,7 @@ final class ClientHandler: ChannelInboundHandler {
             hub.replacePermissions(of: connection, with: grant.permissions)
             lifetime = grant.expiresAt.map { TokenLifetime(expiresAt: $0, notice: entitlement.expireNotice) }
             scheduleLifetimeEvent(on: connection.channel.eventLoop)
-            for request in held where !connection.isClosing { route(request, from: connection) }
+            for frame in held where !connection.isClosing { route(frame, from: connection) }
         }
     }
 

@@ -97,11 +97,15 @@ final class UpgradeAccess {
 
 /// What one connection may do and what its frames wait for, as a state machine without a socket. A connection
 /// without a token under `Entitlement = jwt` must send `connect` with a token first; while a token is verified the
-/// connection's later frames are held (at most `maxHeld`) and then processed, in order, under its verdict.
+/// connection's later frames (also those that did not parse) are held (at most `maxHeld`) and then handled, in
+/// order, under its verdict.
 struct ConnectionAccess {
     /// Frames held while a token is verified; beyond it the connection is closed (its reads are paused meanwhile,
     /// so only a client that pipelines this many frames in one go gets here).
     static let maxHeld = 1024
+
+    /// A client frame as parsed.
+    typealias Frame = Result<ClientRequest, ClientFrameError>
 
     enum State: Equatable {
         /// No token yet, and one is required: the first frame must be `connect`.
@@ -112,6 +116,8 @@ struct ConnectionAccess {
 
     enum Action: Equatable {
         case process(ClientRequest)
+        /// Answer with an `error` frame.
+        case reject(ClientFrameError)
         /// Verify this token; hand the verdict to `verified(_:)`.
         case verify(String)
         /// Kept until the verdict.
@@ -122,15 +128,15 @@ struct ConnectionAccess {
     }
 
     enum Verdict: Equatable {
-        /// Permissions replaced; process the held requests (through `receive`) in order.
-        case granted(TokenGrant, held: [ClientRequest])
+        /// Permissions replaced; pass the held frames to `receive` again, in order.
+        case granted(TokenGrant, held: [Frame])
         case refused(TokenRefusal)
     }
 
     private(set) var state: State
     private(set) var permissions: Permissions
     private let checksTokens: Bool
-    private var held: [ClientRequest] = []
+    private var held: [Frame] = []
 
     /// `initial` nil: a token is required before anything else.
     init(initial: Permissions?, checksTokens: Bool) {
@@ -139,34 +145,37 @@ struct ConnectionAccess {
         self.checksTokens = checksTokens
     }
 
-    mutating func receive(_ request: ClientRequest) -> Action {
-        switch state {
-        case .awaitingToken:
-            guard case .connect(let token?) = request else { return .refuse(.missing) }
+    mutating func receive(_ frame: Frame) -> Action {
+        switch (state, frame) {
+        case (.awaitingToken, .success(.connect(let token?))):
             state = .verifying
             return .verify(token)
-        case .verifying:
+        case (.awaitingToken, _):
+            return .refuse(.missing)
+        case (.verifying, _):
             guard held.count < Self.maxHeld else { return .closeTooManyHeld }
-            held.append(request)
+            held.append(frame)
             return .hold
-        case .granted:
-            guard checksTokens, case .connect(let token?) = request else { return .process(request) }
+        case (.granted, .failure(let error)):
+            return .reject(error)
+        case (.granted, .success(.connect(let token?))) where checksTokens:
             state = .verifying
             return .verify(token)
+        case (.granted, .success(let request)):
+            return .process(request)
         }
     }
 
     /// A refused token closes the connection, also one sent to replace a valid token: the client is told at once
     /// that its new credential is bad, rather than finding out when the old one expires.
     mutating func verified(_ result: Result<TokenGrant, TokenRefusal>) -> Verdict {
+        defer { held.removeAll() }
         switch result {
         case .success(let grant):
             state = .granted
             permissions = grant.permissions
-            defer { held.removeAll() }
             return .granted(grant, held: held)
         case .failure(let refusal):
-            held.removeAll()
             return .refused(refusal)
         }
     }

@@ -235,48 +235,60 @@ final class ConnectionAccessTests: XCTestCase {
     func testAJWTConnectionMustSendATokenFirst() {
         var access = ConnectionAccess(initial: nil, checksTokens: true)
         XCTAssertEqual(access.permissions, .nothing)
-        XCTAssertEqual(access.receive(.ping), .refuse(.missing))
+        XCTAssertEqual(access.receive(.success(.ping)), .refuse(.missing))
         var other = ConnectionAccess(initial: nil, checksTokens: true)
-        XCTAssertEqual(other.receive(.connect(token: nil)), .refuse(.missing))
+        XCTAssertEqual(other.receive(.success(.connect(token: nil))), .refuse(.missing))
     }
 
     func testFramesWaitForTheVerdictAndFollowItInOrder() {
         var access = ConnectionAccess(initial: nil, checksTokens: true)
-        XCTAssertEqual(access.receive(.connect(token: "t")), .verify("t"))
+        XCTAssertEqual(access.receive(.success(.connect(token: "t"))), .verify("t"))
         XCTAssertEqual(access.state, .verifying)
-        XCTAssertEqual(access.receive(subscribe), .hold)
-        XCTAssertEqual(access.receive(.ping), .hold)
-        XCTAssertEqual(access.verified(.success(grant)), .granted(grant, held: [subscribe, .ping]))
+        XCTAssertEqual(access.receive(.success(subscribe)), .hold)
+        XCTAssertEqual(access.receive(.success(.ping)), .hold)
+        XCTAssertEqual(access.verified(.success(grant)), .granted(grant, held: [.success(subscribe), .success(.ping)]))
         XCTAssertEqual(access.permissions, .everything)
-        XCTAssertEqual(access.receive(.ping), .process(.ping))
+        XCTAssertEqual(access.receive(.success(.ping)), .process(.ping))
+    }
+
+    func testFramesThatDoNotParseAreHeldInOrderAndRejectedOnlyOnceGranted() {
+        let bad = ClientFrameError(code: "INVALID_JSON", reason: "x")
+        var access = ConnectionAccess(initial: nil, checksTokens: true)
+        XCTAssertEqual(access.receive(.failure(bad)), .refuse(.missing), "not a connect first")
+        access = ConnectionAccess(initial: nil, checksTokens: true)
+        _ = access.receive(.success(.connect(token: "t")))
+        XCTAssertEqual(access.receive(.success(.ping)), .hold)
+        XCTAssertEqual(access.receive(.failure(bad)), .hold)
+        XCTAssertEqual(access.verified(.success(grant)), .granted(grant, held: [.success(.ping), .failure(bad)]))
+        XCTAssertEqual(access.receive(.failure(bad)), .reject(bad))
     }
 
     func testARefusedTokenRefusesTheHeldFramesToo() {
         var access = ConnectionAccess(initial: nil, checksTokens: true)
-        _ = access.receive(.connect(token: "t"))
-        XCTAssertEqual(access.receive(subscribe), .hold)
+        _ = access.receive(.success(.connect(token: "t")))
+        XCTAssertEqual(access.receive(.success(subscribe)), .hold)
         XCTAssertEqual(access.verified(.failure(.expired)), .refused(.expired))
     }
 
     func testHeldFramesAreBounded() {
         var access = ConnectionAccess(initial: nil, checksTokens: true)
-        _ = access.receive(.connect(token: "t"))
-        for _ in 0..<ConnectionAccess.maxHeld { XCTAssertEqual(access.receive(.ping), .hold) }
-        XCTAssertEqual(access.receive(.ping), .closeTooManyHeld)
+        _ = access.receive(.success(.connect(token: "t")))
+        for _ in 0..<ConnectionAccess.maxHeld { XCTAssertEqual(access.receive(.success(.ping)), .hold) }
+        XCTAssertEqual(access.receive(.success(.ping)), .closeTooManyHeld)
     }
 
     func testARefreshIsVerifiedAndAConnectWithoutTokenChangesNothing() {
         var access = ConnectionAccess(initial: .subscribeOnly, checksTokens: true)
-        XCTAssertEqual(access.receive(subscribe), .process(subscribe))
-        XCTAssertEqual(access.receive(.connect(token: nil)), .process(.connect(token: nil)))
-        XCTAssertEqual(access.receive(.connect(token: "new")), .verify("new"))
+        XCTAssertEqual(access.receive(.success(subscribe)), .process(subscribe))
+        XCTAssertEqual(access.receive(.success(.connect(token: nil))), .process(.connect(token: nil)))
+        XCTAssertEqual(access.receive(.success(.connect(token: "new"))), .verify("new"))
         XCTAssertEqual(access.verified(.success(grant)), .granted(grant, held: []))
         XCTAssertEqual(access.permissions, .everything)
     }
 
     func testEntitlementNoneIgnoresTokens() {
         var access = ConnectionAccess(initial: .everything, checksTokens: false)
-        XCTAssertEqual(access.receive(.connect(token: "x")), .process(.connect(token: "x")))
+        XCTAssertEqual(access.receive(.success(.connect(token: "x"))), .process(.connect(token: "x")))
     }
 }
 
