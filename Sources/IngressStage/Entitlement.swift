@@ -82,7 +82,9 @@ final class Entitlement: Sendable {
         }
         guard let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first else { return nil }
         for pair in query.split(separator: "&") where pair.hasPrefix("token=") {
-            return String(pair.dropFirst("token=".count)).removingPercentEncoding
+            // A token whose percent-encoding is broken is still a token: verified (and refused) as it came.
+            let raw = String(pair.dropFirst("token=".count))
+            return raw.removingPercentEncoding ?? raw
         }
         return nil
     }

@@ -345,6 +345,7 @@ final class EntitlementTests: XCTestCase {
         XCTAssertEqual(Entitlement.token(in: head("/?token=url", [("Authorization", "Bearer hdr")])), "hdr")
         XCTAssertEqual(Entitlement.token(in: head("/", [("authorization", "bearer  hdr ")])), "hdr")
         XCTAssertNil(Entitlement.token(in: head("/", [("Authorization", "Basic eDp5")])))
+        XCTAssertEqual(Entitlement.token(in: head("/?token=a%zzb")), "a%zzb", "broken encoding: refused later, not ignored")
     }
 
     func testBasicModeComparesTheAllowToken() throws {

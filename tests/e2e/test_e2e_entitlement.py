@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from e2e_helpers import BIN_DIR, REPO, Broker, Client, run
+from test_client_browser import browser, open_harness  # noqa: F401 (fixture)
 
 SECRET = "e2e-secret-" + uuid.uuid4().hex + uuid.uuid4().hex
 ISSUER = "auth.e2e"
@@ -208,6 +209,9 @@ def test_without_a_token_the_first_frame_must_be_connect_and_come_in_time(hs_bro
             assert "token is required" in await expect_closed(client)
         async with await Client.connect(hs_broker.url, name="bad-json") as client:
             await client.send("{not json")
+            await expect_closed(client)
+        async with await Client.connect(hs_broker.url, name="binary") as client:
+            await client.send(b"\x00\x01")
             await expect_closed(client)
         async with await Client.connect(hs_broker.url, name="silent") as client:
             started = time.monotonic()
@@ -422,3 +426,47 @@ def test_switchyard_cli_presents_its_token(hs_broker):
     assert (r.returncode, r.stdout) == (0, "hello\n"), r
     r = cli("pub", s + "/other", "no", "--token", good)
     assert r.returncode == 1 and "DENY" in r.stderr, r
+
+
+def test_javascript_client_presents_refreshes_and_loses_its_token(hs_broker, browser):  # noqa: F811
+    """clients/js/switchyard.js in headless Chromium: `token` goes out with `connect`, `setToken` refreshes on the
+    same connection (no TOKEN_EXPIRED, publishes still OK), a refused token surfaces as a 1008 disconnect."""
+    open_harness(browser, hs_broker)
+    s = subject("js")
+    short = token(expires_in=3, permissions={"all": [s]})
+    fresh = token(expires_in=60, permissions={"all": [s]})
+    expired = token(expires_in=-10, permissions={"all": [s]})
+    result = browser.execute_async_script("""
+        const [server, subject, short, fresh, expired] = arguments;
+        const done = arguments[arguments.length - 1];
+        const sleep = ms => new Promise(resolve => setTimeout(resolve, ms));
+        (async () => {
+            const client = new T.SY.SwitchyardClient({ servers: [server], token: short });
+            const statuses = [];
+            client.onStatus(e => statuses.push(e.status));
+            const got = [];
+            client.subscribe([subject], m => got.push(m.content), {});
+            while (!statuses.includes("SUBSCRIBE_ALLOW")) await sleep(50);
+            const r = { first: await client.publish(subject, "one") };
+            while (!statuses.includes("TOKEN_TO_EXPIRE")) await sleep(50);
+            client.setToken(fresh);
+            await sleep(2500);  // past the first token's exp
+            r.second = await client.publish(subject, "two");
+            await sleep(200);
+            r.got = got;
+            r.statuses = statuses;
+            r.connected = client.connected;
+            client.close();
+            const refused = new T.SY.SwitchyardClient({ servers: [server], token: expired,
+                                                        reconnect: { minDelayMs: 60000, maxDelayMs: 60000 } });
+            r.refused = await new Promise(resolve => refused.onStatus(e => e.status === "DISCONNECTED" && resolve(e)));
+            refused.close();
+            return r;
+        })().then(done, e => done(String(e)));
+    """, hs_broker.url, s, short, fresh, expired)
+    assert isinstance(result, dict), result
+    assert result["first"] == "OK" and result["second"] == "OK", result
+    assert result["got"] == ["one", "two"], result
+    assert "TOKEN_TO_EXPIRE" in result["statuses"] and "TOKEN_EXPIRED" not in result["statuses"], result
+    assert result["statuses"].count("CONNECTED") == 1 and result["connected"], result
+    assert result["refused"]["code"] == 1008 and "expired" in result["refused"]["reason"], result
