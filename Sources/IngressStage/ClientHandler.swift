@@ -19,7 +19,8 @@ final class ClientHandler: ChannelInboundHandler {
 
     /// `grant`: what a token given with the upgrade request allows. `tokenDeadline`: how long a connection that
     /// must still send its token may take to send it (`HandshakeTimeout`).
-    init(hub: IngressHub, entitlement: Entitlement, grant: TokenGrant? = nil, tokenDeadline: TimeAmount = .seconds(10)) {
+    init(hub: IngressHub, entitlement: Entitlement, grant: TokenGrant? = nil,
+         tokenDeadline: TimeAmount = .seconds(10)) {
         self.hub = hub
         self.entitlement = entitlement
         self.tokenDeadline = tokenDeadline
@@ -69,8 +70,8 @@ final class ClientHandler: ChannelInboundHandler {
         case .text:
             route(ClientFrameParser.parse(message.data), from: connection)
         case .binary:
-            route(.failure(ClientFrameError(code: "INVALID_FRAME", reason: "binary frames are not supported; send JSON text")),
-                  from: connection)
+            let error = ClientFrameError(code: "INVALID_FRAME", reason: "binary frames are not supported; send JSON text")
+            route(.failure(error), from: connection)
         default:
             break
         }

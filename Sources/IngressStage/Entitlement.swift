@@ -42,8 +42,8 @@ final class Entitlement: Sendable {
             verdict = eventLoop.makeSucceededFuture(.success(TokenGrant(permissions: .everything, expiresAt: nil)))
         case .basic:
             let granted = Self.constantTimeEquals(Array(token.utf8), allowToken)
-            verdict = eventLoop.makeSucceededFuture(granted ? .success(TokenGrant(permissions: .everything, expiresAt: nil))
-                                                            : .failure(.wrongToken))
+            let grant = TokenGrant(permissions: .everything, expiresAt: nil)
+            verdict = eventLoop.makeSucceededFuture(granted ? .success(grant) : .failure(.wrongToken))
         case .jwt:
             guard let verifier else { return eventLoop.makeSucceededFuture(.failure(.badSignature)) }
             let promise = eventLoop.makePromise(of: Result<TokenGrant, TokenRefusal>.self)

@@ -76,7 +76,8 @@ public final class IngressServer {
             logger.info("listening", ["address": address])
         }
         if entitlement.mode != .none {
-            logger.info("entitlement", ["mode": entitlement.mode.rawValue, "tokenExpireNotice": context.config.tokenExpireNotice])
+            logger.info("entitlement", ["mode": entitlement.mode.rawValue,
+                                        "tokenExpireNotice": context.config.tokenExpireNotice])
         }
         if context.instance == 0, let address = context.config.monitorListen {
             serverChannels.append(try MonitorServer.bind(address, group: group, config: context.config))

@@ -140,7 +140,8 @@ public final class TokenVerifier: Sendable {
         } catch {
             throw ConfigError(file: config.file, line: config.lines["JwtPublicKeyFile"] ?? 0,
                               parameter: "JwtPublicKeyFile",
-                              problem: "\(config.jwtPublicKeyFile ?? "") holds no RSA, EC P-256 or EC P-384 public key in PEM")
+                              problem: "\(config.jwtPublicKeyFile ?? "") holds no RSA, EC P-256 or EC P-384 "
+                                + "public key in PEM")
         }
     }
 

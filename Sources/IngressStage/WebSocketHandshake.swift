@@ -74,8 +74,9 @@ final class ConnectionCounter {
 }
 
 /// Answers a WebSocket upgrade that `NIOWebSocketServerUpgrader` refused (its `shouldUpgrade` said no, or the
-/// request failed its own checks): 400, 401 (its token was refused), 403, 426 or 503, then closes. Other requests pass on to plain HTTP handling.
-/// Sits after `HTTPServerUpgradeHandler`, so it only sees requests that are not upgraded.
+/// request failed its own checks): 400, 401 (its token was refused), 403, 426 or 503, then closes. Other requests
+/// pass on to plain HTTP handling. Sits after `HTTPServerUpgradeHandler`, so it only sees requests that are not
+/// upgraded.
 final class UpgradeRefusalHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart

@@ -290,7 +290,8 @@ public struct SwitchyardConfig: Sendable {
             break
         case .basic:
             guard entitlementAllowToken != nil else {
-                throw fail("Entitlement", "Entitlement = basic needs EntitlementAllowToken (the token that may publish)")
+                throw fail("Entitlement",
+                           "Entitlement = basic needs EntitlementAllowToken (the token that may publish)")
             }
         case .jwt:
             guard jwtSecret != nil || jwtPublicKeyFile != nil else {

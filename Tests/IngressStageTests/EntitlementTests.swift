@@ -360,6 +360,104 @@ final class EntitlementTests: XCTestCase {
         XCTAssertEqual(try entitlement.verify("open-sesam", on: loop).wait(), .failure(.wrongToken))
     }
 }
+/// The client pipeline of `IngressServer.configureClientChannel` under `Entitlement = basic` or `jwt`, fed raw
+/// bytes (basic and a jwt node without a key answer at once, so no task is involved).
+final class EntitlementChannelTests: XCTestCase {
+    var channel: EmbeddedChannel!
+    var hub: IngressHub!
+    var runDir: URL!
+
+    override func setUpWithError() throws {
+        runDir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-ent-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: runDir, withIntermediateDirectories: true)
+        channel = EmbeddedChannel()
+    }
+
+    override func tearDownWithError() throws {
+        _ = try? channel.finish()
+        try? FileManager.default.removeItem(at: runDir)
+    }
+
+    func configure(_ text: String) throws {
+        var config = try SwitchyardConfig.parse(text, file: runDir.appendingPathComponent("s.conf").path)
+        config.runDir = runDir.path
+        let logger = Logger(stage: "ws-ingress", instance: 0, level: .error)
+        let link = try BackplaneLink(eventLoop: channel.embeddedEventLoop,
+                                     inboundAddress: "ipc://\(runDir.path)/ws-ingress-0.ipc",
+                                     routerAddress: "ipc://\(runDir.path)/router-0.ipc", logger: logger,
+                                     metrics: StageMetrics())
+        hub = IngressHub(instance: 0, inboundAddress: "ipc://\(runDir.path)/ws-ingress-0.ipc", config: config,
+                         logger: logger, metrics: StageMetrics(), link: link)
+        try IngressServer.configureClientChannel(channel, settings: EdgeSettings(config: config),
+                                                 connections: ConnectionCounter(), hub: hub)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+    }
+
+    func send(_ text: String) throws {
+        try channel.writeInbound(ByteBuffer(string: text))
+        channel.embeddedEventLoop.run()
+    }
+
+    func sendText(_ text: String) throws {
+        let payload = Array(text.utf8), mask: [UInt8] = [1, 2, 3, 4]
+        let masked = payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
+        try channel.writeInbound(ByteBuffer(bytes: [0x81, 0x80 | UInt8(payload.count)] + mask + masked))
+        channel.embeddedEventLoop.run()
+    }
+
+    func outputBytes() throws -> [UInt8] {
+        var bytes: [UInt8] = []
+        while let buffer = try channel.readOutbound(as: ByteBuffer.self) { bytes += buffer.readableBytesView }
+        return bytes
+    }
+
+    func output() throws -> String { String(decoding: try outputBytes(), as: UTF8.self) }
+
+    func upgrade(_ path: String = "/") -> String {
+        "GET \(path) HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Key: \(HandshakeTests.key)\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    }
+
+    func testBasicRefusesAWrongURLTokenWith401AndDeniesPublishingWithoutOne() throws {
+        try configure("Entitlement = basic\nEntitlementAllowToken = open-sesame")
+        try send(upgrade("/?token=guess"))
+        let refused = try output()
+        XCTAssertTrue(refused.hasPrefix("HTTP/1.1 401"), refused)
+        XCTAssertTrue(refused.contains("WWW-Authenticate: Bearer\r\n") && refused.contains("token not accepted"), refused)
+        XCTAssertEqual(hub.connectionCount, 0)
+        XCTAssertFalse(channel.isActive)
+    }
+
+    func testBasicWithoutATokenMaySubscribeButNotPublish() throws {
+        try configure("Entitlement = basic\nEntitlementAllowToken = open-sesame")
+        try send(upgrade())
+        XCTAssertTrue(try output().hasPrefix("HTTP/1.1 101"))
+        try sendText(#"{"op":"publish","subject":"/a/b","content":"x","closure":"c"}"#)
+        XCTAssertTrue(try output().contains(#""status":"DENY""#))
+    }
+
+    func testJWTClosesAConnectionWhoseFirstFrameIsNotConnect() throws {
+        try configure("Entitlement = jwt\nJwtSecret = \(secret)")
+        try send(upgrade())
+        XCTAssertTrue(try output().hasPrefix("HTTP/1.1 101"))
+        try sendText(#"{"op":"subscribe","subjects":["/a"]}"#)
+        let closed = try outputBytes()
+        XCTAssertEqual(closed.first, 0x88, "a close frame, and nothing before it")
+        XCTAssertEqual(Array(closed.dropFirst(2).prefix(2)), [0x03, 0xF0], "1008")
+        XCTAssertTrue(String(decoding: closed.dropFirst(4), as: UTF8.self).hasPrefix("a token is required"))
+    }
+
+    func testJWTClosesASilentConnectionAfterTheHandshakeTimeout() throws {
+        try configure("Entitlement = jwt\nJwtSecret = \(secret)\nHandshakeTimeout = 3")
+        try send(upgrade())
+        XCTAssertTrue(try output().hasPrefix("HTTP/1.1 101"))
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(2900))
+        XCTAssertEqual(try output(), "")
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(200))
+        XCTAssertTrue(try output().contains("no token within 3 s"))
+    }
+}
+
 /// Keys made for these tests only (openssl genpkey).
 enum TestKeys {
     static let rsaPrivateKey = """
