@@ -16,8 +16,12 @@ struct EdgeSettings {
     var allowedOrigins: AllowedOrigins
     /// `PingRateLimit`.
     var pingsPerSecond: Int
+    /// `Entitlement` and its key.
+    var entitlement: Entitlement
 
-    init(config: SwitchyardConfig) {
+    /// `entitlement` nil: the configuration's mode without a JWT key (under `jwt` every token is then refused).
+    init(config: SwitchyardConfig, entitlement: Entitlement? = nil) {
+        self.entitlement = entitlement ?? Entitlement(config: config, verifier: nil)
         maxFrameSize = min(config.messageSizeLimit * 2 + 64 * 1024, Int(UInt32.max))
         handshakeTimeout = .seconds(Int64(config.handshakeTimeout))
         maxConnections = config.maxConnections
@@ -31,7 +35,8 @@ extension IngressServer {
     /// timeout and connection limit, the WebSocket upgrade, then the WebSocket protocol and `ClientHandler`.
     ///
     /// Before the upgrade: `HandshakeTimeoutHandler`, NIO's HTTP server handlers (400 for requests that do not
-    /// parse), `HTTPServerUpgradeHandler`, `UpgradeRefusalHandler` (400/403/426/503 for refused upgrades),
+    /// parse), `HTTPServerUpgradeHandler` (which verifies a token given with the request), `UpgradeRefusalHandler`
+    /// (400/401/403/426/503 for refused upgrades),
     /// `PlainHTTPHandler`. After it: NIO's frame encoder and decoder (close 1009 for a frame above the limit, 1002
     /// for bad control frames), `WebSocketProtocolHandler`, `ClientHandler`.
     static func configureClientChannel(_ channel: Channel, settings: EdgeSettings, connections: ConnectionCounter,
@@ -41,25 +46,42 @@ extension IngressServer {
         let maxFrameSize = settings.maxFrameSize
         let allowedOrigins = settings.allowedOrigins
         let pingsPerSecond = settings.pingsPerSecond
+        let entitlement = settings.entitlement
+        let handshakeTimeout = settings.handshakeTimeout
+        let access = UpgradeAccess()
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: maxFrameSize,
             automaticErrorHandling: true,
             shouldUpgrade: { channel, head in
                 let decision = UpgradeDecision.decide(head, openConnections: connections.open,
                                                       maxConnections: maxConnections, allowedOrigins: allowedOrigins)
-                return channel.eventLoop.makeSucceededFuture(decision == .upgrade ? HTTPHeaders() : nil)
+                guard decision == .upgrade, entitlement.checksTokens, let token = Entitlement.token(in: head) else {
+                    return channel.eventLoop.makeSucceededFuture(decision == .upgrade ? HTTPHeaders() : nil)
+                }
+                // A token with the request is verified before the upgrade: a refused one gets HTTP 401.
+                return entitlement.verify(token, on: channel.eventLoop).map { result in
+                    switch result {
+                    case .success(let grant):
+                        access.grant = grant
+                        return HTTPHeaders()
+                    case .failure(let refusal):
+                        access.refusal = refusal
+                        return nil
+                    }
+                }
             },
             upgradePipelineHandler: { channel, _ in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers([
                         WebSocketProtocolHandler(maxMessageSize: maxFrameSize, pingsPerSecond: pingsPerSecond),
-                        ClientHandler(hub: hub),
+                        ClientHandler(hub: hub, entitlement: entitlement, grant: access.grant,
+                                      tokenDeadline: handshakeTimeout),
                     ])
                 }
             })
         let timeout = HandshakeTimeoutHandler(timeout: settings.handshakeTimeout)
         let refusal = UpgradeRefusalHandler(connections: connections, maxConnections: maxConnections,
-                                            allowedOrigins: allowedOrigins)
+                                            allowedOrigins: allowedOrigins, access: access)
         let plainHTTP = PlainHTTPHandler()
         let pipeline = channel.pipeline.syncOperations
         try pipeline.addHandler(timeout)

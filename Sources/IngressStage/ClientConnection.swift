@@ -30,6 +30,9 @@ final class ClientConnection {
     /// before it is too slow: the `ClientBufferLimit` less what the channel itself buffers.
     let liveBacklogLimit: Int
     var subjects: Set<String> = []
+    /// What the connection may subscribe to and publish on (its token's, or `Entitlement`'s default); set by
+    /// `ClientHandler` before the connection's first frame.
+    var permissions = Permissions.nothing
     var isClosing = false
     /// Monotonic time of the client's last frame, for the idle timeout.
     var lastActivity: UInt64

@@ -102,7 +102,7 @@ final class IngressHub {
         connection.lastActivity = now
         switch request {
         case .connect:
-            break  // Tokens are accepted as they are; there is no authorization yet.
+            break  // `ClientHandler` has dealt with its token (`ConnectionAccess`).
         case .ping:
             if connection.pingRate.take(1, now: now) {
                 write(ServerFrames.pong, to: connection)
@@ -163,6 +163,10 @@ final class IngressHub {
             write(ServerFrames.subscribed(subject, status: "INVALID", reason: problem.description), to: connection)
             return
         }
+        guard connection.permissions.allows(.subscribe, subject) else {
+            write(ServerFrames.subscribed(subject, status: "DENY", reason: Self.notPermitted), to: connection)
+            return
+        }
         if !connection.subjects.contains(subject) && connection.subjects.count >= limits.maxSubjects {
             write(ServerFrames.subscribed(subject, status: "DENY",
                                           reason: "subject limit: at most \(limits.maxSubjects) subjects per connection"),
@@ -194,6 +198,7 @@ final class IngressHub {
         if let problem = Subject.validate(publish.subject) {
             return refuse("FAILED", "invalid subject: \(problem)")
         }
+        guard connection.permissions.allows(.publish, publish.subject) else { return refuse("DENY", Self.notPermitted) }
         let size = publish.content.readableBytes + (publish.closure?.utf8.count ?? 0)
         guard size <= config.messageSizeLimit else {
             return refuse("MESSAGE_SIZE_LIMIT_EXCEEDED",
@@ -216,6 +221,35 @@ final class IngressHub {
         logger.trace("publish", ["connection": connection.id, "subject": publish.subject,
                                  "bytes": publish.content.readableBytes])
         link.send(.publish(Publish(requestID: requestID, replyTo: inboundAddress, message: message)))
+    }
+
+    // MARK: Entitlement
+
+    static let notPermitted = "not permitted by the connection's token"
+
+    /// A new token's permissions replace the old: subscriptions they no longer allow end with `subscribed` DENY.
+    func replacePermissions(of connection: ClientConnection, with permissions: Permissions) {
+        connection.permissions = permissions
+        for subject in connection.subjects.sorted() where !permissions.allows(.subscribe, subject) {
+            connection.subjects.remove(subject)
+            send(table.unsubscribe(connection, from: subject))
+            write(ServerFrames.subscribed(subject, status: "DENY", reason: Self.notPermitted), to: connection)
+        }
+        flushDirty()
+    }
+
+    /// A connection-wide status such as `TOKEN_TO_EXPIRE`.
+    func tokenStatus(_ status: String, to connection: ClientConnection) {
+        write(ServerFrames.connectionStatus(status), to: connection)
+        flushDirty()
+    }
+
+    /// `TOKEN_EXPIRED`, then close 1008. The status goes straight to the channel, before the close frame, even
+    /// while an answer is being written (what is queued is dropped with the connection).
+    func tokenExpired(_ connection: ClientConnection) {
+        guard !connection.isClosing else { return }
+        connection.channel.write(textFrame(ServerFrames.connectionStatus("TOKEN_EXPIRED")), promise: nil)
+        close(connection, code: .policyViolation, reason: "token expired")
     }
 
     // MARK: From the pipeline

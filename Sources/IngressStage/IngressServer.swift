@@ -17,6 +17,7 @@ public final class IngressServer {
     private let hub: IngressHub
     /// The certificate of the `ListenEncrypted` listeners; nil without them.
     private let tls: ServerTLS?
+    private let entitlement: Entitlement
     private var serverChannels: [Channel] = []
 
     public init(context: StageContext) throws {
@@ -30,6 +31,22 @@ public final class IngressServer {
                          config: context.config, logger: context.logger, metrics: context.metrics, link: link)
         tls = context.config.listenEncrypted.isEmpty ? nil
             : try ServerTLS(config: context.config, logger: context.logger, metrics: context.metrics)
+        entitlement = Entitlement(config: context.config, verifier: try Self.loadVerifier(context.config),
+                                  metrics: context.metrics)
+    }
+
+    /// Reads the JWT key once, at start-up (jwt-kit's key collections are actors: this waits for a task, before
+    /// any event loop serves a client). A key that does not parse stops start-up with a `ConfigError`.
+    private static func loadVerifier(_ config: SwitchyardConfig) throws -> TokenVerifier? {
+        final class Outcome: @unchecked Sendable { var result: Result<TokenVerifier?, Error> = .success(nil) }
+        let outcome = Outcome()
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            do { outcome.result = .success(try await TokenVerifier.load(config)) } catch { outcome.result = .failure(error) }
+            done.signal()
+        }
+        done.wait()
+        return try outcome.result.get()
     }
 
     /// Starts serving; returns once every listening address is bound.
@@ -37,7 +54,7 @@ public final class IngressServer {
         try link.start { [hub] envelopes in hub.handle(envelopes) }
         let hub = self.hub
         let logger = context.logger
-        let settings = EdgeSettings(config: context.config)
+        let settings = EdgeSettings(config: context.config, entitlement: entitlement)
         let connections = ConnectionCounter(metrics: context.metrics)
         let configureClient = { (channel: Channel) in
             try Self.configureClientChannel(channel, settings: settings, connections: connections, hub: hub)
@@ -56,6 +73,10 @@ public final class IngressServer {
             }
         }
         context.metrics.setGauge("tlsListeners", tls == nil ? 0 : context.config.listenEncrypted.count)
+        if entitlement.mode != .none {
+            logger.info("entitlement", ["mode": entitlement.mode.rawValue,
+                                        "tokenExpireNotice": context.config.tokenExpireNotice])
+        }
         if context.instance == 0, let address = context.config.monitorListen {
             serverChannels.append(try MonitorServer.bind(address, group: group, config: context.config))
             logger.info("monitor listening", ["address": address, "paths": "/metrics /health /ready"])
@@ -142,8 +163,9 @@ public final class IngressServer {
             server = try IngressServer(context: context)
             try server.start()
         } catch let error as ConfigError {
-            // e.g. an unreadable certificate: restarting cannot help (the supervisor reports exit status 2).
-            context.logger.error("cannot start: configuration", ["error": error])
+            // Exit status 2: the supervisor reports the configuration and does not restart us.
+            context.logger.error("configuration refused", ["error": error])
+            FileHandle.standardError.write(Data("ws-ingress: \(error)\n".utf8))
             exit(2)
         } catch {
             context.logger.error("cannot start", ["error": error])

@@ -44,6 +44,11 @@ public enum ServerFrames {
         object(["op": "status", "subject": subject, "status": status])
     }
 
+    /// A status of the whole connection (no subject): `TOKEN_TO_EXPIRE`, `TOKEN_EXPIRED`.
+    public static func connectionStatus(_ status: String) -> ByteBuffer {
+        object(["op": "status", "status": status])
+    }
+
     public static func publishStatus(closure: String, status: String, reason: String? = nil) -> ByteBuffer {
         object(["op": "publish_status", "closure": closure, "status": status, "reason": reason])
     }

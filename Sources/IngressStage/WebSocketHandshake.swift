@@ -74,8 +74,9 @@ final class ConnectionCounter {
 }
 
 /// Answers a WebSocket upgrade that `NIOWebSocketServerUpgrader` refused (its `shouldUpgrade` said no, or the
-/// request failed its own checks): 400, 403, 426 or 503, then closes. Other requests pass on to plain HTTP handling.
-/// Sits after `HTTPServerUpgradeHandler`, so it only sees requests that are not upgraded.
+/// request failed its own checks): 400, 401 (its token was refused), 403, 426 or 503, then closes. Other requests
+/// pass on to plain HTTP handling. Sits after `HTTPServerUpgradeHandler`, so it only sees requests that are not
+/// upgraded.
 final class UpgradeRefusalHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
@@ -87,13 +88,17 @@ final class UpgradeRefusalHandler: ChannelInboundHandler, RemovableChannelHandle
     private let connections: ConnectionCounter
     private let maxConnections: Int
     private let allowedOrigins: AllowedOrigins
+    private let access: UpgradeAccess?
     /// True from the head of a refused request to its end: its other parts are dropped.
     private var refusing = false
 
-    init(connections: ConnectionCounter, maxConnections: Int, allowedOrigins: AllowedOrigins) {
+    /// `access`: the upgrade's verdict on a token that came with the request (refused: 401).
+    init(connections: ConnectionCounter, maxConnections: Int, allowedOrigins: AllowedOrigins,
+         access: UpgradeAccess? = nil) {
         self.connections = connections
         self.maxConnections = maxConnections
         self.allowedOrigins = allowedOrigins
+        self.access = access
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -102,6 +107,10 @@ final class UpgradeRefusalHandler: ChannelInboundHandler, RemovableChannelHandle
             if !refusing { context.fireChannelRead(data) }
             if case .end = part { refusing = false }
             return
+        }
+        if let refusal = access?.refusal {
+            access?.refusal = nil
+            return refuse(context, head, .unauthorized, refusal.reason, extra: ("WWW-Authenticate", "Bearer"))
         }
         switch UpgradeDecision.decide(head, openConnections: connections.open, maxConnections: maxConnections,
                                       allowedOrigins: allowedOrigins) {

@@ -34,6 +34,16 @@ public enum ClusterEngine: String, Sendable {
     case kafka
 }
 
+/// `Entitlement`: who may subscribe and publish.
+public enum EntitlementMode: String, Sendable {
+    /// Everyone may do everything; tokens are ignored.
+    case none
+    /// Everyone may subscribe; publishing needs `EntitlementAllowToken`.
+    case basic
+    /// Every connection presents a JWT whose `permissions` claim says what it may do.
+    case jwt
+}
+
 /// `switchyard.conf`: `Parameter = Value` lines, `#` comments. Paths are relative to the file's folder.
 public struct SwitchyardConfig: Sendable {
     /// The absolute path of the file this was read from.
@@ -120,6 +130,24 @@ public struct SwitchyardConfig: Sendable {
     public var tlsCertificateFile: String?
     /// `TLSKeyFile`: the unencrypted PEM private key of that certificate. No default.
     public var tlsKeyFile: String?
+    // Entitlement (docs/OPERATIONS.md "Entitlement").
+    /// `Entitlement`: `none`, `basic` or `jwt`. Default `none`.
+    public var entitlement: EntitlementMode = .none
+    /// `EntitlementAllowToken`: the token that lets a connection publish when `Entitlement = basic`. No default:
+    /// required in that mode.
+    public var entitlementAllowToken: String?
+    /// `JwtSecret`: the HMAC key of HS256/384/512 tokens. No default.
+    public var jwtSecret: String?
+    /// `JwtPublicKeyFile`: a PEM public key (RSA: RS256/384/512; EC P-256: ES256; P-384: ES384), relative to the
+    /// file's folder. No default.
+    public var jwtPublicKeyFile: String?
+    /// The text of `JwtPublicKeyFile`, read with the configuration (ws-ingress parses the key at start-up).
+    public var jwtPublicKeyPEM: String?
+    /// `JwtIssuer` / `JwtAudience`: when set, a token's `iss` must equal it / its `aud` must include it.
+    public var jwtIssuer: String?
+    public var jwtAudience: String?
+    /// `TokenExpireNotice`: seconds before a token's `exp` that the client is told `TOKEN_TO_EXPIRE`. Default 60.
+    public var tokenExpireNotice: Int = 60
     /// `IngressInstances`, `CacheInstances`, `FanoutInstances`, `KafkaOutInstances`: how many instances of each
     /// stage run (router and kafka-in always run one: `StageName.instanceLimit`).
     public var instances: [String: Int] = ["ws-ingress": 1, "router": 1, "cache": 1, "fanout": 1,
@@ -174,12 +202,23 @@ public struct SwitchyardConfig: Sendable {
                               problem: "port \(monitor.port) is also in Listen: the monitor needs a port of its own")
         }
         try config.checkEncryptedListener()
+        try config.checkEntitlement(seen: seen)
         config.runDir = absolutePath(config.runDir, relativeTo: config.folder)
         config.logFolder = absolutePath(config.logFolder, relativeTo: config.folder)
         config.kafkaConsumerConfig = absolutePath(config.kafkaConsumerConfig, relativeTo: config.folder)
         config.kafkaProducerConfig = absolutePath(config.kafkaProducerConfig, relativeTo: config.folder)
         config.tlsCertificateFile = config.tlsCertificateFile.map { absolutePath($0, relativeTo: config.folder) }
         config.tlsKeyFile = config.tlsKeyFile.map { absolutePath($0, relativeTo: config.folder) }
+        if let keyFile = config.jwtPublicKeyFile {
+            let path = absolutePath(keyFile, relativeTo: config.folder)
+            guard let data = FileManager.default.contents(atPath: path), let pem = String(data: data, encoding: .utf8),
+                  pem.contains("-----BEGIN ") else {
+                throw ConfigError(file: file, line: seen["JwtPublicKeyFile"] ?? 0, parameter: "JwtPublicKeyFile",
+                                  problem: "cannot read a PEM key from \(path)")
+            }
+            config.jwtPublicKeyFile = path
+            config.jwtPublicKeyPEM = pem
+        }
         return config
     }
 
@@ -252,6 +291,20 @@ public struct SwitchyardConfig: Sendable {
             listenEncrypted = value.lowercased() == "none" ? [] : try addresses(value, fail: fail)
         case "TLSCertificateFile": tlsCertificateFile = value
         case "TLSKeyFile": tlsKeyFile = value
+        case "Entitlement":
+            guard let mode = EntitlementMode(rawValue: value.lowercased()) else {
+                throw fail("'\(value)' is not one of none, basic, jwt")
+            }
+            entitlement = mode
+        case "EntitlementAllowToken": entitlementAllowToken = value
+        case "JwtSecret":
+            // RFC 7518 3.2: an HMAC key at least as long as the hash (HS256: 32 bytes; 48 and 64 add HS384, HS512).
+            guard value.utf8.count >= 32 else { throw fail("a secret of at least 32 bytes is needed (HS256)") }
+            jwtSecret = value
+        case "JwtPublicKeyFile": jwtPublicKeyFile = value
+        case "JwtIssuer": jwtIssuer = value
+        case "JwtAudience": jwtAudience = value
+        case "TokenExpireNotice": tokenExpireNotice = try integer(0...86_400)
         default:
             throw fail("unknown parameter")
         }
@@ -283,6 +336,29 @@ public struct SwitchyardConfig: Sendable {
             }
             if monitorListen?.port == address.port {
                 throw fail("port \(address.port) is also MonitorListen's: TLS needs a port of its own")
+            }
+        }
+    }
+
+    /// The keys each `Entitlement` mode needs (the key file itself is read by ws-ingress at start-up).
+    private func checkEntitlement(seen: [String: Int]) throws {
+        func fail(_ parameter: String, _ problem: String) -> ConfigError {
+            ConfigError(file: file, line: seen[parameter] ?? 0, parameter: parameter, problem: problem)
+        }
+        switch entitlement {
+        case .none:
+            break
+        case .basic:
+            guard entitlementAllowToken != nil else {
+                throw fail("Entitlement",
+                           "Entitlement = basic needs EntitlementAllowToken (the token that may publish)")
+            }
+        case .jwt:
+            guard jwtSecret != nil || jwtPublicKeyFile != nil else {
+                throw fail("Entitlement", "Entitlement = jwt needs JwtSecret or JwtPublicKeyFile")
+            }
+            guard jwtSecret == nil || jwtPublicKeyFile == nil else {
+                throw fail("JwtPublicKeyFile", "give JwtSecret or JwtPublicKeyFile, not both")
             }
         }
     }

@@ -204,4 +204,45 @@ final class ConfigTests: XCTestCase {
             }
         }
     }
+
+    func testEntitlement() throws {
+        let defaults = try SwitchyardConfig.parse("", file: "/x.conf")
+        XCTAssertEqual(defaults.entitlement, .none)
+        XCTAssertEqual(defaults.tokenExpireNotice, 60)
+        let basic = try SwitchyardConfig.parse("Entitlement = Basic\nEntitlementAllowToken = t0k", file: "/x.conf")
+        XCTAssertEqual(basic.entitlement, .basic)
+        XCTAssertEqual(basic.entitlementAllowToken, "t0k")
+        let secret = String(repeating: "k", count: 32)
+        let jwt = try SwitchyardConfig.parse("Entitlement = JWT\nJwtSecret = \(secret)\nJwtIssuer = i\nJwtAudience = a\n"
+                                             + "TokenExpireNotice = 5", file: "/x.conf")
+        XCTAssertEqual(jwt.entitlement, .jwt)
+        XCTAssertEqual(jwt.jwtSecret, secret)
+        XCTAssertEqual(jwt.jwtIssuer, "i")
+        XCTAssertEqual(jwt.jwtAudience, "a")
+        XCTAssertEqual(jwt.tokenExpireNotice, 5)
+        XCTAssertEqual(jwt.parameterLines["JwtSecret"], 2)
+
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("sy-config-\(UUID())")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let pem = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"
+        try pem.write(to: folder.appendingPathComponent("key.pem"), atomically: true, encoding: .utf8)
+        let file = folder.appendingPathComponent("s.conf").path
+        let keyed = try SwitchyardConfig.parse("Entitlement = jwt\nJwtPublicKeyFile = key.pem", file: file)
+        XCTAssertEqual(keyed.jwtPublicKeyFile, folder.appendingPathComponent("key.pem").path)
+        XCTAssertEqual(keyed.jwtPublicKeyPEM, pem)
+
+        for (bad, line, parameter) in [("Entitlement = open", 1, "Entitlement"),
+                                       ("Entitlement = basic", 1, "Entitlement"),
+                                       ("\nEntitlement = jwt", 2, "Entitlement"),
+                                       ("Entitlement = jwt\nJwtSecret = \(secret)\nJwtPublicKeyFile = key.pem", 3, "JwtPublicKeyFile"),
+                                       ("Entitlement = jwt\nJwtSecret = \(secret.dropLast())", 2, "JwtSecret"),
+                                       ("Entitlement = jwt\nJwtPublicKeyFile = missing.pem", 2, "JwtPublicKeyFile"),
+                                       ("TokenExpireNotice = -1", 1, "TokenExpireNotice")] {
+            XCTAssertThrowsError(try SwitchyardConfig.parse(bad, file: file), bad) { error in
+                XCTAssertEqual((error as? ConfigError)?.line, line, bad)
+                XCTAssertEqual((error as? ConfigError)?.parameter, parameter, bad)
+            }
+        }
+    }
 }
