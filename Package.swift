@@ -44,9 +44,6 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOWebSocket", package: "swift-nio"),
             .product(name: "NIOFoundationCompat", package: "swift-nio"),
-            .product(name: "NIOSSL", package: "swift-nio-ssl"),
-            .product(name: "NIOTLS", package: "swift-nio"),
-            .product(name: "JWTKit", package: "jwt-kit"),
         ], resources: [
             // The JavaScript client and the demo page (links to clients/), served by StaticFiles.swift.
             .embedInCode("Static/index.html"),
@@ -77,7 +74,17 @@ let package = Package(
         // For tests only: librdkafka's in-process mock cluster and conveniences for producing test records.
         .target(name: "SwitchyardKafkaTesting", dependencies: ["CRdKafka", "SwitchyardKafka"]),
 
-        .executableTarget(name: "ws-ingress", dependencies: ["IngressStage"]),
+        // TLS (swift-nio-ssl) and the JWT verifier (jwt-kit) of ws-ingress, apart from IngressStage: the edge and its
+        // parsers (and the sanitizer-built fuzzers in fuzzing/) then build without BoringSSL.
+        .target(name: "IngressService", dependencies: [
+            "IngressStage", "SwitchyardCore",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "NIOTLS", package: "swift-nio"),
+            .product(name: "JWTKit", package: "jwt-kit"),
+        ]),
+        .executableTarget(name: "ws-ingress", dependencies: ["IngressStage", "IngressService"]),
         .executableTarget(name: "router", dependencies: ["RouterStage"]),
         .executableTarget(name: "cache", dependencies: ["CacheStage"]),
         .executableTarget(name: "fanout", dependencies: ["FanoutStage"]),
@@ -110,7 +117,7 @@ let package = Package(
         .testTarget(name: "KafkaInStageTests", dependencies: ["KafkaInStage", "SwitchyardKafka"]),
         .testTarget(name: "SwitchyardClientTests", dependencies: ["SwitchyardClient"]),
         .testTarget(name: "IngressStageTests", dependencies: [
-            "IngressStage",
+            "IngressStage", "IngressService",
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "JWTKit", package: "jwt-kit"),

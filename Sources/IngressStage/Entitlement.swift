@@ -10,11 +10,11 @@ final class Entitlement: Sendable {
     /// `TokenExpireNotice` in seconds.
     let expireNotice: TimeInterval
     private let allowToken: [UInt8]
-    private let verifier: TokenVerifier?
+    private let verifier: (any TokenVerifying)?
     private let metrics: StageMetrics?
 
     /// `verifier` is the loaded key of `Entitlement = jwt` (without one, every token is refused).
-    init(config: SwitchyardConfig, verifier: TokenVerifier?, metrics: StageMetrics? = nil) {
+    init(config: SwitchyardConfig, verifier: (any TokenVerifying)?, metrics: StageMetrics? = nil) {
         mode = config.entitlement
         expireNotice = TimeInterval(config.tokenExpireNotice)
         allowToken = Array((config.entitlementAllowToken ?? "").utf8)
@@ -47,7 +47,7 @@ final class Entitlement: Sendable {
         case .jwt:
             guard let verifier else { return eventLoop.makeSucceededFuture(.failure(.badSignature)) }
             let promise = eventLoop.makePromise(of: Result<TokenGrant, TokenRefusal>.self)
-            promise.completeWithTask { await verifier.verify(token) }
+            promise.completeWithTask { await verifier.verify(token, now: Date()) }
             verdict = promise.futureResult
         }
         return verdict.map { result in

@@ -5,6 +5,17 @@ import NIOPosix
 import NIOWebSocket
 import SwitchyardCore
 
+/// TLS in front of a listener's pipeline, whose certificate can be read again for new connections
+/// (`ServerTLS` in IngressService).
+public protocol ListenerTLS: AnyObject, Sendable {
+    /// Adds the TLS handlers to an accepted connection, before the rest of its pipeline.
+    func addHandlers(to channel: Channel) throws
+    /// Reads the certificate and key again; connections accepted from then on use them. False (the current ones
+    /// kept) when they cannot be used.
+    @discardableResult
+    func reload() -> Bool
+}
+
 /// The ws-ingress stage: WebSocket (and a little HTTP) on one event loop, the pipeline over nanomsg.
 ///
 /// One event loop per process keeps the subscription index lock-free; more connections or cores are served by
@@ -16,11 +27,12 @@ public final class IngressServer {
     private let link: BackplaneLink
     private let hub: IngressHub
     /// The certificate of the `ListenEncrypted` listeners; nil without them.
-    private let tls: ServerTLS?
+    private let tls: (any ListenerTLS)?
     private let entitlement: Entitlement
     private var serverChannels: [Channel] = []
 
-    public init(context: StageContext) throws {
+    /// `tls` for the `ListenEncrypted` listeners and `verifier` for `Entitlement = jwt` come from IngressService.
+    public init(context: StageContext, tls: (any ListenerTLS)?, verifier: (any TokenVerifying)?) throws {
         self.context = context
         eventLoop = group.next()
         let topology = context.topology
@@ -29,24 +41,8 @@ public final class IngressServer {
                                  metrics: context.metrics)
         hub = IngressHub(instance: UInt32(context.instance), inboundAddress: context.inboundAddress,
                          config: context.config, logger: context.logger, metrics: context.metrics, link: link)
-        tls = context.config.listenEncrypted.isEmpty ? nil
-            : try ServerTLS(config: context.config, logger: context.logger, metrics: context.metrics)
-        entitlement = Entitlement(config: context.config, verifier: try Self.loadVerifier(context.config),
-                                  metrics: context.metrics)
-    }
-
-    /// Reads the JWT key once, at start-up (jwt-kit's key collections are actors: this waits for a task, before
-    /// any event loop serves a client). A key that does not parse stops start-up with a `ConfigError`.
-    private static func loadVerifier(_ config: SwitchyardConfig) throws -> TokenVerifier? {
-        final class Outcome: @unchecked Sendable { var result: Result<TokenVerifier?, Error> = .success(nil) }
-        let outcome = Outcome()
-        let done = DispatchSemaphore(value: 0)
-        Task {
-            do { outcome.result = .success(try await TokenVerifier.load(config)) } catch { outcome.result = .failure(error) }
-            done.signal()
-        }
-        done.wait()
-        return try outcome.result.get()
+        self.tls = tls
+        entitlement = Entitlement(config: context.config, verifier: verifier, metrics: context.metrics)
     }
 
     /// Starts serving; returns once every listening address is bound.
@@ -156,11 +152,15 @@ public final class IngressServer {
     }
 
     /// The whole life of a ws-ingress instance.
-    public static func main() -> Never {
+    /// `makeTLS` and `makeVerifier` build the TLS of `ListenEncrypted` and the JWT verifier (IngressService); a
+    /// `ConfigError` from either stops start-up with exit status 2, like one from the configuration.
+    public static func main(makeTLS: (StageContext) throws -> (any ListenerTLS)?,
+                            makeVerifier: (SwitchyardConfig) throws -> (any TokenVerifying)?) -> Never {
         let context = StageContext.bootstrap(.ingress)
         let server: IngressServer
         do {
-            server = try IngressServer(context: context)
+            server = try IngressServer(context: context, tls: try makeTLS(context),
+                                       verifier: try makeVerifier(context.config))
             try server.start()
         } catch let error as ConfigError {
             // Exit status 2: the supervisor reports the configuration and does not restart us.

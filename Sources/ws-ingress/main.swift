@@ -1,3 +1,4 @@
+import IngressService
 import IngressStage
 
-IngressServer.main()
+IngressServer.main(makeTLS: IngressSecurity.tls, makeVerifier: IngressSecurity.verifier)

@@ -5,6 +5,7 @@ import NIOEmbedded
 import NIOHTTP1
 import SwitchyardCore
 import XCTest
+@testable import IngressService
 @testable import IngressStage
 
 /// Claims as a token issuer would write them.

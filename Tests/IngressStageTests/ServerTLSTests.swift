@@ -3,6 +3,7 @@ import NIOCore
 import NIOEmbedded
 import NIOSSL
 import XCTest
+@testable import IngressService
 @testable import IngressStage
 @testable import SwitchyardCore
 

@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOSSL
 import NIOTLS
+import IngressStage
 import SwitchyardCore
 
 /// A certificate chain and its private key read from PEM files, checked, and turned into a TLS server context:
@@ -110,7 +111,7 @@ struct TLSCredentials {
 ///
 /// Stats: `tlsHandshakes`, `tlsHandshakeFailures`, `tlsReloads` (reloads tried), `tlsReloadFailures`,
 /// `tlsCertificateNotAfter` (Unix seconds: the serving certificate's expiry).
-final class ServerTLS: @unchecked Sendable {
+public final class ServerTLS: ListenerTLS, @unchecked Sendable {
     private let certificateFile: String
     private let keyFile: String
     private let logger: Logger
@@ -119,7 +120,7 @@ final class ServerTLS: @unchecked Sendable {
 
     /// Reads the files named by `TLSCertificateFile` and `TLSKeyFile`; a problem is a `ConfigError` naming the
     /// configuration file, the parameter's line and the PEM file.
-    init(config: SwitchyardConfig, logger: Logger, metrics: StageMetrics) throws {
+    public init(config: SwitchyardConfig, logger: Logger, metrics: StageMetrics) throws {
         func missing(_ parameter: String) -> ConfigError {
             ConfigError(file: config.file, line: config.parameterLines["ListenEncrypted"] ?? 0,
                         parameter: parameter, problem: "needed by ListenEncrypted")
@@ -148,7 +149,7 @@ final class ServerTLS: @unchecked Sendable {
     /// Reads both files again. On success new connections get the new certificate; on failure the current one
     /// stays and the error is logged. Blocks on file I/O: never call it on an event loop.
     @discardableResult
-    func reload() -> Bool {
+    public func reload() -> Bool {
         defer { metrics.addToGauge("tlsReloads", 1) }
         do {
             let credentials = try TLSCredentials.load(certificateFile: certificateFile, keyFile: keyFile)
@@ -163,7 +164,7 @@ final class ServerTLS: @unchecked Sendable {
     }
 
     /// Puts TLS in front of a new connection's pipeline, with the current context. On the channel's event loop.
-    func addHandlers(to channel: Channel) throws {
+    public func addHandlers(to channel: Channel) throws {
         let context = current.withLockedValue { $0.context }
         try channel.pipeline.syncOperations.addHandlers([
             NIOSSLServerHandler(context: context), TLSErrorHandler(logger: logger, metrics: metrics),

@@ -1,58 +1,7 @@
 import Foundation
 import JWTKit
+import IngressStage
 import SwitchyardCore
-
-/// Why a token was refused. The raw value names the refusal in metrics (`tokenRefused_<raw>`) and logs; `reason`
-/// is what the client is told (HTTP 401 body or close 1008 reason).
-public enum TokenRefusal: String, Error, Equatable, Sendable, CaseIterable {
-    /// `Entitlement = jwt` and the connection sent no token (or its first frame was not `connect`).
-    case missing
-    /// Longer than `TokenVerifier.maxTokenBytes`.
-    case tooLong
-    /// Not three base64url parts, a header or claims that are not JSON, or claims of the wrong type.
-    case malformed
-    /// `alg` is `none`, or an algorithm the configured key is not for.
-    case algorithmNotAllowed
-    case badSignature
-    case missingExpiry
-    case expired
-    case notYetValid
-    case wrongIssuer
-    case wrongAudience
-    /// A `permissions` entry that is neither a subject nor `/prefix/*`.
-    case badPermissions
-    /// `Entitlement = basic`: a token other than `EntitlementAllowToken`.
-    case wrongToken
-
-    public var reason: String {
-        switch self {
-        case .missing: return "a token is required: send {\"op\":\"connect\",\"token\":...} first"
-        case .tooLong: return "token longer than \(TokenVerifier.maxTokenBytes) bytes"
-        case .malformed: return "malformed token"
-        case .algorithmNotAllowed: return "token algorithm not accepted"
-        case .badSignature: return "token signature does not verify"
-        case .missingExpiry: return "token has no exp claim"
-        case .expired: return "token expired"
-        case .notYetValid: return "token not yet valid (nbf)"
-        case .wrongIssuer: return "token issuer not accepted"
-        case .wrongAudience: return "token audience not accepted"
-        case .badPermissions: return "token permissions malformed"
-        case .wrongToken: return "token not accepted"
-        }
-    }
-}
-
-/// What an accepted token grants.
-public struct TokenGrant: Equatable, Sendable {
-    public var permissions: Permissions
-    /// `exp`; nil for a token that does not expire (`Entitlement = basic`).
-    public var expiresAt: Date?
-
-    public init(permissions: Permissions, expiresAt: Date?) {
-        self.permissions = permissions
-        self.expiresAt = expiresAt
-    }
-}
 
 /// The claims Switchyard reads. Time, issuer and audience are checked by `TokenVerifier` (against its clock and
 /// configuration, each with its own refusal), so `verify(using:)` has nothing left to do.
@@ -77,9 +26,9 @@ struct SwitchyardClaims: JWTPayload {
 /// an EC P-256 key ES256 and a P-384 key ES384. A token is verified only by the collection of its header's `alg`,
 /// so `none` and any algorithm the key is not for are refused before a signature is looked at.
 /// Independent of any transport (the WebSocket and MQTT front ends share it).
-public final class TokenVerifier: Sendable {
-    /// Longer tokens are refused unread (a URL, header or `connect` frame cannot make us decode megabytes).
-    public static let maxTokenBytes = 8192
+public final class TokenVerifier: TokenVerifying {
+    /// Longer tokens are refused unread.
+    public static let maxTokenBytes = TokenGrant.maxTokenBytes
 
     private let keys: [String: JWTKeyCollection]
     private let issuer: String?
