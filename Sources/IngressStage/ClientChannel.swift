@@ -27,6 +27,8 @@ extension IngressServer {
     /// Builds the whole pipeline of an accepted client connection, on its event loop: HTTP with the handshake
     /// timeout and connection limit, the WebSocket upgrade, then the WebSocket protocol and `ClientHandler`.
     ///
+    /// At path `/mqtt`, `ClientHandler` gives way to the MQTT handlers (MQTT over WebSocket, subprotocol `mqtt`).
+    ///
     /// Before the upgrade: `HandshakeTimeoutHandler`, NIO's HTTP server handlers (400 for requests that do not
     /// parse), `HTTPServerUpgradeHandler`, `UpgradeRefusalHandler` (400/403/426/503 for refused upgrades),
     /// `PlainHTTPHandler`. After it: NIO's frame encoder and decoder (close 1009 for a frame above the limit, 1002
@@ -43,13 +45,15 @@ extension IngressServer {
             shouldUpgrade: { channel, head in
                 let decision = UpgradeDecision.decide(head, openConnections: connections.open,
                                                       maxConnections: maxConnections, allowedOrigins: allowedOrigins)
-                return channel.eventLoop.makeSucceededFuture(decision == .upgrade ? HTTPHeaders() : nil)
+                return channel.eventLoop.makeSucceededFuture(
+                    decision == .upgrade ? UpgradeDecision.responseHeaders(for: head) : nil)
             },
-            upgradePipelineHandler: { channel, _ in
+            upgradePipelineHandler: { channel, head in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandlers([
-                        WebSocketProtocolHandler(maxMessageSize: maxFrameSize), ClientHandler(hub: hub),
-                    ])
+                    let client: [ChannelHandler] = UpgradeDecision.isMQTT(head)
+                        ? mqttOverWebSocketHandlers(settings: hub.mqttSettings, hub: hub) : [ClientHandler(hub: hub)]
+                    try channel.pipeline.syncOperations.addHandlers(
+                        [WebSocketProtocolHandler(maxMessageSize: maxFrameSize) as ChannelHandler] + client)
                 }
             })
         let timeout = HandshakeTimeoutHandler(timeout: settings.handshakeTimeout)

@@ -26,6 +26,8 @@ final class ClientConnection {
     /// Live output the client may leave unread (written while the channel is not writable, or queued behind an
     /// answer) before it is too slow: half the `ClientBufferLimit`, the other half being the channel's buffer.
     let liveBacklogLimit: Int
+    /// The MQTT state of an MQTT client; nil for a WebSocket (JSON) client. Decides how messages are encoded.
+    let mqtt: MQTTSession?
     var subjects: Set<String> = []
     var isClosing = false
     /// Monotonic time of the client's last frame, for the idle timeout.
@@ -55,8 +57,10 @@ final class ClientConnection {
     private(set) var liveBacklog = 0
     private(set) var needsFlush = false
 
-    init(id: UInt64, channel: Channel, liveBacklogLimit: Int, limits: ConnectionLimits, now: UInt64) {
+    init(id: UInt64, channel: Channel, liveBacklogLimit: Int, limits: ConnectionLimits, now: UInt64,
+         mqtt: MQTTSession? = nil) {
         self.id = id
+        self.mqtt = mqtt
         self.channel = channel
         self.liveBacklogLimit = liveBacklogLimit
         self.lastActivity = now
@@ -105,8 +109,8 @@ final class ClientConnection {
             case .answer(let answer):
                 frame = answer
             case .answerMessage(let message, let kind):
-                frame = WebSocketFrame(fin: true, opcode: .text,
-                                       data: ServerFrames.message(message, kind: kind, allocator: channel.allocator))
+                guard let encoded = encodeAnswer(message, kind: kind) else { continue }
+                frame = encoded
             }
             unflushed += frame.data.readableBytes
             channel.write(frame, promise: nil)
@@ -117,6 +121,19 @@ final class ClientConnection {
             }
         }
         flush()
+    }
+
+    /// A message of an answer as this client's protocol has it: a `message` frame, or an MQTT PUBLISH (retain
+    /// set on a snapshot; nil when it exceeds the client's Maximum Packet Size).
+    private func encodeAnswer(_ message: Message, kind: MessageKind) -> WebSocketFrame? {
+        guard let mqtt else {
+            return WebSocketFrame(fin: true, opcode: .text,
+                                  data: ServerFrames.message(message, kind: kind, allocator: channel.allocator))
+        }
+        var publish = MQTTOutgoingPublish(message: message, retain: kind == .snapshot)
+        return publish.packet(for: mqtt, allocator: channel.allocator).map {
+            WebSocketFrame(fin: true, opcode: .binary, data: $0)
+        }
     }
 
     func flush() {

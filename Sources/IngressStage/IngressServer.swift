@@ -36,7 +36,8 @@ public final class IngressServer {
         let settings = EdgeSettings(config: context.config)
         let connections = ConnectionCounter(metrics: context.metrics)
         let highWatermark = max(context.config.clientBufferLimit / 2, 8192)
-        let bootstrap = ServerBootstrap(group: group)
+        let group = self.group
+        let bootstrap = { (configure: @escaping @Sendable (Channel) throws -> Void) in ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 4096)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(ChannelOptions.socket(SocketOptionLevel(SOL_SOCKET), SO_REUSEPORT), value: 1)
@@ -48,15 +49,23 @@ public final class IngressServer {
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(ChannelOptions.writeBufferWaterMark,
                                 value: .init(low: highWatermark / 2, high: highWatermark))
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try Self.configureClientChannel(channel, settings: settings, connections: connections, hub: hub)
-                }
-            }
+            .childChannelInitializer { channel in channel.eventLoop.makeCompletedFuture { try configure(channel) } }
+        }
+        let webSocket = bootstrap { channel in
+            try Self.configureClientChannel(channel, settings: settings, connections: connections, hub: hub)
+        }
         for address in context.config.listen {
-            let channel = try bootstrap.bind(host: address.host, port: address.port).wait()
+            let channel = try webSocket.bind(host: address.host, port: address.port).wait()
             serverChannels.append(channel)
             logger.info("listening", ["address": address])
+        }
+        let mqttSettings = hub.mqttSettings
+        let mqtt = bootstrap { channel in
+            try Self.configureMQTTChannel(channel, settings: mqttSettings, connections: connections, hub: hub)
+        }
+        for address in context.config.listenMqtt {
+            serverChannels.append(try mqtt.bind(host: address.host, port: address.port).wait())
+            logger.info("MQTT listening", ["address": address])
         }
         if context.instance == 0, let address = context.config.monitorListen {
             serverChannels.append(try MonitorServer.bind(address, group: group, config: context.config))

@@ -102,6 +102,11 @@ public struct SwitchyardConfig: Sendable {
     /// `MonitorListen`: the private listener of ws-ingress instance 0 for `/metrics`, `/health` and `/ready`;
     /// `none` disables it. Default `127.0.0.1:8801`.
     public var monitorListen: ListenAddress? = ListenAddress(host: "127.0.0.1", port: 8801)
+    // MQTT (docs/MQTT.md)
+    /// `ListenMqtt`: MQTT 3.1.1 / 5.0 over TCP addresses of ws-ingress, e.g. `*:1883`; empty (the default): off.
+    /// MQTT over WebSocket is always on at path `/mqtt` of the `Listen` addresses.
+    public var listenMqtt: [ListenAddress] = []
+
     /// `IngressInstances`, `CacheInstances`, `FanoutInstances`: how many instances of each stage run.
     public var instances: [String: Int] = ["ws-ingress": 1, "router": 1, "cache": 1, "fanout": 1,
                                            "kafka-in": 1, "kafka-out": 1]
@@ -149,6 +154,11 @@ public struct SwitchyardConfig: Sendable {
         if let monitor = config.monitorListen, config.listen.contains(where: { $0.port == monitor.port }) {
             throw ConfigError(file: file, line: seen["MonitorListen"] ?? 0, parameter: "MonitorListen",
                               problem: "port \(monitor.port) is also in Listen: the monitor needs a port of its own")
+        }
+        let listenPorts = Set(config.listen.map(\.port)).union(config.monitorListen.map { [$0.port] } ?? [])
+        if let clash = config.listenMqtt.first(where: { listenPorts.contains($0.port) }) {
+            throw ConfigError(file: file, line: seen["ListenMqtt"] ?? 0, parameter: "ListenMqtt",
+                              problem: "port \(clash.port) is also in Listen or MonitorListen: MQTT needs a port of its own")
         }
         config.runDir = absolutePath(config.runDir, relativeTo: config.folder)
         config.logFolder = absolutePath(config.logFolder, relativeTo: config.folder)
@@ -214,6 +224,13 @@ public struct SwitchyardConfig: Sendable {
                     throw fail("'\(value)' is not host:port (e.g. 127.0.0.1:8801) or none")
                 }
                 monitorListen = address
+            }
+        case "ListenMqtt":
+            listenMqtt = value.lowercased() == "none" ? [] : try value.split(separator: ",").map { entry in
+                guard let address = ListenAddress(parsing: entry.trimmingCharacters(in: .whitespaces)) else {
+                    throw fail("'\(entry)' is not host:port (e.g. *:1883) or none")
+                }
+                return address
             }
         case "IngressInstances": instances["ws-ingress"] = try integer(1...64)
         case "CacheInstances": instances["cache"] = try integer(1...64)
