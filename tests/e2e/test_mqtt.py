@@ -274,3 +274,26 @@ def test_an_empty_retained_publish_clears_the_snapshot(mqtt_broker):
             assert await after.quiet(is_msg(s), 1.0) == [], "no snapshot any more"
 
     run(scenario())
+
+
+def test_no_puback_when_the_publish_is_not_stored(make_broker):
+    """The cache does not answer (stopped): after PublishTimeout, v5 gets PUBACK 0x80 and 3.1.1 is disconnected;
+    neither gets a PUBACK that says stored."""
+    import signal
+    port = free_port()
+    b = make_broker(ListenMqtt=f"127.0.0.1:{port}", PublishTimeout=1)
+    v5 = Paho(port, "mqttv5")
+    v311 = raw_connect(port, client_id="old", keepalive=30)
+    cache = b.pid("cache")
+    os.kill(cache, signal.SIGSTOP)
+    try:
+        info = v5.client.publish("stuck/v5", "x", qos=1)
+        v311.sendall(packet(0x32, mqtt_string("stuck/v311") + b"\x00\x01" + b"x"))
+        info.wait_for_publish(timeout=8)
+        assert int(v5.pubacks[info.mid].value) == 0x80, v5.pubacks
+        v311.settimeout(8)
+        assert v311.recv(16) == b"", "3.1.1: closed, no PUBACK"
+    finally:
+        os.kill(cache, signal.SIGCONT)
+        v5.close()
+        v311.close()
