@@ -221,6 +221,18 @@ MQTT_SEEDS = {
     "bad-utf8": b"\x01\x30\x04\x00\x02\xc3\x28",
 }
 
+# MQTT over WebSocket for ws-chain: the upgrade at /mqtt, then binary messages carrying MQTT (a packet split
+# across two messages, then several in one).
+MQTT_UPGRADE = (b"GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                b"Sec-WebSocket-Protocol: mqtt\r\n\r\n")
+WS_SEEDS.update({
+    "mqtt-over-websocket-311": bytes([RAW]) + MQTT_UPGRADE + frame(CONNECT_311[:5], opcode=2)
+        + frame(CONNECT_311[5:] + SUB_311, opcode=2) + frame(b"".join(PUB_311 + [PING, DISCONNECT]), opcode=2),
+    "mqtt-over-websocket-5": bytes([RAW]) + MQTT_UPGRADE + frame(CONNECT_5 + SUB_5 + b"".join(PUB_5), opcode=2)
+        + frame(b"\x32\xff\xff\x7f", opcode=2),
+})
+
 
 def write(target, seeds):
     folder = os.path.join(HERE, "corpus", target)

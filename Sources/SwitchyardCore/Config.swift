@@ -104,7 +104,8 @@ public struct SwitchyardConfig: Sendable {
     public var monitorListen: ListenAddress? = ListenAddress(host: "127.0.0.1", port: 8801)
     // MQTT (docs/MQTT.md)
     /// `ListenMqtt`: MQTT 3.1.1 / 5.0 over TCP addresses of ws-ingress, e.g. `*:1883`; empty (the default): off.
-    /// MQTT over WebSocket is always on at path `/mqtt` of the `Listen` addresses.
+    /// MQTT over WebSocket is always on at path `/mqtt` of the `Listen` addresses. (`ListenMqttEncrypted`, MQTT
+    /// over TLS, follows once ws-ingress has its TLS context: docs/MQTT.md.)
     public var listenMqtt: [ListenAddress] = []
 
     /// `IngressInstances`, `CacheInstances`, `FanoutInstances`: how many instances of each stage run.
