@@ -18,7 +18,7 @@ final class IngressHub {
     let limits: ConnectionLimits
     let mqttSettings: MQTTSettings
     let logger: Logger
-    private let metrics: StageMetrics
+    let metrics: StageMetrics
     let link: BackplaneLink
     let allocator = ByteBufferAllocator()
     let table: SubscriptionTable

@@ -57,6 +57,7 @@ extension IngressHub {
         }
         let connection = self.connect(channel, mqtt: session)
         mqttClients[clientID] = connection
+        metrics.setGauge("mqttConnections", mqttClients.count)
         var properties = MQTTProperties()
         if v5 {
             if (connect.properties.integer(MQTTProperties.ID.sessionExpiryInterval) ?? 0) > 0 {
@@ -241,6 +242,7 @@ extension IngressHub {
     func endMQTTSession(of connection: ClientConnection) {
         guard let session = connection.mqtt else { return }
         if mqttClients[session.clientID] === connection { mqttClients[session.clientID] = nil }
+        metrics.setGauge("mqttConnections", mqttClients.count)
         guard let will = session.will, case .success(let subject) = MQTTTopic.subject(of: will.topic) else { return }
         session.will = nil
         let flags = MessageFlags(mqttRetain: will.retain, qos: will.qos, payload: will.payload)
