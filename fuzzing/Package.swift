@@ -26,6 +26,11 @@ let package = Package(
             .product(name: "SwitchyardCore", package: root),
             .product(name: "NIOCore", package: "swift-nio"),
         ]),
+        // MQTTFraming and MQTTCodec.decode on a client's MQTT byte stream; what decodes must round-trip.
+        .executableTarget(name: "fuzz-mqtt-decoder", dependencies: [
+            .product(name: "IngressStage", package: root),
+            .product(name: "NIOCore", package: "swift-nio"),
+        ]),
         // The ingress's child-channel pipeline (HTTP, WebSocket upgrade, ClientHandler, hub) in an EmbeddedChannel.
         .executableTarget(name: "fuzz-ws-chain", dependencies: [
             .product(name: "IngressStage", package: root),

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the seed corpora of the fuzz targets: fuzzing/corpus/{client-frame,envelope,ws-chain}/.
+"""Writes the seed corpora of the fuzz targets: fuzzing/corpus/{client-frame,envelope,ws-chain,mqtt-decoder}/.
 
 Each seed is a small, meaningful input: client frames of protocol v1 (valid and typical mistakes), envelope
 batches in the binary format of Sources/SwitchyardCore/EnvelopeCodec.swift (written here independently, so the
@@ -169,6 +169,71 @@ WS_SEEDS = {
 }
 
 
+# --- MQTT byte streams (byte 0: 0 = before CONNECT, 1 = 3.1.1, 2 = 5.0; then the client's bytes) ------------------
+
+def mqtt_varint(n):
+    out = b""
+    while True:
+        byte, n = n % 128, n // 128
+        out += bytes([byte | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+def mqtt_str(s): b = s.encode() if isinstance(s, str) else s; return struct.pack(">H", len(b)) + b
+def mqtt_packet(first, body): return bytes([first]) + mqtt_varint(len(body)) + body
+def props(*entries): body = b"".join(entries); return mqtt_varint(len(body)) + body
+
+
+USER_PROP = b"\x26" + mqtt_str("k") + mqtt_str("v")
+CONNECT_311 = mqtt_packet(0x10, mqtt_str("MQTT") + bytes([4, 0x02]) + struct.pack(">H", 60) + mqtt_str("dev1"))
+CONNECT_311_WILL = mqtt_packet(0x10, mqtt_str("MQTT") + bytes([4, 0xEE]) + struct.pack(">H", 30) + mqtt_str("dev2")
+                               + mqtt_str("dev/2/status") + mqtt_str("gone") + mqtt_str("user") + mqtt_str("pw"))
+CONNECT_5 = mqtt_packet(0x10, mqtt_str("MQTT") + bytes([5, 0x06]) + struct.pack(">H", 10)
+                        + props(b"\x11\x00\x00\x00\x3c", b"\x21\x00\x14", b"\x27\x00\x01\x00\x00", USER_PROP)
+                        + mqtt_str("") + props(b"\x18\x00\x00\x00\x05", b"\x01\x01") + mqtt_str("w/t") + mqtt_str("bye"))
+CONNECT_31 = mqtt_packet(0x10, mqtt_str("MQIsdp") + bytes([3, 0x02]) + struct.pack(">H", 60) + mqtt_str("old"))
+PUB_311 = [mqtt_packet(0x30, mqtt_str("a/b") + b"hello"), mqtt_packet(0x33, mqtt_str("a/b") + b"\x00\x07" + b"\x00\xff"),
+           mqtt_packet(0x3A, mqtt_str("a") + b"\x00\x08" + b"dup"), mqtt_packet(0x34, mqtt_str("a") + b"\x00\x09")]
+PUB_5 = [mqtt_packet(0x32, mqtt_str("a/b") + b"\x00\x01" + props(b"\x01\x01", b"\x03" + mqtt_str("text/plain"), USER_PROP) + b"x"),
+         mqtt_packet(0x30, mqtt_str("") + props(b"\x23\x00\x01") + b"alias")]
+SUB_311 = mqtt_packet(0x82, b"\x00\x01" + mqtt_str("a/b") + b"\x01" + mqtt_str("a/+") + b"\x02" + mqtt_str("$SYS/x") + b"\x00")
+SUB_5 = mqtt_packet(0x82, b"\x00\x02" + props(b"\x0b\x05") + mqtt_str("a/b") + b"\x2e")
+UNSUB_311 = mqtt_packet(0xA2, b"\x00\x03" + mqtt_str("a/b"))
+UNSUB_5 = mqtt_packet(0xA2, b"\x00\x03" + props() + mqtt_str("a/b"))
+ACKS_311 = [mqtt_packet(0x40, b"\x00\x01"), mqtt_packet(0x62, b"\x00\x02"), mqtt_packet(0x50, b"\x00\x03"),
+            mqtt_packet(0x70, b"\x00\x04")]
+ACKS_5 = [mqtt_packet(0x40, b"\x00\x01\x10"), mqtt_packet(0x40, b"\x00\x01\x80" + props(b"\x1f" + mqtt_str("why")))]
+PING, DISCONNECT = mqtt_packet(0xC0, b""), mqtt_packet(0xE0, b"")
+
+MQTT_SEEDS = {
+    "connect-311": b"\x00" + CONNECT_311,
+    "connect-311-will-user": b"\x00" + CONNECT_311_WILL,
+    "connect-5-properties-will": b"\x00" + CONNECT_5,
+    "connect-31": b"\x00" + CONNECT_31,
+    "session-311": b"\x01" + b"".join(PUB_311 + [SUB_311, UNSUB_311] + ACKS_311 + [PING, DISCONNECT]),
+    "session-5": b"\x02" + b"".join(PUB_5 + [SUB_5, UNSUB_5] + ACKS_5 + [PING, mqtt_packet(0xE0, b"\x04" + props())]),
+    "suback-connack-5": b"\x02" + mqtt_packet(0x90, b"\x00\x01" + props() + b"\x01\xa2") + mqtt_packet(0x20, b"\x00\x00" + props(b"\x24\x01")),
+    "split-remaining-length": b"\x01" + mqtt_packet(0x30, mqtt_str("t") + b"p" * 300),
+    "too-long-length": b"\x01\x30\xff\xff\xff\xff\x01",
+    "not-minimal-length": b"\x01\xc0\x80\x00",
+    "qos3": b"\x01\x36\x05\x00\x01a\x00\x01",
+    "bad-utf8": b"\x01\x30\x04\x00\x02\xc3\x28",
+}
+
+# MQTT over WebSocket for ws-chain: the upgrade at /mqtt, then binary messages carrying MQTT (a packet split
+# across two messages, then several in one).
+MQTT_UPGRADE = (b"GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                b"Sec-WebSocket-Protocol: mqtt\r\n\r\n")
+WS_SEEDS.update({
+    "mqtt-over-websocket-311": bytes([RAW]) + MQTT_UPGRADE + frame(CONNECT_311[:5], opcode=2)
+        + frame(CONNECT_311[5:] + SUB_311, opcode=2) + frame(b"".join(PUB_311 + [PING, DISCONNECT]), opcode=2),
+    "mqtt-over-websocket-5": bytes([RAW]) + MQTT_UPGRADE + frame(CONNECT_5 + SUB_5 + b"".join(PUB_5), opcode=2)
+        + frame(b"\x32\xff\xff\x7f", opcode=2),
+})
+
+
 def write(target, seeds):
     folder = os.path.join(HERE, "corpus", target)
     shutil.rmtree(folder, ignore_errors=True)
@@ -185,6 +250,7 @@ def main():
     write("client-frame", frames)
     write("envelope", ENVELOPE_SEEDS)
     write("ws-chain", WS_SEEDS)
+    write("mqtt-decoder", MQTT_SEEDS)
 
 
 if __name__ == "__main__":

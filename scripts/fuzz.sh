@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs a libFuzzer target of fuzzing/ (see docs/RELIABILITY.md).
 #
-#   scripts/fuzz.sh TARGET SECONDS [libFuzzer args...]   TARGET: client-frame | envelope | ws-chain | all
+#   scripts/fuzz.sh TARGET SECONDS [libFuzzer args...]   TARGET: client-frame | envelope | ws-chain | mqtt-decoder | all
 #
 # Builds the fuzz package (cached in fuzzing/.build; the first build compiles SwiftNIO with the sanitizers and takes
 # minutes), then fuzzes from a temporary copy of the committed seed corpus fuzzing/corpus/TARGET (which never grows)
@@ -12,7 +12,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 FUZZ="$ROOT/fuzzing"
-TARGETS=(client-frame envelope ws-chain)
+TARGETS=(client-frame envelope ws-chain mqtt-decoder)
 
 usage() { echo "usage: $0 {${TARGETS[*]// /|}|all} SECONDS [libFuzzer args...]" >&2; exit 2; }
 [ $# -ge 2 ] || usage

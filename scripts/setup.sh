@@ -28,11 +28,13 @@ fi
 # libssl-dev, libnanomsg-dev: linked by the stages; pkg-config: SwiftPM finds them through it.
 # python3, python3-venv: the test venv. librdkafka >= 2.2 is not in Debian 12: scripts/build-librdkafka.sh
 # (below) builds it and installs what that build needs. chromium, chromium-driver: the browser tests of the
-# JavaScript client and the demo page (tests/e2e/test_client_browser.py, headless).
+# JavaScript client and the demo page (tests/e2e/test_client_browser.py, headless). mosquitto-clients:
+# mosquitto_pub / mosquitto_sub of the MQTT tests (tests/e2e/test_mqtt.py).
 APT_PACKAGES=(
     libssl-dev libnanomsg-dev pkg-config openssl
     python3 python3-venv python3-pip ca-certificates
     chromium chromium-driver
+    mosquitto-clients
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -199,7 +199,7 @@ public final class SubjectStore {
             if let old = entries[subject]!.snapshot, !entries[subject]!.snapshotIsInHistory {
                 bytesHeld -= old.content.readableBytes
             }
-            entries[subject]!.snapshot = message
+            entries[subject]!.snapshot = message.flags.contains(.clearsSnapshot) && size == 0 ? nil : message
         }
         if isKept {
             entries[subject]!.history.append(Stored(message: message, storedAt: now))

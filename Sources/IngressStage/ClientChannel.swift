@@ -34,6 +34,8 @@ extension IngressServer {
     /// Builds the whole pipeline of an accepted client connection, on its event loop: HTTP with the handshake
     /// timeout and connection limit, the WebSocket upgrade, then the WebSocket protocol and `ClientHandler`.
     ///
+    /// At path `/mqtt`, `ClientHandler` gives way to the MQTT handlers (MQTT over WebSocket, subprotocol `mqtt`).
+    ///
     /// Before the upgrade: `HandshakeTimeoutHandler`, NIO's HTTP server handlers (400 for requests that do not
     /// parse), `HTTPServerUpgradeHandler` (which verifies a token given with the request), `UpgradeRefusalHandler`
     /// (400/401/403/426/503 for refused upgrades),
@@ -56,27 +58,30 @@ extension IngressServer {
                 let decision = UpgradeDecision.decide(head, openConnections: connections.open,
                                                       maxConnections: maxConnections, allowedOrigins: allowedOrigins)
                 guard decision == .upgrade, entitlement.checksTokens, let token = Entitlement.token(in: head) else {
-                    return channel.eventLoop.makeSucceededFuture(decision == .upgrade ? HTTPHeaders() : nil)
+                    return channel.eventLoop.makeSucceededFuture(
+                        decision == .upgrade ? UpgradeDecision.responseHeaders(for: head) : nil)
                 }
                 // A token with the request is verified before the upgrade: a refused one gets HTTP 401.
                 return entitlement.verify(token, on: channel.eventLoop).map { result in
                     switch result {
                     case .success(let grant):
                         access.grant = grant
-                        return HTTPHeaders()
+                        return UpgradeDecision.responseHeaders(for: head)
                     case .failure(let refusal):
                         access.refusal = refusal
                         return nil
                     }
                 }
             },
-            upgradePipelineHandler: { channel, _ in
+            upgradePipelineHandler: { channel, head in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandlers([
-                        WebSocketProtocolHandler(maxMessageSize: maxFrameSize, pingsPerSecond: pingsPerSecond),
-                        ClientHandler(hub: hub, entitlement: entitlement, grant: access.grant,
-                                      tokenDeadline: handshakeTimeout),
-                    ])
+                    let client: [ChannelHandler] = UpgradeDecision.isMQTT(head)
+                        ? mqttOverWebSocketHandlers(settings: hub.mqttSettings, hub: hub)
+                        : [ClientHandler(hub: hub, entitlement: entitlement, grant: access.grant,
+                                         tokenDeadline: handshakeTimeout)]
+                    try channel.pipeline.syncOperations.addHandlers(
+                        [WebSocketProtocolHandler(maxMessageSize: maxFrameSize, pingsPerSecond: pingsPerSecond)
+                            as ChannelHandler] + client)
                 }
             })
         let timeout = HandshakeTimeoutHandler(timeout: settings.handshakeTimeout)

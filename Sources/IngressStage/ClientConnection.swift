@@ -29,6 +29,8 @@ final class ClientConnection {
     /// Live output the client may leave unread (queued while the channel is not writable, or behind an answer)
     /// before it is too slow: the `ClientBufferLimit` less what the channel itself buffers.
     let liveBacklogLimit: Int
+    /// The MQTT state of an MQTT client; nil for a WebSocket (JSON) client. Decides how messages are encoded.
+    let mqtt: MQTTSession?
     var subjects: Set<String> = []
     /// What the connection may subscribe to and publish on (its token's, or `Entitlement`'s default); set by
     /// `ClientHandler` before the connection's first frame.
@@ -61,8 +63,10 @@ final class ClientConnection {
     /// Monotonic time since which output has been waiting for a channel that takes none; nil while it takes it.
     private(set) var stalledSince: UInt64?
 
-    init(id: UInt64, channel: Channel, liveBacklogLimit: Int, limits: ConnectionLimits, now: UInt64) {
+    init(id: UInt64, channel: Channel, liveBacklogLimit: Int, limits: ConnectionLimits, now: UInt64,
+         mqtt: MQTTSession? = nil) {
         self.id = id
+        self.mqtt = mqtt
         self.channel = channel
         self.liveBacklogLimit = liveBacklogLimit
         self.lastActivity = now
@@ -134,8 +138,8 @@ final class ClientConnection {
             case .answer(let answer):
                 frame = answer
             case .answerMessage(let message, let kind):
-                frame = WebSocketFrame(fin: true, opcode: .text,
-                                       data: ServerFrames.message(message, kind: kind, allocator: channel.allocator))
+                guard let encoded = encodeAnswer(message, kind: kind) else { continue }
+                frame = encoded
             }
             unflushed += frame.data.readableBytes
             channel.write(frame, promise: nil)
@@ -146,6 +150,19 @@ final class ClientConnection {
             }
         }
         flush()
+    }
+
+    /// A message of an answer as this client's protocol has it: a `message` frame, or an MQTT PUBLISH (retain
+    /// set on a snapshot; nil when it exceeds the client's Maximum Packet Size).
+    private func encodeAnswer(_ message: Message, kind: MessageKind) -> WebSocketFrame? {
+        guard let mqtt else {
+            return WebSocketFrame(fin: true, opcode: .text,
+                                  data: ServerFrames.message(message, kind: kind, allocator: channel.allocator))
+        }
+        var publish = MQTTOutgoingPublish(message: message, retain: kind == .snapshot)
+        return publish.packet(for: mqtt, allocator: channel.allocator).map {
+            WebSocketFrame(fin: true, opcode: .binary, data: $0)
+        }
     }
 
     func flush() {

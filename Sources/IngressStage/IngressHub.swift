@@ -16,16 +16,20 @@ final class IngressHub {
 
     let instance: UInt32
     let inboundAddress: String
-    private let config: SwitchyardConfig
-    private let limits: ConnectionLimits
-    private let logger: Logger
-    private let metrics: StageMetrics
-    private let link: BackplaneLink
-    private let allocator = ByteBufferAllocator()
-    private let table: SubscriptionTable
-    private var pendingPublishes: PendingPublishes
+    // Not private: the MQTT front end (MQTT/IngressHub+MQTT.swift) shares them.
+    let config: SwitchyardConfig
+    let limits: ConnectionLimits
+    let mqttSettings: MQTTSettings
+    let logger: Logger
+    let metrics: StageMetrics
+    let link: BackplaneLink
+    let allocator = ByteBufferAllocator()
+    let table: SubscriptionTable
+    var pendingPublishes: PendingPublishes
 
-    private var connections: [UInt64: ClientConnection] = [:]
+    private(set) var connections: [UInt64: ClientConnection] = [:]
+    /// MQTT connections by client identifier: a second CONNECT with the same one takes the session over.
+    var mqttClients: [String: ClientConnection] = [:]
     private var nextConnectionID: UInt64 = 0
     /// Connections written to since the last flush: flushed once per batch, then judged by what they left.
     private var dirty: [ClientConnection] = []
@@ -36,6 +40,7 @@ final class IngressHub {
         self.inboundAddress = inboundAddress
         self.config = config
         self.limits = ConnectionLimits(config)
+        self.mqttSettings = MQTTSettings(config: config)
         self.logger = logger
         self.metrics = metrics
         self.link = link
@@ -47,18 +52,20 @@ final class IngressHub {
 
     var connectionCount: Int { connections.count }
 
-    private func now() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
+    func now() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
 
-    private func send(_ envelopes: [Envelope]) {
+    func send(_ envelopes: [Envelope]) {
         for envelope in envelopes { link.send(envelope) }
     }
 
     // MARK: Connections
 
-    func connect(_ channel: Channel) -> ClientConnection {
+    /// Registers a client connection: WebSocket JSON, or MQTT with its `mqtt` session.
+    func connect(_ channel: Channel, mqtt: MQTTSession? = nil) -> ClientConnection {
         nextConnectionID += 1
         let connection = ClientConnection(id: nextConnectionID, channel: channel,
-                                          liveBacklogLimit: limits.liveBacklogLimit, limits: limits, now: now())
+                                          liveBacklogLimit: limits.liveBacklogLimit, limits: limits, now: now(),
+                                          mqtt: mqtt)
         connections[connection.id] = connection
         metrics.setGauge("connections", connections.count)
         logger.debug("client connected", ["connection": connection.id, "remote": channel.remoteAddress as Any])
@@ -69,6 +76,7 @@ final class IngressHub {
         guard connections.removeValue(forKey: connection.id) != nil else { return }
         logger.debug("client disconnected", ["connection": connection.id, "subjects": connection.subjects.count])
         send(table.remove(connection))
+        endMQTTSession(of: connection)
         connection.subjects.removeAll()
         connection.discardQueued()
         metrics.setGauge("connections", connections.count)
@@ -89,7 +97,7 @@ final class IngressHub {
     }
 
     /// Once a connection's answers are written, its subscribes waiting for a slot may go.
-    private func sendWaitingSubscribes(of connection: ClientConnection) {
+    func sendWaitingSubscribes(of connection: ClientConnection) {
         guard !connection.isClosing else { return }
         send(table.sendWaiting(for: connection, now: now()))
     }
@@ -272,11 +280,19 @@ final class IngressHub {
         flushDirty()
     }
 
-    /// Encodes the message once and writes the same frame to every live subscriber.
+    /// Encodes the message once per protocol and writes the same frame to every live subscriber.
     private func deliver(_ message: Message) {
         var frame: WebSocketFrame?
+        var mqttPublish: MQTTOutgoingPublish?
         let askedAgain = table.subscribesAskedAgain
         let requests = table.deliver(message, now: now()) { connection, resyncFirst in
+            if let session = connection.mqtt {
+                var publish = mqttPublish ?? MQTTOutgoingPublish(message: message, retain: false)
+                defer { mqttPublish = publish }
+                guard let packet = publish.packet(for: session, allocator: allocator) else { return }
+                writeLive(WebSocketFrame(fin: true, opcode: .binary, data: packet), to: connection)
+                return
+            }
             if resyncFirst { writeLive(textFrame(ServerFrames.status(message.subject, status: "DATA_RESYNC")), to: connection) }
             let encoded = frame ?? textFrame(ServerFrames.message(message, kind: .update, allocator: allocator))
             frame = encoded
@@ -292,6 +308,9 @@ final class IngressHub {
     private func acknowledge(_ ack: PublishAck) {
         guard let pending = pendingPublishes.acknowledge(ack.requestID),
               let connection = connections[pending.connectionID] else { return }
+        if let receipt = pending.mqtt {
+            return acknowledge(receipt, ok: ack.status == .ok, reason: ack.reason, to: connection)
+        }
         let status = ack.status == .ok ? "OK" : "FAILED"
         write(ServerFrames.publishStatus(closure: pending.closure, status: status,
                                          reason: ack.reason.isEmpty ? nil : ack.reason), to: connection)
@@ -330,12 +349,17 @@ final class IngressHub {
         let now = now()
         for expired in pendingPublishes.expire(now: now) {
             guard let connection = connections[expired.connectionID] else { continue }
+            if let receipt = expired.mqtt {
+                acknowledge(receipt, ok: false, reason: "not stored within \(config.publishTimeout)s", to: connection)
+                continue
+            }
             write(ServerFrames.publishStatus(closure: expired.closure, status: "FAILED",
                                              reason: "not stored within \(config.publishTimeout)s"), to: connection)
         }
         send(table.retry(olderThan: Self.subscribeRetryNanoseconds, now: now))
         closeIdleConnections(now: now)
         closeStalledConnections(now: now)
+        closeExpiredKeepAlives(now: now)
         metrics.setGauge("queueDepth", link.queuedBatches)
         metrics.setGauge("pendingPublishes", pendingPublishes.count)
         metrics.setGauge("pendingSubscribes", table.pendingCount)
@@ -372,7 +396,9 @@ final class IngressHub {
         WebSocketFrame(fin: true, opcode: .text, data: buffer)
     }
 
+    /// Queues a status frame of an answer (MQTT has none: dropped for MQTT clients).
     private func queueAnswer(_ buffer: ByteBuffer, to connection: ClientConnection) {
+        guard connection.mqtt == nil else { return }
         connection.queueAnswer(textFrame(buffer))
     }
 
@@ -381,7 +407,7 @@ final class IngressHub {
         writeLive(textFrame(buffer), to: connection)
     }
 
-    private func writeLive(_ frame: WebSocketFrame, to connection: ClientConnection) {
+    func writeLive(_ frame: WebSocketFrame, to connection: ClientConnection) {
         connection.writeLive(frame)
         if !connection.isDirty {
             connection.isDirty = true
@@ -389,7 +415,7 @@ final class IngressHub {
         }
     }
 
-    private func closeSlow(_ connection: ClientConnection, reason: String? = nil) {
+    func closeSlow(_ connection: ClientConnection, reason: String? = nil) {
         guard !connection.isClosing else { return }
         logger.warn("slow client disconnected: it stopped reading", [
             "connection": connection.id, "remote": connection.channel.remoteAddress as Any,
@@ -399,7 +425,7 @@ final class IngressHub {
         close(connection, code: .policyViolation, reason: "slow consumer: too many messages queued", immediately: true)
     }
 
-    private func flushDirty() {
+    func flushDirty() {
         guard !dirty.isEmpty else { return }
         let now = now()
         for connection in dirty {
@@ -417,6 +443,9 @@ final class IngressHub {
     /// connection closes when the client answers, or after a second.
     func close(_ connection: ClientConnection, code: WebSocketErrorCode, reason: String, immediately: Bool = false) {
         guard !connection.isClosing else { return }
+        if connection.mqtt != nil {
+            return close(connection, mqttReason: MQTTReasonCode(closing: code), reason, immediately: immediately)
+        }
         connection.isClosing = true
         connection.discardQueued()
         var data = connection.channel.allocator.buffer(capacity: 2 + reason.utf8.count)

@@ -59,6 +59,13 @@ public final class IngressServer {
             serverChannels.append(try bind(address, configureClient))
             logger.info("listening", ["address": address])
         }
+        let mqttSettings = hub.mqttSettings
+        for address in context.config.listenMqtt {
+            serverChannels.append(try bind(address) { channel in
+                try Self.configureMQTTChannel(channel, settings: mqttSettings, connections: connections, hub: hub)
+            })
+            logger.info("MQTT listening", ["address": address])
+        }
         if let tls {
             for address in context.config.listenEncrypted {
                 serverChannels.append(try bind(address) { channel in

@@ -1,8 +1,11 @@
-/// Publishes with a closure that wait for their acknowledgement, each with a deadline (monotonic nanoseconds).
+/// Publishes with a closure (or an MQTT packet identifier) that wait for their acknowledgement, each with a
+/// deadline (monotonic nanoseconds).
 struct PendingPublishes {
     struct Entry: Equatable {
         let connectionID: UInt64
         let closure: String
+        /// Set for an MQTT publish: answered with a PUBACK instead of a `publish_status`.
+        var mqtt: MQTTPublishReceipt? = nil
         let deadline: UInt64
     }
 
@@ -15,9 +18,10 @@ struct PendingPublishes {
 
     var count: Int { entries.count }
 
-    mutating func add(requestID: UInt64, connectionID: UInt64, closure: String, now: UInt64) {
+    mutating func add(requestID: UInt64, connectionID: UInt64, closure: String, mqtt: MQTTPublishReceipt? = nil,
+                      now: UInt64) {
         let (deadline, overflow) = now.addingReportingOverflow(timeoutNanoseconds)
-        entries[requestID] = Entry(connectionID: connectionID, closure: closure,
+        entries[requestID] = Entry(connectionID: connectionID, closure: closure, mqtt: mqtt,
                                    deadline: overflow ? .max : deadline)
     }
 

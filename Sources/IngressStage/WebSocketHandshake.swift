@@ -18,8 +18,23 @@ enum UpgradeDecision: Equatable {
     /// 503 with `Retry-After`: the ingress holds `MaxConnections` connections.
     case overloaded
 
-    /// The paths clients connect to.
-    static let webSocketPaths: Set<Substring> = ["/", "/ws"]
+    /// The paths clients connect to: protocol v1 at `/` and `/ws`, MQTT over WebSocket at `mqttPath`.
+    static let webSocketPaths: Set<Substring> = ["/", "/ws", mqttPath]
+    static let mqttPath: Substring = "/mqtt"
+
+    static func path(of head: HTTPRequestHead) -> Substring {
+        head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+    }
+
+    static func isMQTT(_ head: HTTPRequestHead) -> Bool { path(of: head) == mqttPath }
+
+    /// The headers of the upgrade's answer: at `/mqtt`, the subprotocol `mqtt` when the client offers it.
+    static func responseHeaders(for head: HTTPRequestHead) -> HTTPHeaders {
+        var headers = HTTPHeaders()
+        let offered = head.headers[canonicalForm: "sec-websocket-protocol"].map { $0.lowercased() }
+        if isMQTT(head) && offered.contains("mqtt") { headers.add(name: "Sec-WebSocket-Protocol", value: "mqtt") }
+        return headers
+    }
 
     /// `openConnections` counts this request's own connection.
     static func decide(_ head: HTTPRequestHead, openConnections: Int, maxConnections: Int,
@@ -28,8 +43,7 @@ enum UpgradeDecision: Equatable {
         guard headers[canonicalForm: "upgrade"].contains(where: { $0.lowercased() == "websocket" }) else {
             return .notWebSocket
         }
-        let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
-        guard webSocketPaths.contains(path) else { return .notWebSocket }
+        guard webSocketPaths.contains(path(of: head)) else { return .notWebSocket }
         guard head.method == .GET else { return .badRequest("a WebSocket upgrade must be a GET") }
         guard head.version.major > 1 || (head.version.major == 1 && head.version.minor >= 1) else {
             return .badRequest("a WebSocket upgrade needs HTTP/1.1")

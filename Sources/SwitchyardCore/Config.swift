@@ -148,6 +148,11 @@ public struct SwitchyardConfig: Sendable {
     public var jwtAudience: String?
     /// `TokenExpireNotice`: seconds before a token's `exp` that the client is told `TOKEN_TO_EXPIRE`. Default 60.
     public var tokenExpireNotice: Int = 60
+    // MQTT (docs/MQTT.md)
+    /// `ListenMqtt`: MQTT 3.1.1 / 5.0 over TCP addresses of ws-ingress, e.g. `*:1883`; empty (the default): off.
+    /// MQTT over WebSocket is always on at path `/mqtt` of the `Listen` addresses. (`ListenMqttEncrypted`, MQTT
+    /// over TLS, follows once ws-ingress has its TLS context: docs/MQTT.md.)
+    public var listenMqtt: [ListenAddress] = []
     /// `IngressInstances`, `CacheInstances`, `FanoutInstances`, `KafkaOutInstances`: how many instances of each
     /// stage run (router and kafka-in always run one: `StageName.instanceLimit`).
     public var instances: [String: Int] = ["ws-ingress": 1, "router": 1, "cache": 1, "fanout": 1,
@@ -203,6 +208,11 @@ public struct SwitchyardConfig: Sendable {
         }
         try config.checkEncryptedListener()
         try config.checkEntitlement(seen: seen)
+        let listenPorts = Set(config.listen.map(\.port)).union(config.monitorListen.map { [$0.port] } ?? [])
+        if let clash = config.listenMqtt.first(where: { listenPorts.contains($0.port) }) {
+            throw ConfigError(file: file, line: seen["ListenMqtt"] ?? 0, parameter: "ListenMqtt",
+                              problem: "port \(clash.port) is also in Listen or MonitorListen: MQTT needs a port of its own")
+        }
         config.runDir = absolutePath(config.runDir, relativeTo: config.folder)
         config.logFolder = absolutePath(config.logFolder, relativeTo: config.folder)
         config.kafkaConsumerConfig = absolutePath(config.kafkaConsumerConfig, relativeTo: config.folder)
@@ -305,6 +315,8 @@ public struct SwitchyardConfig: Sendable {
         case "JwtIssuer": jwtIssuer = value
         case "JwtAudience": jwtAudience = value
         case "TokenExpireNotice": tokenExpireNotice = try integer(0...86_400)
+        case "ListenMqtt":
+            listenMqtt = value.lowercased() == "none" ? [] : try addresses(value, fail: fail)
         default:
             throw fail("unknown parameter")
         }

@@ -13,6 +13,9 @@ public struct MessageFlags: OptionSet, Hashable, Sendable {
     public static let binary = MessageFlags(rawValue: 1 << 2)
     /// The publisher waits for a `publish_status`: whoever stores the message acknowledges it.
     public static let wantsAck = MessageFlags(rawValue: 1 << 3)
+    /// With `retained` and empty content: the message removes the subject's snapshot instead of becoming it (an
+    /// MQTT publish with the retain flag and an empty payload). It is still delivered and kept in the history like any other.
+    public static let clearsSnapshot = MessageFlags(rawValue: 1 << 4)
 }
 
 /// How a message reaches a client: live, or as part of the answer to a subscribe.

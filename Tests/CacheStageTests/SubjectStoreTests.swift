@@ -55,6 +55,19 @@ final class SubjectStoreTests: XCTestCase {
         XCTAssertEqual(reply.lastSeq, 2)
     }
 
+    func testAnEmptyRetainedMessageThatClearsTheSnapshotRemovesIt() {
+        let store = SubjectStore(epoch: "E", maxMessagesPerSubject: 10, maxAge: 60 * second)
+        _ = store.append(published("kept"), now: 1)
+        _ = store.append(published("ignored: not empty", flags: [.retained, .clearsSnapshot]), now: 2)
+        XCTAssertEqual(contents(answer(store, .snapshot)), ["ignored: not empty"], "only an empty message clears")
+        let clearing = store.append(published("", flags: [.retained, .guaranteed, .clearsSnapshot]), now: 3)
+        XCTAssertEqual(clearing.seq, 3, "still numbered and delivered")
+        XCTAssertEqual(answer(store, .snapshot).messages, [])
+        XCTAssertEqual(contents(answer(store, .history(count: 10))), ["kept", ""])
+        _ = store.append(published("", flags: [.retained]), now: 4)
+        XCTAssertEqual(contents(answer(store, .snapshot)), [""], "without the flag an empty message is a snapshot")
+    }
+
     func testHistoryReturnsTheMostRecentOldestFirst() {
         let store = SubjectStore(epoch: "E", maxMessagesPerSubject: 10, maxAge: 60 * second)
         for index in 1...5 { _ = store.append(published("m\(index)"), now: UInt64(index)) }

@@ -245,4 +245,14 @@ final class ConfigTests: XCTestCase {
             }
         }
     }
+
+    func testListenMqtt() throws {
+        XCTAssertEqual(try SwitchyardConfig.parse("", file: "/x.conf").listenMqtt, [], "off by default")
+        XCTAssertEqual(try SwitchyardConfig.parse("ListenMqtt = *:1883, 127.0.0.1:1884", file: "/x.conf").listenMqtt,
+                       [ListenAddress(host: "0.0.0.0", port: 1883), ListenAddress(host: "127.0.0.1", port: 1884)])
+        XCTAssertEqual(try SwitchyardConfig.parse("ListenMqtt = none", file: "/x.conf").listenMqtt, [])
+        for bad in ["ListenMqtt = 1883", "ListenMqtt = *:8800", "ListenMqtt = *:8801", "ListenMqtt ="] {
+            XCTAssertThrowsError(try SwitchyardConfig.parse(bad, file: "/x.conf"), bad)
+        }
+    }
 }

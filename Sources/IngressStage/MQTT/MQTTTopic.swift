@@ -1,0 +1,41 @@
+import SwitchyardCore
+
+/// MQTT topic ⇄ Switchyard subject: `vehicles/car66/speed` ⇄ `/vehicles/car66/speed`.
+///
+/// A topic has a subject when it does not start with `/`, has no empty level, and its first level is a valid
+/// Kafka topic name (so it can never be `$SYS/...`: topics starting with `$` are reserved to the server).
+enum MQTTTopic {
+    enum Refusal: Error, Equatable, CustomStringConvertible {
+        /// `$SYS/...` and every other `$` topic: reserved to the server.
+        case reserved
+        /// `+` or `#`: wildcard subscriptions are not supported yet.
+        case wildcard
+        /// No subject for it (leading `/`, empty level, invalid first level, too long).
+        case invalid(String)
+
+        var description: String {
+            switch self {
+            case .reserved: return "topics starting with '$' are reserved"
+            case .wildcard: return "wildcard subscriptions ('+', '#') are not supported yet"
+            case .invalid(let problem): return "the topic has no subject: \(problem)"
+            }
+        }
+    }
+
+    /// The subject of a topic name or (wildcard-free) topic filter.
+    static func subject(of topic: String) -> Result<String, Refusal> {
+        if topic.utf8.first == UInt8(ascii: "$") { return .failure(.reserved) }
+        if topic.utf8.contains(UInt8(ascii: "+")) || topic.utf8.contains(UInt8(ascii: "#")) {
+            return .failure(.wildcard)
+        }
+        if topic.utf8.first == UInt8(ascii: "/") { return .failure(.invalid("a topic must not start with '/'")) }
+        let subject = "/" + topic
+        if let problem = Subject.validate(subject) { return .failure(.invalid(problem.description)) }
+        return .success(subject)
+    }
+
+    /// The topic of a (valid) subject.
+    static func topic(of subject: String) -> String {
+        String(subject.dropFirst())
+    }
+}

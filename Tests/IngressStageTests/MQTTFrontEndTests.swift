@@ -1,0 +1,285 @@
+import Foundation
+import NIOCore
+import NIOEmbedded
+import SwitchyardCore
+import XCTest
+@testable import IngressStage
+
+final class MQTTTopicTests: XCTestCase {
+    func testTopicsMapToSubjectsOrAreRefused() {
+        XCTAssertEqual(try MQTTTopic.subject(of: "vehicles/car66/speed").get(), "/vehicles/car66/speed")
+        XCTAssertEqual(try MQTTTopic.subject(of: "a").get(), "/a")
+        XCTAssertEqual(MQTTTopic.topic(of: "/vehicles/car66/speed"), "vehicles/car66/speed")
+        XCTAssertEqual(MQTTTopic.subject(of: "$SYS/broker/load"), .failure(.reserved))
+        XCTAssertEqual(MQTTTopic.subject(of: "$share/g/a"), .failure(.reserved))
+        XCTAssertEqual(MQTTTopic.subject(of: "a/+/c"), .failure(.wildcard))
+        XCTAssertEqual(MQTTTopic.subject(of: "#"), .failure(.wildcard))
+        for invalid in ["/a/b", "a//b", "a/b/", "", "bad topic/x", String(repeating: "k", count: 250)] {
+            guard case .failure(.invalid) = MQTTTopic.subject(of: invalid) else {
+                return XCTFail("'\(invalid)' must have no subject")
+            }
+        }
+    }
+}
+
+final class MQTTSessionTests: XCTestCase {
+    func testPacketIdentifiersStayWithinTheClientsReceiveMaximum() {
+        let session = MQTTSession(version: .v5, clientID: "c", keepAliveSeconds: 10, will: nil, receiveMaximum: 2)
+        XCTAssertEqual(session.keepAliveTimeoutNanoseconds, 15_000_000_000, "1.5 times the keepalive")
+        XCTAssertEqual(session.takePacketID(), 1)
+        XCTAssertEqual(session.takePacketID(), 2)
+        XCTAssertNil(session.takePacketID(), "two await their PUBACK")
+        XCTAssertTrue(session.acknowledge(1))
+        XCTAssertFalse(session.acknowledge(1), "acknowledged once")
+        XCTAssertEqual(session.takePacketID(), 3)
+    }
+
+    func testAPublishIsEncodedOncePerVersionAndQoSWithItsOwnPacketIdentifier() throws {
+        let message = Message(subject: "/a/b", content: ByteBuffer(string: "hi"), seq: 4, epoch: "e")
+        var publish = MQTTOutgoingPublish(message: message, retain: false)
+        let allocator = ByteBufferAllocator()
+        let qos1 = MQTTSession(version: .v5, clientID: "1", keepAliveSeconds: 0, will: nil)
+        qos1.grantedQoS["/a/b"] = 1
+        let qos0 = MQTTSession(version: .v311, clientID: "0", keepAliveSeconds: 0, will: nil)
+        qos0.grantedQoS["/a/b"] = 0
+        let first = try XCTUnwrap(publish.packet(for: qos1, allocator: allocator))
+        let second = try XCTUnwrap(publish.packet(for: qos1, allocator: allocator))
+        let expected = { (id: UInt16) in
+            MQTTPacket.publish(MQTTPublish(topic: "a/b", payload: ByteBuffer(string: "hi"), qos: 1, retain: false,
+                                           dup: false, packetID: id))
+        }
+        XCTAssertEqual(try decode(first, .v5), expected(1))
+        XCTAssertEqual(try decode(second, .v5), expected(2))
+        XCTAssertEqual(try decode(XCTUnwrap(publish.packet(for: qos0, allocator: allocator)), .v311),
+                       .publish(MQTTPublish(topic: "a/b", payload: ByteBuffer(string: "hi"), qos: 0, retain: false,
+                                            dup: false, packetID: nil)))
+        var standard = MQTTOutgoingPublish(message: Message(subject: "/a/b", content: ByteBuffer(), flags: [.retained]),
+                                           retain: true)
+        guard case .publish(let snapshot) = try decode(XCTUnwrap(standard.packet(for: qos1, allocator: allocator)), .v5) else {
+            return XCTFail("not a PUBLISH")
+        }
+        XCTAssertEqual(snapshot.qos, 0, "a STANDARD message goes at QoS 0")
+        XCTAssertTrue(snapshot.retain)
+
+        let small = MQTTSession(version: .v5, clientID: "s", keepAliveSeconds: 0, will: nil, maxPacketSize: 8)
+        small.grantedQoS["/a/b"] = 1
+        XCTAssertNil(publish.packet(for: small, allocator: allocator), "larger than the client's Maximum Packet Size")
+        XCTAssertEqual(small.unacknowledgedCount, 0)
+    }
+
+    func decode(_ buffer: ByteBuffer, _ version: MQTTVersion) throws -> MQTTPacket {
+        var buffer = buffer
+        return try MQTTCodec.decode(XCTUnwrap(MQTTFraming.next(from: &buffer, maxBodySize: .max)), version: version)
+    }
+}
+
+/// The MQTT listener's pipeline (`IngressServer.configureMQTTChannel`) with a real hub, fed raw bytes.
+final class MQTTChannelTests: XCTestCase {
+    var channel: EmbeddedChannel!
+    var connections: ConnectionCounter!
+    var hub: IngressHub!
+    var runDir: URL!
+
+    override func setUpWithError() throws {
+        runDir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-mqtt-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: runDir, withIntermediateDirectories: true)
+        channel = EmbeddedChannel()
+        connections = ConnectionCounter()
+        let logger = Logger(stage: "ws-ingress", instance: 0, level: .error)
+        let link = try BackplaneLink(eventLoop: channel.embeddedEventLoop,
+                                     inboundAddress: "ipc://\(runDir.path)/ws-ingress-0.ipc",
+                                     routerAddress: "ipc://\(runDir.path)/router-0.ipc", logger: logger,
+                                     metrics: StageMetrics())
+        var config = SwitchyardConfig()
+        config.handshakeTimeout = 2
+        config.maxConnections = 1
+        config.messageSizeLimit = 1024
+        hub = IngressHub(instance: 0, inboundAddress: "ipc://\(runDir.path)/ws-ingress-0.ipc",
+                         config: config, logger: logger, metrics: StageMetrics(), link: link)
+        try IngressServer.configureMQTTChannel(channel, settings: hub.mqttSettings, connections: connections, hub: hub)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+    }
+
+    override func tearDownWithError() throws {
+        _ = try? channel.finish()
+        try? FileManager.default.removeItem(at: runDir)
+    }
+
+    func send(_ packet: MQTTPacket, _ version: MQTTVersion) throws {
+        try channel.writeInbound(MQTTCodec.encode(packet, version: version))
+        channel.embeddedEventLoop.run()
+    }
+
+    /// Every packet written so far.
+    func received(_ version: MQTTVersion) throws -> [MQTTPacket] {
+        var bytes = ByteBuffer()
+        while var buffer = try channel.readOutbound(as: ByteBuffer.self) { bytes.writeBuffer(&buffer) }
+        var packets: [MQTTPacket] = []
+        while let raw = try MQTTFraming.next(from: &bytes, maxBodySize: .max) {
+            packets.append(try MQTTCodec.decode(raw, version: version))
+        }
+        return packets
+    }
+
+    func connect(_ version: MQTTVersion, clientID: String = "dev1", cleanSession: Bool = true) throws -> [MQTTPacket] {
+        try send(.connect(MQTTConnect(version: version, clientID: clientID, cleanSession: cleanSession, keepAlive: 60)),
+                 version)
+        return try received(version)
+    }
+
+    func testConnectThenPingAndSubscribeAnswers() throws {
+        XCTAssertEqual(try connect(.v311), [.connack(MQTTConnAck(sessionPresent: false, code: 0))])
+        XCTAssertEqual(hub.connectionCount, 1)
+        try send(.pingreq, .v311)
+        XCTAssertEqual(try received(.v311), [.pingresp])
+        try send(.subscribe(MQTTSubscribe(packetID: 3, subscriptions: [
+            MQTTSubscription(filter: "a/b", options: 2), MQTTSubscription(filter: "a/+", options: 1),
+            MQTTSubscription(filter: "$SYS/x", options: 0), MQTTSubscription(filter: "/a", options: 0),
+        ])), .v311)
+        XCTAssertEqual(try received(.v311), [.suback(MQTTSubAck(packetID: 3, codes: [
+            .grantedQoS1, .unspecifiedError, .unspecifiedError, .unspecifiedError,
+        ]))], "QoS 2 granted as 1; wildcards, $ topics and topics without a subject refused")
+        try send(.unsubscribe(MQTTUnsubscribe(packetID: 4, filters: ["a/b"])), .v311)
+        XCTAssertEqual(try received(.v311), [.unsuback(MQTTUnsubAck(packetID: 4))])
+        try send(.disconnect(MQTTDisconnect()), .v311)
+        XCTAssertFalse(channel.isActive)
+        XCTAssertEqual(hub.connectionCount, 0)
+    }
+
+    func testV5ConnackStatesTheLimitsAndSubAckGivesReasonCodes() throws {
+        let answer = try connect(.v5, clientID: "")
+        guard case .connack(let connack) = answer.first else { return XCTFail("\(answer)") }
+        XCTAssertEqual(connack.code, 0)
+        XCTAssertEqual(connack.properties.integer(MQTTProperties.ID.maximumQoS), 1)
+        XCTAssertEqual(connack.properties.integer(MQTTProperties.ID.wildcardSubscriptionAvailable), 0)
+        guard case .string(let assigned)? = connack.properties[MQTTProperties.ID.assignedClientIdentifier] else {
+            return XCTFail("an empty client id gets one assigned")
+        }
+        XCTAssertTrue(assigned.hasPrefix("switchyard-"))
+        try send(.subscribe(MQTTSubscribe(packetID: 1, subscriptions: [
+            MQTTSubscription(filter: "a/#", options: 1), MQTTSubscription(filter: "$SYS/x", options: 0),
+            MQTTSubscription(filter: "a//b", options: 0), MQTTSubscription(filter: "ok", options: 0),
+        ])), .v5)
+        XCTAssertEqual(try received(.v5), [.suback(MQTTSubAck(packetID: 1, codes: [
+            .wildcardSubscriptionsNotSupported, .notAuthorized, .topicFilterInvalid, .success,
+        ]))])
+    }
+
+    func testV5PublishToAnInvalidTopicGetsAReasonCodeAnd311IsDisconnected() throws {
+        _ = try connect(.v5)
+        try send(.publish(MQTTPublish(topic: "$SYS/x", payload: ByteBuffer(string: "x"), qos: 1, retain: false,
+                                      dup: false, packetID: 9)), .v5)
+        guard case .puback(let ack) = try received(.v5).first else { return XCTFail("no PUBACK") }
+        XCTAssertEqual(ack.packetID, 9)
+        XCTAssertEqual(ack.reason, .topicNameInvalid)
+        try send(.publish(MQTTPublish(topic: "a", payload: ByteBuffer(repeating: 1, count: 1025), qos: 1,
+                                      retain: false, dup: false, packetID: 10)), .v5)
+        guard case .puback(let tooLarge) = try received(.v5).first else { return XCTFail("no PUBACK") }
+        XCTAssertEqual(tooLarge.reason, .quotaExceeded, "above MessageSizeLimit")
+        XCTAssertTrue(channel.isActive)
+    }
+
+    func test311PublishToAnInvalidTopicClosesTheConnection() throws {
+        _ = try connect(.v311)
+        try send(.publish(MQTTPublish(topic: "a/+", payload: ByteBuffer(), qos: 0, retain: false, dup: false,
+                                      packetID: nil)), .v311)
+        XCTAssertEqual(try received(.v311), [])
+        XCTAssertFalse(channel.isActive)
+        XCTAssertEqual(hub.connectionCount, 0)
+    }
+
+    func testMalformedInputGetsAV5DisconnectWithItsReason() throws {
+        _ = try connect(.v5)
+        try channel.writeInbound(ByteBuffer(bytes: [0x36, 5, 0, 1, 0x61, 0, 1]))  // PUBLISH with QoS 3
+        channel.embeddedEventLoop.run()
+        XCTAssertEqual(try received(.v5).first, .disconnect(MQTTDisconnect(reason: .malformedPacket, properties:
+            MQTTProperties([(MQTTProperties.ID.reasonString, .string("PUBLISH with QoS 3"))]))))
+        XCTAssertFalse(channel.isActive)
+    }
+
+    func testAPacketAboveTheLimitIsRefusedBeforeItsBodyArrives() throws {
+        _ = try connect(.v5)
+        try? channel.writeInbound(ByteBuffer(bytes: [0x30, 0xFF, 0xFF, 0x7F]))
+        channel.embeddedEventLoop.run()
+        guard case .disconnect(let disconnect) = try received(.v5).first else { return XCTFail("no DISCONNECT") }
+        XCTAssertEqual(disconnect.reason, .packetTooLarge)
+        XCTAssertFalse(channel.isActive)
+    }
+
+    func testConnectMustArriveWithinTheHandshakeTimeout() throws {
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(1900))
+        XCTAssertTrue(channel.isActive)
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(200))
+        XCTAssertFalse(channel.isActive)
+    }
+
+    func testTheFirstPacketMustBeConnectAndOldVersionsAreRefused() throws {
+        try channel.writeInbound(ByteBuffer(bytes: [0x10, 12, 0, 4] + Array("MQTT".utf8) + [3, 2, 0, 60, 0, 0]))
+        channel.embeddedEventLoop.run()
+        XCTAssertEqual(try received(.v311), [.connack(MQTTConnAck(sessionPresent: false, code: 1))])
+        XCTAssertFalse(channel.isActive)
+    }
+
+    func testBeyondMaxConnectionsConnectIsRefused() throws {
+        let other = EmbeddedChannel()
+        connections.track(other)
+        XCTAssertEqual(try connect(.v311), [.connack(MQTTConnAck(sessionPresent: false, code: 3))])
+        XCTAssertFalse(channel.isActive)
+        XCTAssertEqual(hub.connectionCount, 0)
+        _ = try other.finish()
+    }
+
+    func testAnEmptyClientIdentifierWithoutCleanSessionIsRefusedIn311() throws {
+        XCTAssertEqual(try connect(.v311, clientID: "", cleanSession: false),
+                       [.connack(MQTTConnAck(sessionPresent: false, code: 2))])
+        XCTAssertFalse(channel.isActive)
+    }
+}
+
+/// MQTT over WebSocket: the WebSocket listener's pipeline upgraded at `/mqtt`.
+final class MQTTOverWebSocketTests: XCTestCase {
+    func testUpgradeAtMQTTPathNegotiatesTheSubprotocolAndCarriesPacketsAcrossFrames() throws {
+        let runDir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-mqttws-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: runDir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: runDir) }
+        let channel = EmbeddedChannel()
+        defer { _ = try? channel.finish() }
+        let logger = Logger(stage: "ws-ingress", instance: 0, level: .error)
+        let link = try BackplaneLink(eventLoop: channel.embeddedEventLoop,
+                                     inboundAddress: "ipc://\(runDir.path)/ws-ingress-0.ipc",
+                                     routerAddress: "ipc://\(runDir.path)/router-0.ipc", logger: logger,
+                                     metrics: StageMetrics())
+        let hub = IngressHub(instance: 0, inboundAddress: "ipc://\(runDir.path)/ws-ingress-0.ipc",
+                             config: SwitchyardConfig(), logger: logger, metrics: StageMetrics(), link: link)
+        try IngressServer.configureClientChannel(channel, settings: EdgeSettings(config: SwitchyardConfig()),
+                                                 connections: ConnectionCounter(), hub: hub)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        func output() throws -> [UInt8] {
+            var bytes: [UInt8] = []
+            while let buffer = try channel.readOutbound(as: ByteBuffer.self) { bytes += buffer.readableBytesView }
+            return bytes
+        }
+        func sendBinary(_ payload: [UInt8]) throws {
+            let mask: [UInt8] = [1, 2, 3, 4]
+            let masked = payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
+            try channel.writeInbound(ByteBuffer(bytes: [0x82, 0x80 | UInt8(payload.count)] + mask + masked))
+            channel.embeddedEventLoop.run()
+        }
+
+        try channel.writeInbound(ByteBuffer(string: "GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            + "Connection: Upgrade\r\nSec-WebSocket-Key: \(HandshakeTests.key)\r\nSec-WebSocket-Version: 13\r\n"
+            + "Sec-WebSocket-Protocol: mqtt\r\n\r\n"))
+        channel.embeddedEventLoop.run()
+        let response = String(decoding: try output(), as: UTF8.self)
+        XCTAssertTrue(response.hasPrefix("HTTP/1.1 101"), response)
+        XCTAssertTrue(response.lowercased().contains("sec-websocket-protocol: mqtt\r\n"), response)
+
+        let connect = Array(MQTTCodec.encode(.connect(MQTTConnect(version: .v311, clientID: "ws", cleanSession: true,
+                                                                  keepAlive: 30)), version: .v311).readableBytesView)
+        try sendBinary(Array(connect.prefix(5)))
+        XCTAssertEqual(try output(), [], "half a CONNECT: nothing yet")
+        try sendBinary(Array(connect.dropFirst(5)) + [0xC0, 0])  // the rest, and a PINGREQ in the same message
+        XCTAssertEqual(try output(), [0x82, 4, 0x20, 2, 0, 0, 0x82, 2, 0xD0, 0], "CONNACK, PINGRESP in binary frames")
+        XCTAssertEqual(hub.connectionCount, 1)
+    }
+}

@@ -1,0 +1,299 @@
+"""Issue 11: MQTT 3.1.1 and 5.0 on ws-ingress, with real clients (mosquitto_pub / mosquitto_sub, paho-mqtt) and
+WebSocket clients of protocol v1 on the same subjects. docs/MQTT.md describes what is tested here."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import shutil
+import socket
+import struct
+import threading
+import time
+import uuid
+
+import paho.mqtt.client as paho
+import pytest
+
+from e2e_helpers import Broker, Client, free_port, run, unique_subject
+
+VERSIONS = {"mqttv311": paho.MQTTv311, "mqttv5": paho.MQTTv5}
+
+pytestmark = pytest.mark.skipif(not shutil.which("mosquitto_pub") or not shutil.which("mosquitto_sub"),
+                                reason="mosquitto-clients is not installed (scripts/setup.sh installs it)")
+
+
+@pytest.fixture(scope="module")
+def mqtt_broker(tmp_path_factory):
+    port = free_port()
+    b = Broker(tmp_path_factory.mktemp("mqtt"), name="mqtt", ListenMqtt=f"127.0.0.1:{port}")
+    b.mqtt_port = port
+    try:
+        b.start()
+        yield b
+    finally:
+        b.stop()
+
+
+def topic_of(subject: str) -> str:
+    return subject[1:]
+
+
+def is_msg(subject):
+    return lambda f: f.get("op") == "message" and f.get("subject") == subject
+
+
+# --- raw MQTT packets, for what the clients do not let us do (abrupt ends, keepalive silence) ----------------------
+
+def mqtt_string(text: str) -> bytes:
+    data = text.encode()
+    return struct.pack(">H", len(data)) + data
+
+
+def packet(first: int, body: bytes) -> bytes:
+    length, encoded = len(body), b""
+    while True:
+        byte, length = length % 128, length // 128
+        encoded += bytes([byte | (0x80 if length else 0)])
+        if not length:
+            return bytes([first]) + encoded + body
+
+
+def connect_packet(client_id: str, keepalive: int, version: int = 4, will: tuple[str, str] | None = None) -> bytes:
+    flags, payload = 0x02, mqtt_string(client_id)
+    props = b"\x00" if version == 5 else b""
+    if will:
+        flags |= 0x04 | (1 << 3)  # will, QoS 1
+        payload += props + mqtt_string(will[0]) + mqtt_string(will[1])
+    return packet(0x10, mqtt_string("MQTT") + bytes([version, flags]) + struct.pack(">H", keepalive) + props + payload)
+
+
+def raw_connect(port: int, **kw) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(connect_packet(**kw))
+    assert sock.recv(2)[0] == 0x20, "CONNACK"
+    sock.recv(64)  # the rest of it
+    return sock
+
+
+# --- paho ------------------------------------------------------------------------------------------------------
+
+class Paho:
+    """A paho-mqtt client on its own network thread; callbacks land in queues."""
+
+    def __init__(self, port: int, version: str = "mqttv311", transport: str = "tcp", client_id: str = ""):
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id or f"t-{uuid.uuid4().hex[:8]}",
+                                  protocol=VERSIONS[version], transport=transport)
+        if transport == "websockets":
+            self.client.ws_set_options(path="/mqtt")
+        self.messages: queue.Queue = queue.Queue()
+        self.subacks: queue.Queue = queue.Queue()
+        self.pubacks: dict[int, object] = {}
+        self.connected = threading.Event()
+        self.client.on_connect = lambda c, u, flags, rc, props: self.connected.set()
+        self.client.on_message = lambda c, u, msg: self.messages.put(msg)
+        self.client.on_subscribe = lambda c, u, mid, codes, props: self.subacks.put([int(code.value) for code in codes])
+        self.client.on_publish = lambda c, u, mid, rc, props: self.pubacks.__setitem__(mid, rc)
+        self.client.connect("127.0.0.1", port, keepalive=30)
+        self.client.loop_start()
+        assert self.connected.wait(10), "no CONNACK"
+
+    def subscribe(self, filters: list[tuple[str, int]]) -> list[int]:
+        self.client.subscribe(filters)
+        return self.subacks.get(timeout=10)
+
+    def publish_and_wait(self, topic: str, payload: str, qos: int = 1, retain: bool = False):
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        info.wait_for_publish(timeout=10)
+        assert info.is_published(), "no PUBACK"
+        return self.pubacks.get(info.mid)
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+async def mosquitto(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+
+
+# --- the tests -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("version", ["mqttv311", "mqttv5"])
+def test_mosquitto_pub_reaches_websocket_subscribers_with_seq_epoch_and_qos1_puback(mqtt_broker, version):
+    s = unique_subject("mqtt")
+
+    async def scenario():
+        async with await Client.connect(mqtt_broker.url) as ws:
+            assert (await ws.subscribe([s]))[s]["status"] == "ALLOW"
+            for payload, extra in (("one", ["-q", "1"]), ("two", ["-q", "0", "-r"])):
+                pub = await mosquitto("mosquitto_pub", "-h", "127.0.0.1", "-p", str(mqtt_broker.mqtt_port), "-V",
+                                      version, "-t", topic_of(s), "-m", payload, *extra)
+                out, _ = await asyncio.wait_for(pub.communicate(), 10)
+                assert pub.returncode == 0, out  # QoS 1: mosquitto_pub waits for its PUBACK
+            first, second = await ws.messages(s, 2)
+            assert (first["content"], first["retained"], first.get("qos")) == ("one", False, None), first
+            assert (second["content"], second["retained"], second.get("qos")) == ("two", True, "STANDARD"), second
+            assert first["epoch"] and second["epoch"] == first["epoch"]
+            assert second["seq"] == first["seq"] + 1
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("version", ["mqttv311", "mqttv5"])
+def test_mosquitto_sub_gets_the_retained_snapshot_then_live_websocket_publishes(mqtt_broker, version):
+    s = unique_subject("mqtt")
+
+    async def scenario():
+        async with await Client.connect(mqtt_broker.url) as ws:
+            await ws.publish_ok(s, "snap")
+            sub = await mosquitto("mosquitto_sub", "-h", "127.0.0.1", "-p", str(mqtt_broker.mqtt_port), "-V", version,
+                                  "-t", topic_of(s), "-q", "1", "-C", "2", "-W", "15", "-F", "%r %q %p")
+            try:
+                line = await asyncio.wait_for(sub.stdout.readline(), 10)
+                assert line.decode().strip() == "1 1 snap", "the snapshot, retain flag set"
+                await ws.publish_ok(s, "live", retained=False)
+                line = await asyncio.wait_for(sub.stdout.readline(), 10)
+                assert line.decode().strip() == "0 1 live", "live: retain flag clear, QoS 1"
+                await asyncio.wait_for(sub.wait(), 10)
+                assert sub.returncode == 0
+            finally:
+                if sub.returncode is None:
+                    sub.kill()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("version", ["mqttv311", "mqttv5"])
+def test_topics_without_a_subject_and_wildcards_are_refused(mqtt_broker, version):
+    v5 = version == "mqttv5"
+    client = Paho(mqtt_broker.mqtt_port, version)
+    try:
+        codes = client.subscribe([("a/+", 1), ("$SYS/load", 0), ("ok/x", 2)])
+        assert codes == ([0xA2, 0x87, 1] if v5 else [0x80, 0x80, 1]), codes
+        if v5:
+            rc = client.publish_and_wait("$SYS/x", "no", qos=1)
+            assert int(rc.value) == 0x90, f"PUBACK with Topic Name Invalid, got {rc}"
+            assert client.client.is_connected()
+    finally:
+        client.close()
+    if not v5:
+        # 3.1.1 cannot refuse a PUBLISH: the connection is closed.
+        sock = raw_connect(mqtt_broker.mqtt_port, client_id="bad-topic", keepalive=30)
+        sock.sendall(packet(0x30, mqtt_string("/leading/slash") + b"x"))
+        assert sock.recv(16) == b"", "closed"
+        sock.close()
+
+
+def test_paho_qos1_round_trip_and_websocket_subscribers_see_the_same_message(mqtt_broker):
+    s = unique_subject("mqtt")
+
+    async def scenario():
+        async with await Client.connect(mqtt_broker.url) as ws:
+            await ws.subscribe([s])
+            client = Paho(mqtt_broker.mqtt_port, "mqttv5")
+            try:
+                assert client.subscribe([(topic_of(s), 1)]) == [1]
+                rc = client.publish_and_wait(topic_of(s), "q1", qos=1)
+                assert int(rc.value) == 0
+                msg = client.messages.get(timeout=10)
+                assert (msg.topic, msg.payload, msg.qos, msg.retain) == (topic_of(s), b"q1", 1, False)
+            finally:
+                client.close()
+            (frame,) = await ws.messages(s, 1)
+            assert frame["content"] == "q1" and frame["seq"] >= 1
+
+    run(scenario())
+
+
+def test_mqtt_over_websocket_at_path_mqtt(mqtt_broker):
+    s = unique_subject("mqttws")
+    client = Paho(mqtt_broker.port, "mqttv311", transport="websockets")
+    try:
+        assert client.subscribe([(topic_of(s), 1)]) == [1]
+        client.publish_and_wait(topic_of(s), "x" * 3000, qos=1)  # a packet larger than small WebSocket frames
+        msg = client.messages.get(timeout=10)
+        assert msg.payload == b"x" * 3000 and msg.qos == 1
+    finally:
+        client.close()
+
+
+def test_will_is_published_on_an_abnormal_end_only(mqtt_broker):
+    gone, polite = unique_subject("will"), unique_subject("will")
+
+    async def scenario():
+        async with await Client.connect(mqtt_broker.url) as ws:
+            await ws.subscribe([gone, polite])
+            abrupt = raw_connect(mqtt_broker.mqtt_port, client_id="dies", keepalive=60, will=(topic_of(gone), "offline"))
+            clean = raw_connect(mqtt_broker.mqtt_port, client_id="leaves", keepalive=60, version=5,
+                                will=(topic_of(polite), "offline"))
+            clean.sendall(bytes([0xE0, 0]))  # DISCONNECT: the will is dropped
+            time.sleep(0.2)
+            clean.close()
+            abrupt.close()  # no DISCONNECT
+            (frame,) = await ws.messages(gone, 1)
+            assert frame["content"] == "offline"
+            assert await ws.quiet(is_msg(polite), 1.0) == []
+
+    run(scenario())
+
+
+def test_keepalive_expires_at_one_and_a_half_times(mqtt_broker):
+    sock = raw_connect(mqtt_broker.mqtt_port, client_id="quiet", keepalive=1, version=5)
+    started = time.monotonic()
+    sock.settimeout(5)
+    data = sock.recv(64)
+    elapsed = time.monotonic() - started
+    assert data[:1] == b"\xe0" and 0x8D in data[2:3], f"v5 DISCONNECT with Keep Alive timeout, got {data!r}"
+    assert 1.4 <= elapsed <= 3.0, elapsed
+    assert sock.recv(16) == b""
+    sock.close()
+
+
+def test_an_empty_retained_publish_clears_the_snapshot(mqtt_broker):
+    s = unique_subject("mqtt")
+
+    async def pub(*args):
+        proc = await mosquitto("mosquitto_pub", "-h", "127.0.0.1", "-p", str(mqtt_broker.mqtt_port), "-t", topic_of(s),
+                               "-q", "1", "-r", *args)
+        out, _ = await asyncio.wait_for(proc.communicate(), 10)
+        assert proc.returncode == 0, out
+
+    async def scenario():
+        await pub("-m", "state")
+        async with await Client.connect(mqtt_broker.url) as before:
+            await before.subscribe([s])
+            (snapshot,) = await before.messages(s, 1)
+            assert (snapshot["content"], snapshot["type"]) == ("state", "snapshot")
+            await pub("-n")  # a zero-length retained message
+            (cleared,) = await before.messages(s, 1)
+            assert cleared["content"] == "" and cleared["retained"], "delivered like any other"
+        async with await Client.connect(mqtt_broker.url) as after:
+            await after.subscribe([s])
+            assert await after.quiet(is_msg(s), 1.0) == [], "no snapshot any more"
+
+    run(scenario())
+
+
+def test_no_puback_when_the_publish_is_not_stored(make_broker):
+    """The cache does not answer (stopped): after PublishTimeout, v5 gets PUBACK 0x80 and 3.1.1 is disconnected;
+    neither gets a PUBACK that says stored."""
+    import signal
+    port = free_port()
+    b = make_broker(ListenMqtt=f"127.0.0.1:{port}", PublishTimeout=1)
+    v5 = Paho(port, "mqttv5")
+    v311 = raw_connect(port, client_id="old", keepalive=30)
+    cache = b.pid("cache")
+    os.kill(cache, signal.SIGSTOP)
+    try:
+        info = v5.client.publish("stuck/v5", "x", qos=1)
+        v311.sendall(packet(0x32, mqtt_string("stuck/v311") + b"\x00\x01" + b"x"))
+        info.wait_for_publish(timeout=8)
+        assert int(v5.pubacks[info.mid].value) == 0x80, v5.pubacks
+        v311.settimeout(8)
+        assert v311.recv(16) == b"", "3.1.1: closed, no PUBACK"
+    finally:
+        os.kill(cache, signal.SIGCONT)
+        v5.close()
+        v311.close()

@@ -1,0 +1,72 @@
+"""Issue 11 in Kafka mode: an MQTT publish is produced to Kafka (PUBACK only after Kafka's delivery report) and a
+Kafka record reaches an MQTT subscriber, with the topic ⇄ subject ⇄ Kafka mapping of docs/MQTT.md."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+import uuid
+
+import pytest
+
+from e2e_helpers import free_port, run
+from kafka_helpers import KafkaBroker, produce_one, read_topic, tansu, unique_topic  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.skipif(not shutil.which("mosquitto_pub"), reason="mosquitto-clients is not installed")
+
+CONSUMED = "mqback"
+
+
+@pytest.fixture(scope="module")
+def node(tansu, tmp_path_factory):
+    port = free_port()
+    b = KafkaBroker(tmp_path_factory.mktemp("kmqtt"), tansu.bootstrap, name="kmqtt",
+                    topics_regex=rf"^{CONSUMED}-.*", PublishTimeout=5, ListenMqtt=f"127.0.0.1:{port}")
+    b.mqtt_port = port
+    try:
+        b.start()
+        yield b
+    finally:
+        b.stop()
+
+
+def test_mqtt_publish_is_in_kafka_when_puback_comes(node, tansu):
+    topic, value = unique_topic("mqout"), f"21.5-{uuid.uuid4().hex[:6]}"
+
+    async def scenario():
+        pub = await asyncio.create_subprocess_exec(
+            "mosquitto_pub", "-h", "127.0.0.1", "-p", str(node.mqtt_port), "-V", "mqttv5", "-q", "1",
+            "-t", f"{topic}/dev7/temp", "-m", value, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(pub.communicate(), 20)
+        assert pub.returncode == 0, out  # mosquitto_pub exits 0 once its PUBACK came
+
+    run(scenario(), 60)
+    records = read_topic(tansu.bootstrap, topic, timeout=15)  # no waiting: PUBACK meant delivered
+    assert [(r.key, r.value) for r in records] == [(b"dev7/temp", value.encode())], records
+
+
+def test_kafka_record_reaches_an_mqtt_subscriber(node, tansu):
+    topic = unique_topic(CONSUMED)
+
+    async def scenario():
+        sub = await asyncio.create_subprocess_exec(
+            "mosquitto_sub", "-h", "127.0.0.1", "-p", str(node.mqtt_port), "-V", "mqttv311", "-q", "1",
+            "-t", f"{topic}/dev7/cmd", "-C", "1", "-W", "40", "-F", "%t %p", stdout=asyncio.subprocess.PIPE)
+        try:
+            # kafka-in finds a new topic of its regex at its next metadata refresh: produce until one arrives.
+            deadline = time.monotonic() + 35
+            line = b""
+            while not line and time.monotonic() < deadline:
+                produce_one(tansu.bootstrap, topic, "dev7/cmd", "reboot")
+                try:
+                    line = await asyncio.wait_for(sub.stdout.readline(), 3)
+                except asyncio.TimeoutError:
+                    pass
+            assert line.decode().strip() == f"{topic}/dev7/cmd reboot"
+        finally:
+            if sub.returncode is None:
+                sub.kill()
+            await sub.wait()
+
+    run(scenario(), 60)
