@@ -297,3 +297,16 @@ def test_no_puback_when_the_publish_is_not_stored(make_broker):
         os.kill(cache, signal.SIGCONT)
         v5.close()
         v311.close()
+
+
+def test_mqtt_clients_are_refused_when_entitlement_asks_for_tokens(make_broker):
+    """MQTT clients are anonymous (the token as the password is not read yet): with Entitlement = jwt their CONNECT
+    is refused as not authorized (3.1.1 return code 5, v5 reason 0x87), never let in with every permission."""
+    port = free_port()
+    make_broker(ListenMqtt=f"127.0.0.1:{port}", Entitlement="jwt", JwtSecret="s" * 32)
+    for version, expected in ((4, 0x05), (5, 0x87)):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(connect_packet(client_id=f"anon-{version}", keepalive=30, version=version))
+            connack = sock.recv(64)
+            assert connack[0] == 0x20, connack
+            assert connack[3] == expected, f"MQTT {version}: CONNACK {connack.hex()}"
