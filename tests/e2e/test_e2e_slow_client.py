@@ -78,7 +78,9 @@ def test_client_that_reads_nothing_is_cut_after_the_slow_client_timeout_whatever
         slow.read_until(b"subscribed")  # then it never reads again
 
         async def scenario():
-            async with await Client.connect(b.url, name="fast") as fast, \
+            # max_queue=None: the websockets library keeps reading while the loop below publishes (with its
+            # default of 16 frames it would stop, and the "fast" subscriber would stall and be cut as well)
+            async with await Client.connect(b.url, name="fast", max_queue=None) as fast, \
                     await Client.connect(b.url, name="pub") as pub:
                 await fast.subscribe([s])
                 loop = asyncio.get_running_loop()

@@ -94,7 +94,11 @@ def test_status_and_metrics_under_load(op_broker):
 
 
 def stage_logs(b) -> list:
-    return sorted(p for p in b.log_dir.iterdir() if p.name != "supervisor.log" and p.name.startswith(STAGES))
+    """The stages' current and rotated logs, read once the stack is stopped: a stage still logging can be in
+    the middle of a rotation (its `.new` file exists, its `.1` is being replaced) while the test lists them."""
+    b.stop()
+    return sorted(p for p in b.log_dir.iterdir()
+                  if p.name.startswith(STAGES) and re.fullmatch(r".+-\d+\.log(\.1)?", p.name))
 
 
 def check_log_lines(path) -> int:
