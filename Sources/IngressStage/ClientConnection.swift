@@ -112,6 +112,30 @@ final class ClientConnection {
         return now - stalledSince >= timeout
     }
 
+    /// Why the hub's timer closes a connection.
+    enum Overdue: Equatable {
+        /// No subscription and no frame for `IdleTimeout`.
+        case idle
+        /// Output waited `SlowClientTimeout` for a channel that took none of it.
+        case stalled
+        /// An MQTT client sent no packet for 1.5 times its keepalive.
+        case keepAliveExpired
+    }
+
+    /// What the connection's clocks say at `now` (the hub asks every connection once per tick); nil: nothing.
+    func overdue(now: UInt64, limits: ConnectionLimits) -> Overdue? {
+        guard !isClosing else { return nil }
+        let quietFor = now >= lastActivity ? now - lastActivity : 0
+        let idleTimeout = limits.idleTimeoutNanoseconds
+        if idleTimeout > 0, subjects.isEmpty, quietFor >= idleTimeout { return .idle }
+        let slowClientTimeout = limits.slowClientTimeoutNanoseconds
+        if slowClientTimeout > 0, isStalled(now: now, timeout: slowClientTimeout) { return .stalled }
+        if let keepAlive = mqtt?.keepAliveTimeoutNanoseconds, keepAlive > 0, quietFor >= keepAlive {
+            return .keepAliveExpired
+        }
+        return nil
+    }
+
     /// Queues one frame of an answer; `writeQueued(now:)` writes what the channel takes.
     func queueAnswer(_ frame: WebSocketFrame) {
         guard !isClosing else { return }

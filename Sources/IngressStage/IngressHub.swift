@@ -344,7 +344,7 @@ final class IngressHub {
     // MARK: Timers
 
     /// Fails publishes that were not acknowledged in time, asks again for subscribes that went unanswered and
-    /// closes idle connections.
+    /// closes the connections whose time is up.
     func tick() {
         let now = now()
         for expired in pendingPublishes.expire(now: now) {
@@ -357,9 +357,7 @@ final class IngressHub {
                                              reason: "not stored within \(config.publishTimeout)s"), to: connection)
         }
         send(table.retry(olderThan: Self.subscribeRetryNanoseconds, now: now))
-        closeIdleConnections(now: now)
-        closeStalledConnections(now: now)
-        closeExpiredKeepAlives(now: now)
+        closeOverdueConnections(now: now)
         metrics.setGauge("queueDepth", link.queuedBatches)
         metrics.setGauge("pendingPublishes", pendingPublishes.count)
         metrics.setGauge("pendingSubscribes", table.pendingCount)
@@ -367,26 +365,24 @@ final class IngressHub {
         flushDirty()
     }
 
-    /// A connection without subscriptions that sent nothing for `IdleTimeout` is closed with `1001`.
-    private func closeIdleConnections(now: UInt64) {
-        let timeout = limits.idleTimeoutNanoseconds
-        guard timeout > 0 else { return }
-        let idle = connections.values.filter {
-            $0.subjects.isEmpty && now >= $0.lastActivity && now - $0.lastActivity >= timeout
+    /// One pass over the connections per tick: closes the idle ones (`1001`), the stalled ones (too slow, with a
+    /// reset) and the MQTT clients whose keepalive expired.
+    private func closeOverdueConnections(now: UInt64) {
+        var overdue: [(ClientConnection, ClientConnection.Overdue)] = []
+        for connection in connections.values {
+            if let reason = connection.overdue(now: now, limits: limits) { overdue.append((connection, reason)) }
         }
-        for connection in idle {
-            logger.debug("idle client closed", ["connection": connection.id])
-            close(connection, code: .goingAway, reason: "idle")
-        }
-    }
-
-    /// A connection whose output waited `SlowClientTimeout` for a channel that took none of it is too slow,
-    /// whatever its backlog (the kernel's socket buffer can hide a client that stopped reading for long).
-    private func closeStalledConnections(now: UInt64) {
-        let timeout = limits.slowClientTimeoutNanoseconds
-        guard timeout > 0 else { return }
-        for connection in connections.values where connection.isStalled(now: now, timeout: timeout) {
-            closeSlow(connection, reason: "took none of its messages for \(config.slowClientTimeout) s")
+        for (connection, reason) in overdue {
+            switch reason {
+            case .idle:
+                logger.debug("idle client closed", ["connection": connection.id])
+                close(connection, code: .goingAway, reason: "idle")
+            case .stalled:
+                closeSlow(connection, reason: "took none of its messages for \(config.slowClientTimeout) s")
+            case .keepAliveExpired:
+                logger.debug("MQTT keepalive expired", ["connection": connection.id])
+                close(connection, mqttReason: .keepAliveTimeout, "keepalive expired")
+            }
         }
     }
 

@@ -95,6 +95,39 @@ final class ClientConnectionTests: XCTestCase {
         XCTAssertFalse(connection.isStalled(now: 100 * second, timeout: 10 * second), "it read: the stall is over")
     }
 
+    func testTheTimerClosesTheIdleTheStalledAndTheSilentMQTTClient() throws {
+        let second: UInt64 = 1_000_000_000
+        var config = SwitchyardConfig()
+        config.idleTimeout = 300
+        config.slowClientTimeout = 10
+        let limits = ConnectionLimits(config)
+
+        let (idle, _) = try makeConnection()
+        XCTAssertNil(idle.overdue(now: 299 * second, limits: limits))
+        XCTAssertEqual(idle.overdue(now: 300 * second, limits: limits), .idle, "no subject, no frame for 300 s")
+        idle.subjects = ["/a"]
+        XCTAssertNil(idle.overdue(now: 1_000 * second, limits: limits), "a subscriber is never idle")
+
+        let (stalled, channel) = try makeConnection()
+        stalled.subjects = ["/a"]
+        channel.isWritable = false
+        stalled.writeLive(frame("m"))
+        _ = stalled.leftUnread(now: 1 * second)
+        XCTAssertNil(stalled.overdue(now: 10 * second, limits: limits))
+        XCTAssertEqual(stalled.overdue(now: 11 * second, limits: limits), .stalled)
+
+        let device = ClientConnection(id: 2, channel: EmbeddedChannel(), liveBacklogLimit: 1_000, limits: limits,
+                                      now: 0, mqtt: MQTTSession(version: .v5, clientID: "d", keepAliveSeconds: 20,
+                                                                will: nil))
+        device.subjects = ["/a"]
+        XCTAssertNil(device.overdue(now: 29 * second, limits: limits))
+        XCTAssertEqual(device.overdue(now: 30 * second, limits: limits), .keepAliveExpired, "1.5 × the keepalive")
+        device.lastActivity = 25 * second
+        XCTAssertNil(device.overdue(now: 30 * second, limits: limits), "a packet restarts the keepalive")
+        device.isClosing = true
+        XCTAssertNil(device.overdue(now: 1_000 * second, limits: limits), "already closing")
+    }
+
     func testAnAnswerThatWaitsForAClientThatReadsNothingIsAStallToo() throws {
         let (connection, channel) = try makeConnection()
         let second: UInt64 = 1_000_000_000

@@ -276,18 +276,6 @@ extension IngressHub {
         disconnect(connection)
     }
 
-    /// Closes MQTT connections whose keepalive passed 1.5 times without a packet.
-    func closeExpiredKeepAlives(now: UInt64) {
-        let expired = connections.values.filter { connection in
-            guard let timeout = connection.mqtt?.keepAliveTimeoutNanoseconds, timeout > 0 else { return false }
-            return now >= connection.lastActivity && now - connection.lastActivity >= timeout
-        }
-        for connection in expired {
-            logger.debug("MQTT keepalive expired", ["connection": connection.id])
-            close(connection, mqttReason: .keepAliveTimeout, "keepalive expired")
-        }
-    }
-
     // MARK: Writing
 
     func write(_ packet: MQTTPacket, to connection: ClientConnection) {
