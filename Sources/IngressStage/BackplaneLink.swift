@@ -27,6 +27,8 @@ final class BackplaneLink: @unchecked Sendable {
     private let queueCondition = NSCondition()
     private var queue: [ByteBuffer] = []
     private let inFlight = DispatchSemaphore(value: BackplaneLink.maxBatchesInFlight)
+    /// Signalled when the receiver thread has returned: after that nothing more is handed to the event loop.
+    private let receiverReturned = DispatchSemaphore(value: 0)
 
     init(eventLoop: EventLoop, inboundAddress: String, routerAddress: String, logger: Logger,
          metrics: StageMetrics) throws {
@@ -44,11 +46,14 @@ final class BackplaneLink: @unchecked Sendable {
         Thread.detachNewThread { [self] in sendLoop(sender) }
     }
 
+    /// Stops both threads and waits (a receive timeout at most) for the receiver to return, so that the event
+    /// loop, shut down next, is handed no batch it can no longer run.
     func stop() {
         running.withLockedValue { $0 = false }
         queueCondition.lock()
         queueCondition.broadcast()
         queueCondition.unlock()
+        _ = receiverReturned.wait(timeout: .now() + .seconds(1))
     }
 
     private var isRunning: Bool { running.withLockedValue { $0 } }
@@ -123,6 +128,7 @@ final class BackplaneLink: @unchecked Sendable {
     }
 
     private func receiveLoop(_ deliver: @escaping ([Envelope]) -> Void) {
+        defer { receiverReturned.signal() }
         while isRunning {
             let batch: ByteBuffer
             do {
@@ -135,6 +141,7 @@ final class BackplaneLink: @unchecked Sendable {
                 continue
             }
             guard let envelopes = EnvelopeCodec.decodeReceived(batch, logger: logger, metrics: metrics) else { continue }
+            guard isRunning else { return }
             inFlight.wait()
             eventLoop.execute { [inFlight] in
                 deliver(envelopes)
