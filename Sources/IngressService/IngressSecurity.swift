@@ -2,13 +2,13 @@ import Foundation
 import IngressStage
 import SwitchyardCore
 
-/// What ws-ingress takes from this module: the TLS of its `ListenEncrypted` listeners (swift-nio-ssl) and the JWT
+/// What ws-ingress takes from this module: the TLS of its encrypted listeners (swift-nio-ssl) and the JWT
 /// verifier of `Entitlement = jwt` (vapor/jwt-kit). Kept apart from IngressStage, so the edge, the hub and the
 /// parsers (and their sanitizer-built fuzzers) build without either crypto library.
 public enum IngressSecurity {
-    /// The TLS of the `ListenEncrypted` listeners; nil without them.
+    /// The TLS of the `ListenEncrypted` and `ListenMqttEncrypted` listeners (one certificate); nil without them.
     public static func tls(_ context: StageContext) throws -> (any ListenerTLS)? {
-        guard !context.config.listenEncrypted.isEmpty else { return nil }
+        guard !context.config.listenEncrypted.isEmpty || !context.config.listenMqttEncrypted.isEmpty else { return nil }
         return try ServerTLS(config: context.config, logger: context.logger, metrics: context.metrics)
     }
 

@@ -122,8 +122,9 @@ public final class ServerTLS: ListenerTLS, @unchecked Sendable {
     /// configuration file, the parameter's line and the PEM file.
     public init(config: SwitchyardConfig, logger: Logger, metrics: StageMetrics) throws {
         func missing(_ parameter: String) -> ConfigError {
-            ConfigError(file: config.file, line: config.parameterLines["ListenEncrypted"] ?? 0,
-                        parameter: parameter, problem: "needed by ListenEncrypted")
+            let listener = config.listenEncrypted.isEmpty ? "ListenMqttEncrypted" : "ListenEncrypted"
+            return ConfigError(file: config.file, line: config.parameterLines[listener] ?? 0,
+                               parameter: parameter, problem: "needed by \(listener)")
         }
         guard let certificateFile = config.tlsCertificateFile else { throw missing("TLSCertificateFile") }
         guard let keyFile = config.tlsKeyFile else { throw missing("TLSKeyFile") }

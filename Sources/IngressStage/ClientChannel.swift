@@ -76,7 +76,8 @@ extension IngressServer {
             upgradePipelineHandler: { channel, head in
                 channel.eventLoop.makeCompletedFuture {
                     let client: [ChannelHandler] = UpgradeDecision.isMQTT(head)
-                        ? mqttOverWebSocketHandlers(settings: hub.mqttSettings, hub: hub)
+                        ? mqttOverWebSocketHandlers(settings: hub.mqttSettings, entitlement: entitlement,
+                                                    upgradeGrant: access.grant, hub: hub)
                         : [ClientHandler(hub: hub, entitlement: entitlement, grant: access.grant,
                                          tokenDeadline: handshakeTimeout)]
                     try channel.pipeline.syncOperations.addHandlers(

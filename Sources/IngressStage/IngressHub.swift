@@ -253,9 +253,14 @@ final class IngressHub {
     }
 
     /// `TOKEN_EXPIRED`, then close 1008. The status goes straight to the channel, before the close frame, even
-    /// while an answer is being written (what is queued is dropped with the connection).
+    /// while an answer is being written (what is queued is dropped with the connection). An MQTT client gets
+    /// v5 DISCONNECT `0xA0` (Maximum connect time), and its will is not published: it goes with the token.
     func tokenExpired(_ connection: ClientConnection) {
         guard !connection.isClosing else { return }
+        if let session = connection.mqtt {
+            session.will = nil
+            return close(connection, mqttReason: .maximumConnectTime, "token expired")
+        }
         connection.channel.write(textFrame(ServerFrames.connectionStatus("TOKEN_EXPIRED")), promise: nil)
         close(connection, code: .policyViolation, reason: "token expired")
     }

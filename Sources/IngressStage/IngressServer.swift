@@ -26,12 +26,12 @@ public final class IngressServer {
     private let eventLoop: EventLoop
     private let link: BackplaneLink
     private let hub: IngressHub
-    /// The certificate of the `ListenEncrypted` listeners; nil without them.
+    /// The certificate of the `ListenEncrypted` and `ListenMqttEncrypted` listeners; nil without them.
     private let tls: (any ListenerTLS)?
     private let entitlement: Entitlement
     private var serverChannels: [Channel] = []
 
-    /// `tls` for the `ListenEncrypted` listeners and `verifier` for `Entitlement = jwt` come from IngressService.
+    /// `tls` for the encrypted listeners and `verifier` for `Entitlement = jwt` come from IngressService.
     public init(context: StageContext, tls: (any ListenerTLS)?, verifier: (any TokenVerifying)?) throws {
         self.context = context
         eventLoop = group.next()
@@ -60,10 +60,13 @@ public final class IngressServer {
             logger.info("listening", ["address": address])
         }
         let mqttSettings = hub.mqttSettings
+        let policy = entitlement
+        let configureMQTT = { (channel: Channel) in
+            try Self.configureMQTTChannel(channel, settings: mqttSettings, entitlement: policy,
+                                          connections: connections, hub: hub)
+        }
         for address in context.config.listenMqtt {
-            serverChannels.append(try bind(address) { channel in
-                try Self.configureMQTTChannel(channel, settings: mqttSettings, connections: connections, hub: hub)
-            })
+            serverChannels.append(try bind(address, configureMQTT))
             logger.info("MQTT listening", ["address": address])
         }
         if let tls {
@@ -74,8 +77,17 @@ public final class IngressServer {
                 })
                 logger.info("listening (TLS)", ["address": address])
             }
+            // The same certificate, and its reload, in front of the MQTT pipeline.
+            for address in context.config.listenMqttEncrypted {
+                serverChannels.append(try bind(address) { channel in
+                    try tls.addHandlers(to: channel)
+                    try configureMQTT(channel)
+                })
+                logger.info("MQTT listening (TLS)", ["address": address])
+            }
         }
-        context.metrics.setGauge("tlsListeners", tls == nil ? 0 : context.config.listenEncrypted.count)
+        let tlsListeners = context.config.listenEncrypted.count + context.config.listenMqttEncrypted.count
+        context.metrics.setGauge("tlsListeners", tls == nil ? 0 : tlsListeners)
         if entitlement.mode != .none {
             logger.info("entitlement", ["mode": entitlement.mode.rawValue,
                                         "tokenExpireNotice": context.config.tokenExpireNotice])
@@ -115,11 +127,11 @@ public final class IngressServer {
             .bind(host: address.host, port: address.port).wait()
     }
 
-    /// `./switchyard reload ws-ingress` (SIGUSR2): new connections get the certificate and key read anew from
+    /// `./switchyard reload ws-ingress` (SIGUSR2): new connections (wss and MQTT over TLS) get the certificate and key read anew from
     /// their files; open connections keep theirs. Blocks on file I/O, off the event loop.
     func reloadTLS() {
         guard let tls else {
-            context.logger.warn("nothing to reload: no TLS listener (ListenEncrypted)")
+            context.logger.warn("nothing to reload: no TLS listener (ListenEncrypted, ListenMqttEncrypted)")
             return
         }
         tls.reload()
@@ -159,7 +171,7 @@ public final class IngressServer {
     }
 
     /// The whole life of a ws-ingress instance.
-    /// `makeTLS` and `makeVerifier` build the TLS of `ListenEncrypted` and the JWT verifier (IngressService); a
+    /// `makeTLS` and `makeVerifier` build the TLS of the encrypted listeners and the JWT verifier (IngressService); a
     /// `ConfigError` from either stops start-up with exit status 2, like one from the configuration.
     public static func main(makeTLS: (StageContext) throws -> (any ListenerTLS)?,
                             makeVerifier: (SwitchyardConfig) throws -> (any TokenVerifying)?) -> Never {

@@ -150,9 +150,11 @@ public struct SwitchyardConfig: Sendable {
     public var tokenExpireNotice: Int = 60
     // MQTT (docs/MQTT.md)
     /// `ListenMqtt`: MQTT 3.1.1 / 5.0 over TCP addresses of ws-ingress, e.g. `*:1883`; empty (the default): off.
-    /// MQTT over WebSocket is always on at path `/mqtt` of the `Listen` addresses. (`ListenMqttEncrypted`, MQTT
-    /// over TLS, follows once ws-ingress has its TLS context: docs/MQTT.md.)
+    /// MQTT over WebSocket is always on at path `/mqtt` of the `Listen` addresses.
     public var listenMqtt: [ListenAddress] = []
+    /// `ListenMqttEncrypted`: MQTT over TLS addresses, e.g. `*:8883`, with the certificate of `TLSCertificateFile`
+    /// and `TLSKeyFile` (reloaded with it); empty (the default): off.
+    public var listenMqttEncrypted: [ListenAddress] = []
     /// `IngressInstances`, `CacheInstances`, `FanoutInstances`, `KafkaOutInstances`: how many instances of each
     /// stage run (router and kafka-in always run one: `StageName.instanceLimit`).
     public var instances: [String: Int] = ["ws-ingress": 1, "router": 1, "cache": 1, "fanout": 1,
@@ -213,6 +215,7 @@ public struct SwitchyardConfig: Sendable {
             throw ConfigError(file: file, line: seen["ListenMqtt"] ?? 0, parameter: "ListenMqtt",
                               problem: "port \(clash.port) is also in Listen or MonitorListen: MQTT needs a port of its own")
         }
+        try config.checkMQTTEncryptedListener()
         config.runDir = absolutePath(config.runDir, relativeTo: config.folder)
         config.logFolder = absolutePath(config.logFolder, relativeTo: config.folder)
         config.kafkaConsumerConfig = absolutePath(config.kafkaConsumerConfig, relativeTo: config.folder)
@@ -317,6 +320,8 @@ public struct SwitchyardConfig: Sendable {
         case "TokenExpireNotice": tokenExpireNotice = try integer(0...86_400)
         case "ListenMqtt":
             listenMqtt = value.lowercased() == "none" ? [] : try addresses(value, fail: fail)
+        case "ListenMqttEncrypted":
+            listenMqttEncrypted = value.lowercased() == "none" ? [] : try addresses(value, fail: fail)
         default:
             throw fail("unknown parameter")
         }
@@ -348,6 +353,25 @@ public struct SwitchyardConfig: Sendable {
             }
             if monitorListen?.port == address.port {
                 throw fail("port \(address.port) is also MonitorListen's: TLS needs a port of its own")
+            }
+        }
+    }
+
+    /// MQTT over TLS needs the certificate and key of `ListenEncrypted`, and ports no other listener has.
+    private func checkMQTTEncryptedListener() throws {
+        guard !listenMqttEncrypted.isEmpty else { return }
+        func fail(_ problem: String) -> ConfigError {
+            ConfigError(file: file, line: parameterLines["ListenMqttEncrypted"] ?? 0, parameter: "ListenMqttEncrypted",
+                        problem: problem)
+        }
+        let missing = [("TLSCertificateFile", tlsCertificateFile), ("TLSKeyFile", tlsKeyFile)]
+            .filter { $0.1 == nil }.map(\.0)
+        if !missing.isEmpty { throw fail("needs \(missing.joined(separator: " and "))") }
+        let others = [("Listen", listen), ("ListenEncrypted", listenEncrypted), ("ListenMqtt", listenMqtt),
+                      ("MonitorListen", monitorListen.map { [$0] } ?? [])]
+        for address in listenMqttEncrypted {
+            if let (name, _) = others.first(where: { $0.1.contains { $0.port == address.port } }) {
+                throw fail("port \(address.port) is also in \(name): MQTT over TLS needs a port of its own")
             }
         }
     }

@@ -96,7 +96,9 @@ final class MQTTChannelTests: XCTestCase {
         config.messageSizeLimit = 1024
         hub = IngressHub(instance: 0, inboundAddress: "ipc://\(runDir.path)/ws-ingress-0.ipc",
                          config: config, logger: logger, metrics: StageMetrics(), link: link)
-        try IngressServer.configureMQTTChannel(channel, settings: hub.mqttSettings, connections: connections, hub: hub)
+        try IngressServer.configureMQTTChannel(channel, settings: hub.mqttSettings,
+                                               entitlement: Entitlement(config: config, verifier: nil),
+                                               connections: connections, hub: hub)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
     }
 
@@ -229,6 +231,50 @@ final class MQTTChannelTests: XCTestCase {
         _ = try other.finish()
     }
 
+    func testATokensPermissionsDecideSubscribesAndPublishes() throws {
+        _ = try connect(.v5)
+        let connection = try XCTUnwrap(hub.mqttClients["dev1"])
+        connection.permissions = try XCTUnwrap(Permissions(sub: ["/a/*"], pub: ["/p/*"], all: []))
+        try send(.subscribe(MQTTSubscribe(packetID: 1, subscriptions: [
+            MQTTSubscription(filter: "a/x", options: 1), MQTTSubscription(filter: "b/x", options: 1),
+        ])), .v5)
+        XCTAssertEqual(try received(.v5), [.suback(MQTTSubAck(packetID: 1, codes: [.grantedQoS1, .notAuthorized]))])
+        try send(.publish(MQTTPublish(topic: "a/x", payload: ByteBuffer(string: "x"), qos: 1, retain: false,
+                                      dup: false, packetID: 7)), .v5)
+        guard case .puback(let denied) = try received(.v5).first else { return XCTFail("no PUBACK") }
+        XCTAssertEqual(denied.reason, .notAuthorized)
+        XCTAssertEqual(hub.pendingPublishes.count, 0, "a denied publish goes nowhere")
+        try send(.publish(MQTTPublish(topic: "a/x", payload: ByteBuffer(string: "x"), qos: 0, retain: false,
+                                      dup: false, packetID: nil)), .v5)
+        XCTAssertEqual(try received(.v5), [], "QoS 0: dropped")
+        try send(.publish(MQTTPublish(topic: "p/x", payload: ByteBuffer(string: "x"), qos: 1, retain: false,
+                                      dup: false, packetID: 8)), .v5)
+        XCTAssertEqual(try received(.v5), [], "allowed: the PUBACK waits for the pipeline")
+        XCTAssertEqual(hub.pendingPublishes.count, 1)
+        XCTAssertTrue(channel.isActive)
+    }
+
+    func testA311DeniedQoS1PublishClosesTheConnectionAndASubscribeGets0x80() throws {
+        _ = try connect(.v311)
+        let connection = try XCTUnwrap(hub.mqttClients["dev1"])
+        connection.permissions = .subscribeOnly
+        try send(.subscribe(MQTTSubscribe(packetID: 1, subscriptions: [MQTTSubscription(filter: "a", options: 1)])),
+                 .v311)
+        XCTAssertEqual(try received(.v311), [.suback(MQTTSubAck(packetID: 1, codes: [.grantedQoS1]))])
+        connection.permissions = .nothing
+        try send(.subscribe(MQTTSubscribe(packetID: 2, subscriptions: [MQTTSubscription(filter: "b", options: 1)])),
+                 .v311)
+        XCTAssertEqual(try received(.v311), [.suback(MQTTSubAck(packetID: 2, codes: [.unspecifiedError]))])
+        try send(.publish(MQTTPublish(topic: "a", payload: ByteBuffer(string: "x"), qos: 0, retain: false,
+                                      dup: false, packetID: nil)), .v311)
+        XCTAssertTrue(channel.isActive, "QoS 0: dropped")
+        try send(.publish(MQTTPublish(topic: "a", payload: ByteBuffer(string: "x"), qos: 1, retain: false,
+                                      dup: false, packetID: 3)), .v311)
+        XCTAssertEqual(try received(.v311), [], "no PUBACK")
+        XCTAssertFalse(channel.isActive, "3.1.1 cannot say no: closed (MQTT-3.3.5-2)")
+        XCTAssertEqual(hub.pendingPublishes.count, 0)
+    }
+
     func testAnEmptyClientIdentifierWithoutCleanSessionIsRefusedIn311() throws {
         XCTAssertEqual(try connect(.v311, clientID: "", cleanSession: false),
                        [.connack(MQTTConnAck(sessionPresent: false, code: 2))])
@@ -281,5 +327,171 @@ final class MQTTOverWebSocketTests: XCTestCase {
         try sendBinary(Array(connect.dropFirst(5)) + [0xC0, 0])  // the rest, and a PINGREQ in the same message
         XCTAssertEqual(try output(), [0x82, 4, 0x20, 2, 0, 0, 0x82, 2, 0xD0, 0], "CONNACK, PINGRESP in binary frames")
         XCTAssertEqual(hub.connectionCount, 1)
+    }
+}
+
+/// Who may in over MQTT: the password as the token, decided without a socket.
+final class MQTTAccessTests: XCTestCase {
+    let token = ByteBuffer(string: "header.claims.signature")
+
+    func testEntitlementNoneLetsEveryoneInWithEverythingAndIgnoresThePassword() {
+        for password in [nil, token] {
+            XCTAssertEqual(MQTTAccess.decide(password: password, withoutToken: .everything, checksTokens: false),
+                           .admit(TokenGrant(permissions: .everything, expiresAt: nil)))
+        }
+    }
+
+    func testJWTNeedsAPasswordAndVerifiesIt() {
+        XCTAssertEqual(MQTTAccess.decide(password: nil, withoutToken: nil, checksTokens: true), .refuse(.missing))
+        XCTAssertEqual(MQTTAccess.decide(password: ByteBuffer(), withoutToken: nil, checksTokens: true),
+                       .refuse(.missing), "an empty password is none")
+        XCTAssertEqual(MQTTAccess.decide(password: token, withoutToken: nil, checksTokens: true),
+                       .verify("header.claims.signature"))
+        XCTAssertEqual(MQTTAccess.decide(password: ByteBuffer(bytes: [0x61, 0xFF, 0x62]), withoutToken: nil,
+                                         checksTokens: true), .refuse(.malformed), "not UTF-8")
+        XCTAssertEqual(MQTTAccess.decide(password: ByteBuffer(repeating: 0x61, count: TokenGrant.maxTokenBytes + 1),
+                                         withoutToken: nil, checksTokens: true), .refuse(.tooLong))
+        let grant = TokenGrant(permissions: .subscribeOnly, expiresAt: Date(timeIntervalSinceNow: 60))
+        XCTAssertEqual(MQTTAccess.decide(password: nil, withoutToken: nil, checksTokens: true, upgradeGrant: grant),
+                       .admit(grant), "MQTT over WebSocket: the token of the upgrade request")
+        XCTAssertEqual(MQTTAccess.decide(password: token, withoutToken: nil, checksTokens: true, upgradeGrant: grant),
+                       .verify("header.claims.signature"), "a password wins over the upgrade's token")
+    }
+
+    func testBasicLetsAnonymousClientsSubscribeOnlyAndVerifiesAPassword() {
+        XCTAssertEqual(MQTTAccess.decide(password: nil, withoutToken: .subscribeOnly, checksTokens: true),
+                       .admit(TokenGrant(permissions: .subscribeOnly, expiresAt: nil)))
+        XCTAssertEqual(MQTTAccess.decide(password: token, withoutToken: .subscribeOnly, checksTokens: true),
+                       .verify("header.claims.signature"))
+    }
+
+    func testRefusalsAreNotAuthorizedWithoutATokenAndBadCredentialsWithOne() {
+        XCTAssertEqual(MQTTAccess.connAck(refusing: .missing, version: .v311).code, 5)
+        XCTAssertEqual(MQTTAccess.connAck(refusing: .missing, version: .v5).code, 0x87)
+        for refusal in TokenRefusal.allCases where refusal != .missing {
+            XCTAssertEqual(MQTTAccess.connAck(refusing: refusal, version: .v311).code, 4, "\(refusal)")
+            let v5 = MQTTAccess.connAck(refusing: refusal, version: .v5)
+            XCTAssertEqual(v5.code, 0x86, "\(refusal)")
+            XCTAssertEqual(v5.properties[MQTTProperties.ID.reasonString], .string(refusal.reason))
+        }
+        XCTAssertEqual(MQTTAccess.connAck(refusing: .expired, version: .v311).properties, MQTTProperties(),
+                       "3.1.1 CONNACK has no properties")
+    }
+}
+
+/// `Entitlement` in front of the MQTT listener's pipeline: refusals as CONNACK codes, permissions, token expiry.
+final class MQTTEntitlementChannelTests: XCTestCase {
+    var channel: EmbeddedChannel!
+    var hub: IngressHub!
+    var runDir: URL!
+
+    override func setUpWithError() throws {
+        runDir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-mqtt-ent-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: runDir, withIntermediateDirectories: true)
+        channel = EmbeddedChannel()
+    }
+
+    override func tearDownWithError() throws {
+        _ = try? channel.finish()
+        try? FileManager.default.removeItem(at: runDir)
+    }
+
+    /// The pipeline of `configureMQTTChannel` under `text`'s configuration; `upgradeGrant` as MQTT over
+    /// WebSocket would pass it.
+    func configure(_ text: String, upgradeGrant: TokenGrant? = nil) throws {
+        let config = try SwitchyardConfig.parse(text, file: runDir.appendingPathComponent("s.conf").path)
+        let logger = Logger(stage: "ws-ingress", instance: 0, level: .error)
+        let link = try BackplaneLink(eventLoop: channel.embeddedEventLoop,
+                                     inboundAddress: "ipc://\(runDir.path)/ws-ingress-0.ipc",
+                                     routerAddress: "ipc://\(runDir.path)/router-0.ipc", logger: logger,
+                                     metrics: StageMetrics())
+        hub = IngressHub(instance: 0, inboundAddress: "ipc://\(runDir.path)/ws-ingress-0.ipc", config: config,
+                         logger: logger, metrics: StageMetrics(), link: link)
+        let settings = hub.mqttSettings
+        try channel.pipeline.syncOperations.addHandlers([
+            MQTTTCPFraming(), ByteToMessageHandler(MQTTFrameDecoder(maxBodySize: settings.maxPacketBodySize)),
+            MQTTConnectionHandler(hub: hub, settings: settings, entitlement: Entitlement(config: config, verifier: nil),
+                                  connections: nil, upgradeGrant: upgradeGrant),
+        ])
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+    }
+
+    func send(_ packet: MQTTPacket, _ version: MQTTVersion) throws {
+        try channel.writeInbound(MQTTCodec.encode(packet, version: version))
+        channel.embeddedEventLoop.run()
+    }
+
+    func received(_ version: MQTTVersion) throws -> [MQTTPacket] {
+        var bytes = ByteBuffer()
+        while var buffer = try channel.readOutbound(as: ByteBuffer.self) { bytes.writeBuffer(&buffer) }
+        var packets: [MQTTPacket] = []
+        while let raw = try MQTTFraming.next(from: &bytes, maxBodySize: .max) {
+            packets.append(try MQTTCodec.decode(raw, version: version))
+        }
+        return packets
+    }
+
+    func connect(_ version: MQTTVersion, password: String?, will: MQTTWill? = nil) throws -> UInt8? {
+        try send(.connect(MQTTConnect(version: version, clientID: "dev", cleanSession: true, keepAlive: 60, will: will,
+                                      username: password == nil ? nil : "anyone",
+                                      password: password.map { ByteBuffer(string: $0) })), version)
+        guard case .connack(let connack)? = try received(version).first else { return nil }
+        return connack.code
+    }
+
+    func testJWTRefusesAClientWithoutAPasswordAsNotAuthorized() throws {
+        for (version, code) in [(MQTTVersion.v311, UInt8(5)), (.v5, 0x87)] {
+            try tearDownWithError()
+            try setUpWithError()
+            try configure("Entitlement = jwt\nJwtSecret = \(String(repeating: "k", count: 32))")
+            XCTAssertEqual(try connect(version, password: nil), code, "\(version)")
+            XCTAssertFalse(channel.isActive)
+            XCTAssertEqual(hub.connectionCount, 0)
+        }
+    }
+
+    func testBasicRefusesAnotherPasswordAndLetsTheAllowTokenPublish() throws {
+        for (version, code) in [(MQTTVersion.v311, UInt8(4)), (.v5, 0x86)] {
+            try tearDownWithError()
+            try setUpWithError()
+            try configure("Entitlement = basic\nEntitlementAllowToken = open-sesame")
+            XCTAssertEqual(try connect(version, password: "guess"), code, "\(version)")
+            XCTAssertFalse(channel.isActive)
+        }
+        try tearDownWithError()
+        try setUpWithError()
+        try configure("Entitlement = basic\nEntitlementAllowToken = open-sesame")
+        XCTAssertEqual(try connect(.v5, password: "open-sesame"), 0)
+        XCTAssertEqual(hub.mqttClients["dev"]?.permissions, .everything)
+    }
+
+    func testBasicWithoutAPasswordMaySubscribeButNotPublishNorLeaveAWill() throws {
+        try configure("Entitlement = basic\nEntitlementAllowToken = open-sesame")
+        XCTAssertEqual(try connect(.v5, password: nil), 0)
+        XCTAssertEqual(hub.mqttClients["dev"]?.permissions, .subscribeOnly)
+        try send(.publish(MQTTPublish(topic: "a", payload: ByteBuffer(string: "x"), qos: 1, retain: false, dup: false,
+                                      packetID: 1)), .v5)
+        guard case .puback(let ack)? = try received(.v5).first else { return XCTFail("no PUBACK") }
+        XCTAssertEqual(ack.reason, .notAuthorized)
+
+        try tearDownWithError()
+        try setUpWithError()
+        try configure("Entitlement = basic\nEntitlementAllowToken = open-sesame")
+        let will = MQTTWill(topic: "status/dev", payload: ByteBuffer(string: "gone"), qos: 0, retain: false)
+        XCTAssertEqual(try connect(.v5, password: nil, will: will), 0x87, "the will must obey the publish permission")
+        XCTAssertEqual(hub.connectionCount, 0)
+    }
+
+    func testAnExpiredTokenEndsTheConnectionWithMaximumConnectTime() throws {
+        let grant = TokenGrant(permissions: .everything, expiresAt: Date(timeIntervalSinceNow: 0.2))
+        try configure("Entitlement = jwt\nJwtSecret = \(String(repeating: "k", count: 32))", upgradeGrant: grant)
+        XCTAssertEqual(try connect(.v5, password: nil), 0)
+        XCTAssertTrue(channel.isActive)
+        Thread.sleep(forTimeInterval: 0.3)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        guard case .disconnect(let disconnect)? = try received(.v5).first else { return XCTFail("no DISCONNECT") }
+        XCTAssertEqual(disconnect.reason, .maximumConnectTime)
+        XCTAssertFalse(channel.isActive)
+        XCTAssertEqual(hub.connectionCount, 0)
     }
 }

@@ -255,4 +255,28 @@ final class ConfigTests: XCTestCase {
             XCTAssertThrowsError(try SwitchyardConfig.parse(bad, file: "/x.conf"), bad)
         }
     }
+
+    func testListenMqttEncryptedNeedsTheCertificateAndAPortOfItsOwn() throws {
+        XCTAssertEqual(try SwitchyardConfig.parse("", file: "/x.conf").listenMqttEncrypted, [], "off by default")
+        let tls = "TLSCertificateFile = c.pem\nTLSKeyFile = k.pem\n"
+        XCTAssertEqual(try SwitchyardConfig.parse(tls + "ListenMqttEncrypted = *:8883", file: "/x.conf").listenMqttEncrypted,
+                       [ListenAddress(host: "0.0.0.0", port: 8883)])
+        XCTAssertEqual(try SwitchyardConfig.parse("ListenMqttEncrypted = none", file: "/x.conf").listenMqttEncrypted, [])
+        for (text, line, problem) in [
+            ("ListenMqttEncrypted = *:8883\nTLSKeyFile = k.pem", 1, "needs TLSCertificateFile"),
+            ("ListenMqttEncrypted = *:8883", 1, "needs TLSCertificateFile and TLSKeyFile"),
+            (tls + "ListenMqttEncrypted = *:8800", 3, "also in Listen:"),
+            (tls + "ListenEncrypted = *:8443\nListenMqttEncrypted = *:8443", 4, "also in ListenEncrypted"),
+            (tls + "ListenMqtt = *:1883\nListenMqttEncrypted = *:1883", 4, "also in ListenMqtt"),
+            (tls + "ListenMqttEncrypted = *:8801", 3, "also in MonitorListen"),
+            ("ListenMqttEncrypted = 8883", 1, "not host:port"),
+        ] {
+            XCTAssertThrowsError(try SwitchyardConfig.parse(text, file: "/x.conf"), text) { error in
+                let error = error as? ConfigError
+                XCTAssertEqual(error?.line, line, text)
+                XCTAssertEqual(error?.parameter, "ListenMqttEncrypted", text)
+                XCTAssertTrue(error?.problem.contains(problem) == true, "\(text): \(String(describing: error))")
+            }
+        }
+    }
 }

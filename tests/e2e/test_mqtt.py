@@ -60,12 +60,19 @@ def packet(first: int, body: bytes) -> bytes:
             return bytes([first]) + encoded + body
 
 
-def connect_packet(client_id: str, keepalive: int, version: int = 4, will: tuple[str, str] | None = None) -> bytes:
+def connect_packet(client_id: str, keepalive: int, version: int = 4, will: tuple[str, str] | None = None,
+                   username: str | None = None, password: str | None = None) -> bytes:
     flags, payload = 0x02, mqtt_string(client_id)
     props = b"\x00" if version == 5 else b""
     if will:
         flags |= 0x04 | (1 << 3)  # will, QoS 1
         payload += props + mqtt_string(will[0]) + mqtt_string(will[1])
+    if username is not None:
+        flags |= 0x80
+        payload += mqtt_string(username)
+    if password is not None:
+        flags |= 0x40
+        payload += mqtt_string(password)
     return packet(0x10, mqtt_string("MQTT") + bytes([version, flags]) + struct.pack(">H", keepalive) + props + payload)
 
 
@@ -82,11 +89,19 @@ def raw_connect(port: int, **kw) -> socket.socket:
 class Paho:
     """A paho-mqtt client on its own network thread; callbacks land in queues."""
 
-    def __init__(self, port: int, version: str = "mqttv311", transport: str = "tcp", client_id: str = ""):
+    def __init__(self, port: int, version: str = "mqttv311", transport: str = "tcp", client_id: str = "",
+                 ca_certs: str | None = None, password: str | None = None):
+        """`ca_certs`: TLS (`tls_set`) trusting that CA; `password`: the token, with a free user name."""
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id or f"t-{uuid.uuid4().hex[:8]}",
                                   protocol=VERSIONS[version], transport=transport)
         if transport == "websockets":
             self.client.ws_set_options(path="/mqtt")
+        if ca_certs:
+            self.client.tls_set(ca_certs=ca_certs)
+        if password is not None:
+            self.client.username_pw_set("device", password)
+        self.disconnects: queue.Queue = queue.Queue()
+        self.client.on_disconnect = lambda c, u, flags, rc, props: self.disconnects.put(rc)
         self.messages: queue.Queue = queue.Queue()
         self.subacks: queue.Queue = queue.Queue()
         self.pubacks: dict[int, object] = {}

@@ -18,7 +18,8 @@ extension IngressHub {
 
     // MARK: CONNECT
 
-    func connect(_ channel: Channel, _ connect: MQTTConnect) -> MQTTConnectOutcome {
+    /// Registers an MQTT client whose token (`MQTTAccess`) granted it `permissions`, or refuses its CONNECT.
+    func connect(_ channel: Channel, _ connect: MQTTConnect, permissions: Permissions) -> MQTTConnectOutcome {
         let v5 = connect.version == .v5
         func refusal(v311: UInt8, v5 reason: MQTTReasonCode) -> MQTTConnectOutcome {
             .refused(MQTTConnAck(sessionPresent: false, code: v5 ? reason.rawValue : v311))
@@ -33,12 +34,16 @@ extension IngressHub {
         guard clientID.utf8.count <= Self.maxMQTTClientIDLength else {
             return refusal(v311: 0x02, v5: .clientIdentifierNotValid)
         }
-        // A token as the MQTT password is not read yet: with `Entitlement = basic` or `jwt` no MQTT client may in
-        // (anonymous MQTT only with `Entitlement = none`).
-        guard config.entitlement == .none else { return refusal(v311: 0x05, v5: .notAuthorized) }
+        // Enhanced authentication (AUTH) is not supported: the token is the password (MQTT 5 4.12).
+        guard connect.properties[MQTTProperties.ID.authenticationMethod] == nil else {
+            return refusal(v311: 0x05, v5: .badAuthenticationMethod)
+        }
         if let will = connect.will {
             // 3.1.1 has no code for a will it cannot take: 0x05 (not authorized) is the closest.
-            guard case .success = MQTTTopic.subject(of: will.topic) else { return refusal(v311: 0x05, v5: .topicNameInvalid) }
+            guard case .success(let subject) = MQTTTopic.subject(of: will.topic) else {
+                return refusal(v311: 0x05, v5: .topicNameInvalid)
+            }
+            guard permissions.allows(.publish, subject) else { return refusal(v311: 0x05, v5: .notAuthorized) }
             guard will.qos < 2 || !v5 else { return refusal(v311: 0x05, v5: .qosNotSupported) }
             guard will.payload.readableBytes <= config.messageSizeLimit else {
                 return refusal(v311: 0x05, v5: .packetTooLarge)
@@ -59,7 +64,7 @@ extension IngressHub {
             close(previous, mqttReason: .sessionTakenOver, "another connection connected with this client identifier")
         }
         let connection = self.connect(channel, mqtt: session)
-        connection.permissions = .everything
+        connection.permissions = permissions
         mqttClients[clientID] = connection
         metrics.setGauge("mqttConnections", mqttClients.count)
         var properties = MQTTProperties()
@@ -158,6 +163,10 @@ extension IngressHub {
             case .failure(.reserved): codes.append(failure(.notAuthorized)); continue
             case .failure(.invalid): codes.append(failure(.topicFilterInvalid)); continue
             }
+            guard connection.permissions.allows(.subscribe, subject) else {
+                codes.append(failure(.notAuthorized))
+                continue
+            }
             let isNew = !connection.subjects.contains(subject)
             guard !isNew || connection.subjects.count < limits.maxSubjects else {
                 codes.append(failure(.quotaExceeded))
@@ -211,6 +220,8 @@ extension IngressHub {
             guard v5, publish.qos > 0 else { return close(connection, mqttReason: .topicNameInvalid, refusal.description) }
             return refuse(.topicNameInvalid, refusal.description)
         }
+        // 3.1.1 QoS 1 and 2: the connection is closed, as MQTT-3.3.5-2 allows (docs/MQTT.md).
+        guard connection.permissions.allows(.publish, subject) else { return refuse(.notAuthorized, Self.notPermitted) }
         guard publish.payload.readableBytes <= config.messageSizeLimit else {
             return refuse(.quotaExceeded, "the payload is \(publish.payload.readableBytes) bytes; the limit is \(config.messageSizeLimit)")
         }
@@ -242,12 +253,14 @@ extension IngressHub {
 
     // MARK: Ending
 
-    /// Publishes the will of a connection that ends without a normal DISCONNECT, and forgets its client id.
+    /// Publishes the will of a connection that ends without a normal DISCONNECT (when its permissions allow),
+    /// and forgets its client id.
     func endMQTTSession(of connection: ClientConnection) {
         guard let session = connection.mqtt else { return }
         if mqttClients[session.clientID] === connection { mqttClients[session.clientID] = nil }
         metrics.setGauge("mqttConnections", mqttClients.count)
-        guard let will = session.will, case .success(let subject) = MQTTTopic.subject(of: will.topic) else { return }
+        guard let will = session.will, case .success(let subject) = MQTTTopic.subject(of: will.topic),
+              connection.permissions.allows(.publish, subject) else { return }
         session.will = nil
         let flags = MessageFlags(mqttRetain: will.retain, qos: will.qos, payload: will.payload)
         logger.debug("MQTT will published", ["connection": connection.id, "subject": subject])

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOWebSocket
 import SwitchyardCore
@@ -20,25 +21,28 @@ struct MQTTSettings {
 }
 
 extension IngressServer {
-    /// The pipeline of a connection to a `ListenMqtt` address: `MQTTTCPFraming` (the hub's output, as the
-    /// bytes it carries), the packet framer, then `MQTTConnectionHandler`.
-    static func configureMQTTChannel(_ channel: Channel, settings: MQTTSettings, connections: ConnectionCounter,
-                                     hub: IngressHub) throws {
+    /// The pipeline of a connection to a `ListenMqtt` address (and, behind TLS, a `ListenMqttEncrypted` one):
+    /// `MQTTTCPFraming` (the hub's output, as the bytes it carries), the packet framer, then
+    /// `MQTTConnectionHandler`.
+    static func configureMQTTChannel(_ channel: Channel, settings: MQTTSettings, entitlement: Entitlement,
+                                     connections: ConnectionCounter, hub: IngressHub) throws {
         connections.track(channel)
         try channel.pipeline.syncOperations.addHandlers([
             MQTTTCPFraming(),
             ByteToMessageHandler(MQTTFrameDecoder(maxBodySize: settings.maxPacketBodySize)),
-            MQTTConnectionHandler(hub: hub, settings: settings, connections: connections),
+            MQTTConnectionHandler(hub: hub, settings: settings, entitlement: entitlement, connections: connections),
         ])
     }
 
     /// The handlers after `WebSocketProtocolHandler` of a WebSocket at `/mqtt`: binary messages carry the MQTT
-    /// byte stream (a packet may span messages).
-    static func mqttOverWebSocketHandlers(settings: MQTTSettings, hub: IngressHub) -> [ChannelHandler] {
+    /// byte stream (a packet may span messages). `upgradeGrant`: a token verified with the upgrade request.
+    static func mqttOverWebSocketHandlers(settings: MQTTSettings, entitlement: Entitlement, upgradeGrant: TokenGrant?,
+                                          hub: IngressHub) -> [ChannelHandler] {
         [
             MQTTWebSocketStream(),
             ByteToMessageHandler(MQTTFrameDecoder(maxBodySize: settings.maxPacketBodySize)),
-            MQTTConnectionHandler(hub: hub, settings: settings, connections: nil),
+            MQTTConnectionHandler(hub: hub, settings: settings, entitlement: entitlement, connections: nil,
+                                  upgradeGrant: upgradeGrant),
         ]
     }
 }
@@ -84,25 +88,41 @@ final class MQTTWebSocketStream: ChannelInboundHandler {
     }
 }
 
-/// The last handler of an MQTT connection: waits for CONNECT (within `HandshakeTimeout`), registers the
-/// connection with the hub, then decodes every packet and hands it to the hub. Malformed input closes the
-/// connection (v5: with a DISCONNECT and its reason code first).
+/// The last handler of an MQTT connection: waits for CONNECT (within `HandshakeTimeout`, which also covers the
+/// verification of its token), lets `MQTTAccess` decide on its password, registers the connection with the hub,
+/// then decodes every packet and hands it to the hub. While a token is verified (off the event loop) reads are
+/// paused and packets already framed wait, unread by the hub, for the verdict. Owns the timer that ends the
+/// connection when its token expires. Malformed input closes the connection (v5: with a DISCONNECT and its
+/// reason code first).
 final class MQTTConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = MQTTRawPacket
     typealias OutboundOut = WebSocketFrame
 
+    private enum State {
+        case awaitingConnect
+        /// The CONNECT's token is being verified; the packets after it wait (at most `ConnectionAccess.maxHeld`).
+        case verifying(MQTTConnect, held: [MQTTRawPacket])
+        case connected(ClientConnection)
+        case refused
+    }
+
     private let hub: IngressHub
     private let settings: MQTTSettings
+    private let entitlement: Entitlement
+    private let upgradeGrant: TokenGrant?
     /// Counts the open connections for `MaxConnections`; nil over WebSocket, where the upgrade counted them.
     private let connections: ConnectionCounter?
-    private var connection: ClientConnection?
+    private var state = State.awaitingConnect
     private var connectTimer: Scheduled<Void>?
-    private var refused = false
+    private var expiryTimer: Scheduled<Void>?
 
-    init(hub: IngressHub, settings: MQTTSettings, connections: ConnectionCounter?) {
+    init(hub: IngressHub, settings: MQTTSettings, entitlement: Entitlement, connections: ConnectionCounter?,
+         upgradeGrant: TokenGrant? = nil) {
         self.hub = hub
         self.settings = settings
+        self.entitlement = entitlement
         self.connections = connections
+        self.upgradeGrant = upgradeGrant
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -112,23 +132,50 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         connectTimer?.cancel()
+        expiryTimer?.cancel()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if let connection { hub.disconnect(connection) }
-        connection = nil
+        expiryTimer?.cancel()
+        if case .connected(let connection) = state { hub.disconnect(connection) }
+        state = .refused
         context.fireChannelInactive()
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if let connection { hub.writabilityChanged(connection) }
+        if case .connected(let connection) = state { hub.writabilityChanged(connection) }
         context.fireChannelWritabilityChanged()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let raw = unwrapInboundIn(data)
-        guard !refused else { return }
-        guard let connection else { return connect(context, raw) }
+        switch state {
+        case .awaitingConnect:
+            connect(context, raw)
+        case .verifying(let connect, var held):
+            guard held.count < ConnectionAccess.maxHeld else {
+                state = .refused
+                return context.close(promise: nil)
+            }
+            held.append(raw)
+            state = .verifying(connect, held: held)
+        case .connected(let connection):
+            read(raw, from: connection)
+        case .refused:
+            break
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if case .connected(let connection) = state {
+            hub.fail(connection, error)
+        } else {
+            state = .refused
+            context.close(promise: nil)
+        }
+    }
+
+    private func read(_ raw: MQTTRawPacket, from connection: ClientConnection) {
         guard !connection.isClosing, let session = connection.mqtt else { return }
         do {
             hub.handle(try MQTTCodec.decode(raw, version: session.version), from: connection)
@@ -137,45 +184,81 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if let connection {
-            hub.fail(connection, error)
-        } else {
-            context.close(promise: nil)
-        }
-    }
-
     private func connect(_ context: ChannelHandlerContext, _ raw: MQTTRawPacket) {
+        let channel = context.channel
         let packet: MQTTPacket
         do {
             packet = try MQTTCodec.decode(raw, version: nil)
         } catch MQTTCodec.ConnectError.unsupportedVersion {
             // Answered in the 3.1.1 format, which every version's client reads: 0x01 unacceptable protocol version.
-            return refuse(context, MQTTConnAck(sessionPresent: false, code: 0x01), version: .v311)
+            return refuse(channel, MQTTConnAck(sessionPresent: false, code: 0x01), version: .v311)
         } catch {
-            refused = true
+            state = .refused
             return context.close(promise: nil)
         }
-        guard case .connect(let connect) = packet else { return context.close(promise: nil) }
-        connectTimer?.cancel()
-        connectTimer = nil
+        guard case .connect(let connect) = packet else {
+            state = .refused
+            return context.close(promise: nil)
+        }
         if let connections, connections.open > settings.maxConnections {
             let code: UInt8 = connect.version == .v5 ? MQTTReasonCode.serverBusy.rawValue : 0x03
-            return refuse(context, MQTTConnAck(sessionPresent: false, code: code), version: connect.version)
+            return refuse(channel, MQTTConnAck(sessionPresent: false, code: code), version: connect.version)
         }
-        switch hub.connect(context.channel, connect) {
+        switch MQTTAccess.decide(password: connect.password, withoutToken: entitlement.withoutToken,
+                                 checksTokens: entitlement.checksTokens, upgradeGrant: upgradeGrant) {
+        case .admit(let grant):
+            admit(channel, connect, grant)
+        case .refuse(let refusal):
+            entitlement.count(refusal)
+            refuse(channel, MQTTAccess.connAck(refusing: refusal, version: connect.version), version: connect.version)
+        case .verify(let token):
+            state = .verifying(connect, held: [])
+            try? channel.syncOptions?.setOption(ChannelOptions.autoRead, value: false)
+            entitlement.verify(token, on: channel.eventLoop).whenSuccess { [self] result in
+                guard case .verifying(let connect, let held) = state, channel.isActive else { return }
+                try? channel.syncOptions?.setOption(ChannelOptions.autoRead, value: true)
+                switch result {
+                case .success(let grant):
+                    admit(channel, connect, grant)
+                    guard case .connected(let connection) = state else { return }
+                    for raw in held where !connection.isClosing { read(raw, from: connection) }
+                case .failure(let refusal):
+                    refuse(channel, MQTTAccess.connAck(refusing: refusal, version: connect.version),
+                           version: connect.version)
+                }
+            }
+        }
+    }
+
+    private func admit(_ channel: Channel, _ connect: MQTTConnect, _ grant: TokenGrant) {
+        connectTimer?.cancel()
+        connectTimer = nil
+        switch hub.connect(channel, connect, permissions: grant.permissions) {
         case .accepted(let connection):
-            self.connection = connection
+            state = .connected(connection)
+            if let expiresAt = grant.expiresAt { watchExpiry(of: connection, at: expiresAt) }
         case .refused(let refusal):
-            refuse(context, refusal, version: connect.version)
+            refuse(channel, refusal, version: connect.version)
+        }
+    }
+
+    /// Ends the connection when its token expires (MQTT has no way to present a fresh token on it).
+    private func watchExpiry(of connection: ClientConnection, at expiresAt: Date) {
+        var lifetime = TokenLifetime(expiresAt: expiresAt, notice: 0)
+        let delay = TokenLifetime.delay(lifetime.untilNext(now: Date()))
+        expiryTimer = connection.channel.eventLoop.scheduleTask(in: delay) { [self] in
+            guard case .connected(let current) = state, current === connection, !connection.isClosing else { return }
+            guard lifetime.due(now: Date()) == .expired else { return watchExpiry(of: connection, at: expiresAt) }
+            hub.tokenExpired(connection)
         }
     }
 
     /// Writes a refusing CONNACK and closes.
-    private func refuse(_ context: ChannelHandlerContext, _ connack: MQTTConnAck, version: MQTTVersion) {
-        refused = true
-        let packet = MQTTCodec.encode(.connack(connack), version: version, allocator: context.channel.allocator)
-        let channel = context.channel
+    private func refuse(_ channel: Channel, _ connack: MQTTConnAck, version: MQTTVersion) {
+        state = .refused
+        connectTimer?.cancel()
+        connectTimer = nil
+        let packet = MQTTCodec.encode(.connack(connack), version: version, allocator: channel.allocator)
         channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .binary, data: packet)).whenComplete { _ in
             channel.close(promise: nil)
         }

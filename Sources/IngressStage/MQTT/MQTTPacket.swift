@@ -20,10 +20,12 @@ public struct MQTTReasonCode: RawRepresentable, Hashable, Sendable, CustomString
     public static let implementationSpecificError = Self(rawValue: 0x83)
     public static let unsupportedProtocolVersion = Self(rawValue: 0x84)
     public static let clientIdentifierNotValid = Self(rawValue: 0x85)
+    public static let badUserNameOrPassword = Self(rawValue: 0x86)
     public static let notAuthorized = Self(rawValue: 0x87)
     public static let serverUnavailable = Self(rawValue: 0x88)
     public static let serverBusy = Self(rawValue: 0x89)
     public static let serverShuttingDown = Self(rawValue: 0x8B)
+    public static let badAuthenticationMethod = Self(rawValue: 0x8C)
     public static let keepAliveTimeout = Self(rawValue: 0x8D)
     public static let sessionTakenOver = Self(rawValue: 0x8E)
     public static let topicFilterInvalid = Self(rawValue: 0x8F)
@@ -35,6 +37,7 @@ public struct MQTTReasonCode: RawRepresentable, Hashable, Sendable, CustomString
     public static let messageRateTooHigh = Self(rawValue: 0x96)
     public static let quotaExceeded = Self(rawValue: 0x97)
     public static let qosNotSupported = Self(rawValue: 0x9B)
+    public static let maximumConnectTime = Self(rawValue: 0xA0)
     public static let wildcardSubscriptionsNotSupported = Self(rawValue: 0xA2)
 
     public var isFailure: Bool { rawValue >= 0x80 }
