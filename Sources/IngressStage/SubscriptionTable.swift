@@ -289,7 +289,9 @@ final class SubscriptionTable {
         }
         // A repair's answer continues the subject's stream here. A subscriber's own answer may reach past it
         // (a client that came from a node further ahead) and must not make this ingress skip messages.
-        if request.isRepair && (reply.epoch == positions[reply.subject]?.epoch || positions[reply.subject] == nil) {
+        // A follow-up into a new epoch moves it there (a later repair then starts from the new epoch, not the old).
+        if request.isRepair && (reply.epoch == positions[reply.subject]?.epoch || positions[reply.subject] == nil
+                                || (request.startsNewEpoch && reply.status == .sync)) {
             advancePosition(reply.subject, epoch: reply.epoch, seq: reply.lastSeq)
         }
         var deliveries: [AnswerDelivery] = []
@@ -350,12 +352,14 @@ final class SubscriptionTable {
     /// A stage (re)started and may have lost what it knew or messages in flight, or the shards moved: announce
     /// every subject again, repair every subject from its last position, and re-ask pending subscribes.
     func reannounce(now: UInt64) -> [Envelope] {
+        // Pending requests first: the repairs made below are pending too, and must leave only once.
+        let askedAgain = retry(olderThan: 0, now: now)
         var out: [Envelope] = []
         for subject in subscribers.keys {
             out.append(.interest(Interest(subject: subject, ingress: ingress, isAdded: true)))
             if let position = positions[subject] { out += repair(subject, after: position, now: now) }
         }
-        return out + retry(olderThan: 0, now: now)
+        return out + askedAgain
     }
 
     /// Sent subscribes unanswered for `age` nanoseconds, sent again (a stage restarted and lost them).

@@ -223,4 +223,35 @@ final class SubscriptionTableTests: XCTestCase {
         XCTAssertEqual(deliveries.first?.resyncFirst, true)
         XCTAssertEqual(deliveries.first?.messages.map(\.seq), [1, 2])
     }
+
+    func testReannounceSendsEachRequestOnce() throws {
+        let client = connection()
+        _ = table.answer(reply(subscribes(subscribe(client))[0], [], lastSeq: 5), now: 0)
+        XCTAssertEqual(deliver(message(6)).written, [client.id])
+        _ = subscribe(connection(), "/t")  // still pending: asked again
+        let sent = subscribes(table.reannounce(now: 10))
+        XCTAssertEqual(sent.count, 2, "one repair of /s, one pending subscribe of /t")
+        XCTAssertEqual(Set(sent.map(\.requestID)).count, sent.count, "no request twice")
+    }
+
+    /// After a shard move the subject continues in the new epoch here: the next re-announcement repairs from the
+    /// new epoch (no second DATA_RESYNC for the same move).
+    func testAFollowUpIntoANewEpochMovesTheSubjectThere() throws {
+        let client = connection()
+        _ = table.answer(reply(subscribes(subscribe(client))[0], [], lastSeq: 5), now: 0)
+        XCTAssertEqual(deliver(message(6)).written, [client.id])
+        let repair = try XCTUnwrap(subscribes(table.reannounce(now: 1)).first)
+        let (_, followUp) = table.answer(reply(repair, [], status: .resync, kind: .snapshot, epoch: "F", lastSeq: 2),
+                                         now: 2)
+        let ask = try XCTUnwrap(subscribes(followUp).first)
+        let (deliveries, _) = table.answer(reply(ask, [message(1, epoch: "F"), message(2, epoch: "F")],
+                                                 epoch: "F", lastSeq: 2), now: 3)
+        XCTAssertEqual(deliveries.first?.resyncFirst, true)
+        let settled = try XCTUnwrap(subscribes(table.reannounce(now: 4)).first)
+        XCTAssertEqual(settled.start, .recover(epoch: "F", seq: 2))
+        let (answered, more) = table.answer(reply(settled, [], epoch: "F", lastSeq: 2), now: 5)
+        XCTAssertTrue(more.isEmpty)
+        XCTAssertEqual(answered.first?.resyncFirst, false)
+        XCTAssertNil(answered.first?.status, "a repair that finds nothing new says nothing")
+    }
 }
