@@ -366,29 +366,22 @@ final class EntitlementTests: XCTestCase {
 final class EntitlementChannelTests: XCTestCase {
     var channel: EmbeddedChannel!
     var hub: IngressHub!
-    var runDir: URL!
+    var runDir: TestRunDir!
 
     override func setUpWithError() throws {
-        runDir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-ent-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: runDir, withIntermediateDirectories: true)
+        runDir = try TestRunDir("sy-ent")
         channel = EmbeddedChannel()
     }
 
     override func tearDownWithError() throws {
         _ = try? channel.finish()
-        try? FileManager.default.removeItem(at: runDir)
+        runDir.remove()
     }
 
     func configure(_ text: String) throws {
-        var config = try SwitchyardConfig.parse(text, file: runDir.appendingPathComponent("s.conf").path)
+        var config = try SwitchyardConfig.parse(text, file: runDir.url.appendingPathComponent("s.conf").path)
         config.runDir = runDir.path
-        let logger = Logger(stage: "ws-ingress", instance: 0, level: .error)
-        let link = try BackplaneLink(eventLoop: channel.embeddedEventLoop,
-                                     inboundAddress: "ipc://\(runDir.path)/ws-ingress-0.ipc",
-                                     routerAddress: "ipc://\(runDir.path)/router-0.ipc", logger: logger,
-                                     metrics: StageMetrics())
-        hub = IngressHub(instance: 0, inboundAddress: "ipc://\(runDir.path)/ws-ingress-0.ipc", config: config,
-                         logger: logger, metrics: StageMetrics(), link: link)
+        hub = try .forTests(on: channel.embeddedEventLoop, runDir: runDir, config: config)
         try IngressServer.configureClientChannel(channel, settings: EdgeSettings(config: config),
                                                  connections: ConnectionCounter(), hub: hub)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()

@@ -74,28 +74,21 @@ final class MQTTSessionTests: XCTestCase {
 }
 
 /// The MQTT listener's pipeline (`IngressServer.configureMQTTChannel`) with a real hub, fed raw bytes.
-final class MQTTChannelTests: XCTestCase {
+final class MQTTChannelTests: XCTestCase, MQTTPipelineTest {
     var channel: EmbeddedChannel!
     var connections: ConnectionCounter!
     var hub: IngressHub!
-    var runDir: URL!
+    var runDir: TestRunDir!
 
     override func setUpWithError() throws {
-        runDir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-mqtt-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: runDir, withIntermediateDirectories: true)
+        runDir = try TestRunDir("sy-mqtt")
         channel = EmbeddedChannel()
         connections = ConnectionCounter()
-        let logger = Logger(stage: "ws-ingress", instance: 0, level: .error)
-        let link = try BackplaneLink(eventLoop: channel.embeddedEventLoop,
-                                     inboundAddress: "ipc://\(runDir.path)/ws-ingress-0.ipc",
-                                     routerAddress: "ipc://\(runDir.path)/router-0.ipc", logger: logger,
-                                     metrics: StageMetrics())
         var config = SwitchyardConfig()
         config.handshakeTimeout = 2
         config.maxConnections = 1
         config.messageSizeLimit = 1024
-        hub = IngressHub(instance: 0, inboundAddress: "ipc://\(runDir.path)/ws-ingress-0.ipc",
-                         config: config, logger: logger, metrics: StageMetrics(), link: link)
+        hub = try .forTests(on: channel.embeddedEventLoop, runDir: runDir, config: config)
         try IngressServer.configureMQTTChannel(channel, settings: hub.mqttSettings,
                                                entitlement: Entitlement(config: config, verifier: nil),
                                                connections: connections, hub: hub)
@@ -104,24 +97,9 @@ final class MQTTChannelTests: XCTestCase {
 
     override func tearDownWithError() throws {
         _ = try? channel.finish()
-        try? FileManager.default.removeItem(at: runDir)
+        runDir.remove()
     }
 
-    func send(_ packet: MQTTPacket, _ version: MQTTVersion) throws {
-        try channel.writeInbound(MQTTCodec.encode(packet, version: version))
-        channel.embeddedEventLoop.run()
-    }
-
-    /// Every packet written so far.
-    func received(_ version: MQTTVersion) throws -> [MQTTPacket] {
-        var bytes = ByteBuffer()
-        while var buffer = try channel.readOutbound(as: ByteBuffer.self) { bytes.writeBuffer(&buffer) }
-        var packets: [MQTTPacket] = []
-        while let raw = try MQTTFraming.next(from: &bytes, maxBodySize: .max) {
-            packets.append(try MQTTCodec.decode(raw, version: version))
-        }
-        return packets
-    }
 
     func connect(_ version: MQTTVersion, clientID: String = "dev1", cleanSession: Bool = true) throws -> [MQTTPacket] {
         try send(.connect(MQTTConnect(version: version, clientID: clientID, cleanSession: cleanSession, keepAlive: 60)),
@@ -285,18 +263,11 @@ final class MQTTChannelTests: XCTestCase {
 /// MQTT over WebSocket: the WebSocket listener's pipeline upgraded at `/mqtt`.
 final class MQTTOverWebSocketTests: XCTestCase {
     func testUpgradeAtMQTTPathNegotiatesTheSubprotocolAndCarriesPacketsAcrossFrames() throws {
-        let runDir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-mqttws-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: runDir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: runDir) }
+        let runDir = try TestRunDir("sy-mqttws")
+        defer { runDir.remove() }
         let channel = EmbeddedChannel()
         defer { _ = try? channel.finish() }
-        let logger = Logger(stage: "ws-ingress", instance: 0, level: .error)
-        let link = try BackplaneLink(eventLoop: channel.embeddedEventLoop,
-                                     inboundAddress: "ipc://\(runDir.path)/ws-ingress-0.ipc",
-                                     routerAddress: "ipc://\(runDir.path)/router-0.ipc", logger: logger,
-                                     metrics: StageMetrics())
-        let hub = IngressHub(instance: 0, inboundAddress: "ipc://\(runDir.path)/ws-ingress-0.ipc",
-                             config: SwitchyardConfig(), logger: logger, metrics: StageMetrics(), link: link)
+        let hub = try IngressHub.forTests(on: channel.embeddedEventLoop, runDir: runDir)
         try IngressServer.configureClientChannel(channel, settings: EdgeSettings(config: SwitchyardConfig()),
                                                  connections: ConnectionCounter(), hub: hub)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
@@ -380,33 +351,26 @@ final class MQTTAccessTests: XCTestCase {
 }
 
 /// `Entitlement` in front of the MQTT listener's pipeline: refusals as CONNACK codes, permissions, token expiry.
-final class MQTTEntitlementChannelTests: XCTestCase {
+final class MQTTEntitlementChannelTests: XCTestCase, MQTTPipelineTest {
     var channel: EmbeddedChannel!
     var hub: IngressHub!
-    var runDir: URL!
+    var runDir: TestRunDir!
 
     override func setUpWithError() throws {
-        runDir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-mqtt-ent-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: runDir, withIntermediateDirectories: true)
+        runDir = try TestRunDir("sy-mqtt-ent")
         channel = EmbeddedChannel()
     }
 
     override func tearDownWithError() throws {
         _ = try? channel.finish()
-        try? FileManager.default.removeItem(at: runDir)
+        runDir.remove()
     }
 
     /// The pipeline of `configureMQTTChannel` under `text`'s configuration; `upgradeGrant` as MQTT over
     /// WebSocket would pass it.
     func configure(_ text: String, upgradeGrant: TokenGrant? = nil) throws {
-        let config = try SwitchyardConfig.parse(text, file: runDir.appendingPathComponent("s.conf").path)
-        let logger = Logger(stage: "ws-ingress", instance: 0, level: .error)
-        let link = try BackplaneLink(eventLoop: channel.embeddedEventLoop,
-                                     inboundAddress: "ipc://\(runDir.path)/ws-ingress-0.ipc",
-                                     routerAddress: "ipc://\(runDir.path)/router-0.ipc", logger: logger,
-                                     metrics: StageMetrics())
-        hub = IngressHub(instance: 0, inboundAddress: "ipc://\(runDir.path)/ws-ingress-0.ipc", config: config,
-                         logger: logger, metrics: StageMetrics(), link: link)
+        let config = try SwitchyardConfig.parse(text, file: runDir.url.appendingPathComponent("s.conf").path)
+        hub = try .forTests(on: channel.embeddedEventLoop, runDir: runDir, config: config)
         let settings = hub.mqttSettings
         try channel.pipeline.syncOperations.addHandlers([
             MQTTTCPFraming(), ByteToMessageHandler(MQTTFrameDecoder(maxBodySize: settings.maxPacketBodySize)),
@@ -416,20 +380,6 @@ final class MQTTEntitlementChannelTests: XCTestCase {
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
     }
 
-    func send(_ packet: MQTTPacket, _ version: MQTTVersion) throws {
-        try channel.writeInbound(MQTTCodec.encode(packet, version: version))
-        channel.embeddedEventLoop.run()
-    }
-
-    func received(_ version: MQTTVersion) throws -> [MQTTPacket] {
-        var bytes = ByteBuffer()
-        while var buffer = try channel.readOutbound(as: ByteBuffer.self) { bytes.writeBuffer(&buffer) }
-        var packets: [MQTTPacket] = []
-        while let raw = try MQTTFraming.next(from: &bytes, maxBodySize: .max) {
-            packets.append(try MQTTCodec.decode(raw, version: version))
-        }
-        return packets
-    }
 
     func connect(_ version: MQTTVersion, password: String?, will: MQTTWill? = nil) throws -> UInt8? {
         try send(.connect(MQTTConnect(version: version, clientID: "dev", cleanSession: true, keepAlive: 60, will: will,
@@ -493,5 +443,28 @@ final class MQTTEntitlementChannelTests: XCTestCase {
         XCTAssertEqual(disconnect.reason, .maximumConnectTime)
         XCTAssertFalse(channel.isActive)
         XCTAssertEqual(hub.connectionCount, 0)
+    }
+}
+
+/// A test that feeds MQTT packets to an `EmbeddedChannel` pipeline and reads what it answers.
+protocol MQTTPipelineTest {
+    var channel: EmbeddedChannel! { get }
+}
+
+extension MQTTPipelineTest {
+    func send(_ packet: MQTTPacket, _ version: MQTTVersion) throws {
+        try channel.writeInbound(MQTTCodec.encode(packet, version: version))
+        channel.embeddedEventLoop.run()
+    }
+
+    /// Every packet written so far.
+    func received(_ version: MQTTVersion) throws -> [MQTTPacket] {
+        var bytes = ByteBuffer()
+        while var buffer = try channel.readOutbound(as: ByteBuffer.self) { bytes.writeBuffer(&buffer) }
+        var packets: [MQTTPacket] = []
+        while let raw = try MQTTFraming.next(from: &bytes, maxBodySize: .max) {
+            packets.append(try MQTTCodec.decode(raw, version: version))
+        }
+        return packets
     }
 }

@@ -200,25 +200,18 @@ final class ClientChannelTests: XCTestCase {
     var channel: EmbeddedChannel!
     var connections: ConnectionCounter!
     var hub: IngressHub!
-    var runDir: URL!
+    var runDir: TestRunDir!
 
     override func setUpWithError() throws {
-        runDir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-edge-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: runDir, withIntermediateDirectories: true)
+        runDir = try TestRunDir("sy-edge")
         channel = EmbeddedChannel()
         connections = ConnectionCounter()
-        let logger = Logger(stage: "ws-ingress", instance: 0, level: .error)
-        let link = try BackplaneLink(eventLoop: channel.embeddedEventLoop,
-                                     inboundAddress: "ipc://\(runDir.path)/ws-ingress-0.ipc",
-                                     routerAddress: "ipc://\(runDir.path)/router-0.ipc", logger: logger,
-                                     metrics: StageMetrics())
-        hub = IngressHub(instance: 0, inboundAddress: "ipc://\(runDir.path)/ws-ingress-0.ipc",
-                         config: SwitchyardConfig(), logger: logger, metrics: StageMetrics(), link: link)
+        hub = try .forTests(on: channel.embeddedEventLoop, runDir: runDir)
     }
 
     override func tearDownWithError() throws {
         _ = try? channel.finish()
-        try? FileManager.default.removeItem(at: runDir)
+        runDir.remove()
     }
 
     func configure(handshakeTimeout: Int = 10, maxConnections: Int = 10) throws {
