@@ -6,7 +6,7 @@ Usage: scripts/measure-restarts.py CONFIG [--subscribers 200] [--subjects 20] [-
 (It runs itself with <repo>/.venv/bin/python when the python it was started with lacks the test packages.)
 
 Against the stack started from CONFIG (`./switchyard start -c CONFIG`), it runs a steady stream (subscribers
-spread over subjects, publishes/s with closures; tests/e2e/operate_helpers.SteadyStream), measures a baseline,
+spread over subjects, publishes/s with closures; tests/e2e/load_generator.SteadyStream), measures a baseline,
 then restarts each stage in turn with `./switchyard restart STAGE -c CONFIG` (router, cache, fanout,
 ws-ingress; kafka-out and kafka-in too when ClusterEngine = kafka) and prints, per stage:
 
@@ -47,7 +47,8 @@ except ImportError:  # run by a python without the test packages: use the repo's
         os.execv(str(venv_python), [str(venv_python), __file__, *sys.argv[1:]])
     raise
 
-from operate_helpers import SteadyStream, analyze, percentile  # noqa: E402
+from load_generator import SteadyStream  # noqa: E402
+from stream_analyzer import analyze, percentile  # noqa: E402
 
 SUPERVISOR = REPO / "switchyard"
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from e2e_helpers import ACTIVE_BROKERS, Broker
+from e2e_helpers import ACTIVE_BROKERS, Broker, broker_factory, running
 
 SMALL_LIMITS = dict(
     MaxCachedMessagesPerSubject=5,
@@ -24,50 +24,30 @@ SMALL_LIMITS = dict(
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    b = Broker(tmp_path_factory.mktemp("broker"), name="broker")
-    try:
-        b.start()
+    with running(Broker(tmp_path_factory.mktemp("broker"), name="broker")) as b:
         yield b
-    finally:
-        b.stop()
 
 
 @pytest.fixture(scope="module")
 def limits_broker(tmp_path_factory):
-    b = Broker(tmp_path_factory.mktemp("limits"), name="limits", **SMALL_LIMITS)
-    try:
-        b.start()
+    with running(Broker(tmp_path_factory.mktemp("limits"), name="limits", **SMALL_LIMITS)) as b:
         yield b
-    finally:
-        b.stop()
 
 
 @pytest.fixture(scope="module")
 def age_broker(tmp_path_factory):
-    b = Broker(tmp_path_factory.mktemp("age"), name="age", CacheExpireTime=2)
-    try:
-        b.start()
+    with running(Broker(tmp_path_factory.mktemp("age"), name="age", CacheExpireTime=2)) as b:
         yield b
-    finally:
-        b.stop()
 
 
 @pytest.fixture
 def make_broker(tmp_path):
-    """Factory: make_broker(start=True, **params) -> Broker, stopped at teardown."""
-    made: list[Broker] = []
+    """Factory: make_broker(start=True, name="node", **params) -> Broker, stopped at teardown."""
+    def build(index: int, name: str = "node", **params) -> Broker:
+        return Broker(tmp_path / f"{name}{index}", name=name, **params)
 
-    def make(start: bool = True, name: str = "node", **params) -> Broker:
-        b = Broker(tmp_path / f"{name}{len(made)}", name=name, **params)
-        made.append(b)
-        if start:
-            b.start()
-        return b
-
-    yield make
-    for b in made:
-        if b.started or b in ACTIVE_BROKERS:
-            b.stop()
+    with broker_factory(build) as make:
+        yield make
 
 
 @pytest.hookimpl(hookwrapper=True)

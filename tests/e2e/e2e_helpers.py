@@ -1,7 +1,8 @@
 """Helpers for the Switchyard end-to-end tests.
 
 `Broker` drives one stack through the real `./switchyard` supervisor with its own config, RunDir and
-LogFolder in a temp dir; `Client` is a thin asyncio wrapper around a real `websockets` client connection;
+LogFolder in a temp dir; fixtures hold stacks through `running` (one stack) or `broker_factory` (a test's
+stacks). `Client` is a thin asyncio wrapper around a real `websockets` client connection;
 `RawSlowClient` is a hand-rolled WebSocket client on a plain socket with a tiny receive buffer that never reads.
 
 Every wait is bounded: a test fails with what it saw, it never hangs.
@@ -33,6 +34,7 @@ SUPERVISOR = Path(os.environ.get("SWITCHYARD_SUPERVISOR", REPO / "switchyard"))
 # the supervisor reads the same variable (default <repo>/.build/release)
 BIN_DIR = Path(os.environ.get("SWITCHYARD_BIN") or REPO / ".build" / "release")
 STAGES = ("ws-ingress", "router", "cache", "fanout")
+STAGE_BINARIES = (*STAGES, "kafka-in", "kafka-out")  # every stage executable (STAGES: the standalone ones)
 
 START_TIMEOUT = float(os.environ.get("SWITCHYARD_E2E_START_TIMEOUT", "90"))
 STOP_TIMEOUT = float(os.environ.get("SWITCHYARD_E2E_STOP_TIMEOUT", "60"))
@@ -270,6 +272,38 @@ class Broker:
         pid = self.pid(stage, instance)
         os.kill(pid, sig)
         return pid
+
+
+@contextlib.contextmanager
+def running(broker: Broker, start: bool = True):
+    """The one way fixtures hold a stack: `broker`, started unless start=False, stopped on the way out when it
+    was started or is still starting (a failed start is stopped too)."""
+    try:
+        if start:
+            broker.start()
+        yield broker
+    finally:
+        if broker.started or broker in ACTIVE_BROKERS:
+            broker.stop()
+
+
+@contextlib.contextmanager
+def broker_factory(build: Callable[..., Broker]):
+    """For per-test fixtures: yields make(*args, start=True, **kw) -> Broker, where `build(index, *args, **kw)`
+    creates the index-th broker of the test. Each is held by `running` until the fixture ends, so one whose start
+    failed is stopped only then, after the failure report has shown its logs."""
+    with contextlib.ExitStack() as stack:
+        made = 0
+
+        def make(*args: Any, start: bool = True, **kw: Any) -> Broker:
+            nonlocal made
+            b = stack.enter_context(running(build(made, *args, **kw), start=False))
+            made += 1
+            if start:
+                b.start()
+            return b
+
+        yield make
 
 
 # --- WebSocket client -----------------------------------------------------------------------------------

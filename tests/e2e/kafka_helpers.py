@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Sequence
 import pytest
 from confluent_kafka import KafkaError, Producer, Consumer, TopicPartition
 
-from e2e_helpers import ACTIVE_BROKERS, BIN_DIR, REPO, Broker, free_port, wait_until
+from e2e_helpers import ACTIVE_BROKERS, BIN_DIR, REPO, Broker, broker_factory, free_port, wait_until
 
 TANSU_SCRIPT = REPO / "scripts" / "tansu.sh"
 KAFKA_STAGES = ("kafka-out", "kafka-in")
@@ -219,19 +219,11 @@ class KafkaBroker(Broker):
 def make_kafka_broker(tmp_path):
     """Factory: make_kafka_broker(bootstrap, start=True, name="knode", topics=..., ...) -> KafkaBroker,
     stopped at teardown."""
-    made: list[KafkaBroker] = []
+    def build(index: int, bootstrap: str, name: str = "knode", **kw) -> KafkaBroker:
+        return KafkaBroker(tmp_path / f"{name}{index}", bootstrap, name=name, **kw)
 
-    def make(bootstrap: str, start: bool = True, name: str = "knode", **kw) -> KafkaBroker:
-        b = KafkaBroker(tmp_path / f"{name}{len(made)}", bootstrap, name=name, **kw)
-        made.append(b)
-        if start:
-            b.start()
-        return b
-
-    yield make
-    for b in made:
-        if b.started or b in ACTIVE_BROKERS:
-            b.stop()
+    with broker_factory(build) as make:
+        yield make
 
 
 # --- confluent-kafka -----------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import time
 import pytest
 
 from e2e_helpers import BIN_DIR, REPO, free_port, unique_subject, wait_until
-from operate_helpers import frozen_bin  # noqa: F401  (fixture)
+from operate_fixtures import frozen_bin  # noqa: F401  (fixtures)
 
 CLI = BIN_DIR / "switchyard-cli"
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from e2e_helpers import Broker, free_port, pid_alive, unique_subject, wait_until
+from e2e_helpers import Broker, free_port, pid_alive, running, unique_subject, wait_until
 from kafka_helpers import make_kafka_broker, read_topic, tansu  # noqa: F401  (fixtures)
-from operate_helpers import frozen_bin  # noqa: F401  (fixture)
+from operate_fixtures import frozen_bin  # noqa: F401  (fixtures)
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -240,12 +240,8 @@ def test_publish_resolves_ok_and_rejects_with_the_status(limits_broker, browser)
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, frozen_bin):  # noqa: F811
-    b = Broker(tmp_path_factory.mktemp("jsrecovery"), name="jsrecovery", PublishTimeout=3)
-    try:
-        b.start()
+    with running(Broker(tmp_path_factory.mktemp("jsrecovery"), name="jsrecovery", PublishTimeout=3)) as b:
         yield b
-    finally:
-        b.stop()
 
 
 def run_stream(driver, broker: Broker, action, subscribers: int = 3):

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from e2e_helpers import REPO
+from e2e_helpers import REPO, STAGE_BINARIES
 
 COMPOSE_DIR = REPO / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
 NODES = ("node1", "node2")
-STAGE_BINARIES = ("ws-ingress", "router", "cache", "fanout", "kafka-in", "kafka-out")
 
 
 def docker_compose() -> str:

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from e2e_helpers import REPO, Broker, Client, processes_mentioning, run, unique_subject
+from e2e_helpers import REPO, Broker, Client, processes_mentioning, run, running, unique_subject
 
 SHIPPED = REPO / "switchyard.conf"
 
@@ -55,8 +55,7 @@ def test_shipped_config_starts_a_working_broker(tmp_path):
     text += f"MonitorListen = 127.0.0.1:{b.monitor_port}\n"  # the default port may be taken on a shared host
     b.conf.write_text(text)  # RunDir/LogFolder stay relative: to the config file's folder
     b.run_dir, b.log_dir = work / "var" / "run", work / "var" / "log"
-    try:
-        b.start()
+    with running(b):
         s = unique_subject("shipped")
 
         async def scenario():
@@ -70,8 +69,6 @@ def test_shipped_config_starts_a_working_broker(tmp_path):
             f"RunDir = var/run should be relative to the config file's folder ({work})"
         assert b.log_path("ws-ingress").exists(), \
             f"LogFolder = var/log should be relative to the config file's folder ({work})"
-    finally:
-        b.stop()
 
 
 def start_must_fail(b: Broker, line_no: int, parameter: str | None):

@@ -13,7 +13,7 @@ import uuid
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from e2e_helpers import Broker, Client, run, unique_subject
+from e2e_helpers import Broker, Client, run, running, unique_subject
 
 LIMITS = dict(
     ClientBufferLimit=65536,
@@ -27,22 +27,14 @@ LIMITS = dict(
 
 @pytest.fixture(scope="module")
 def edge_broker(tmp_path_factory):
-    b = Broker(tmp_path_factory.mktemp("edge"), name="edge", **LIMITS)
-    try:
-        b.start()
+    with running(Broker(tmp_path_factory.mktemp("edge"), name="edge", **LIMITS)) as b:
         yield b
-    finally:
-        b.stop()
 
 
 @pytest.fixture(scope="module")
 def default_broker(tmp_path_factory):
-    b = Broker(tmp_path_factory.mktemp("defaults"), name="defaults")
-    try:
-        b.start()
+    with running(Broker(tmp_path_factory.mktemp("defaults"), name="defaults")) as b:
         yield b
-    finally:
-        b.stop()
 
 
 def fnv1a64(text: str) -> int:

@@ -22,7 +22,7 @@ import websockets
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from e2e_helpers import BIN_DIR, REPO, Broker, Client, run
+from e2e_helpers import BIN_DIR, REPO, Broker, Client, run, running
 from test_client_browser import browser, open_harness  # noqa: F401 (fixture)
 
 SECRET = "e2e-secret-" + uuid.uuid4().hex + uuid.uuid4().hex
@@ -88,13 +88,9 @@ async def expect_closed(client: Client, code: int = 1008, reason_part: str = "",
 
 @pytest.fixture(scope="module")
 def hs_broker(tmp_path_factory):
-    b = Broker(tmp_path_factory.mktemp("ent-hs"), name="enths", Entitlement="jwt", JwtSecret=SECRET,
-               JwtIssuer=ISSUER, JwtAudience=AUDIENCE, TokenExpireNotice=1, HandshakeTimeout=2)
-    try:
-        b.start()
+    with running(Broker(tmp_path_factory.mktemp("ent-hs"), name="enths", Entitlement="jwt", JwtSecret=SECRET,
+                        JwtIssuer=ISSUER, JwtAudience=AUDIENCE, TokenExpireNotice=1, HandshakeTimeout=2)) as b:
         yield b
-    finally:
-        b.stop()
 
 
 @pytest.fixture(scope="module")
@@ -120,33 +116,21 @@ def keyed_broker(tmp_path_factory, name: str, key):
 
 @pytest.fixture(scope="module")
 def rsa_broker(tmp_path_factory, rsa_key):
-    b = keyed_broker(tmp_path_factory, "entrsa", rsa_key)
-    try:
-        b.start()
+    with running(keyed_broker(tmp_path_factory, "entrsa", rsa_key)) as b:
         yield b
-    finally:
-        b.stop()
 
 
 @pytest.fixture(scope="module")
 def ec_broker(tmp_path_factory, ec_key):
-    b = keyed_broker(tmp_path_factory, "entec", ec_key)
-    try:
-        b.start()
+    with running(keyed_broker(tmp_path_factory, "entec", ec_key)) as b:
         yield b
-    finally:
-        b.stop()
 
 
 @pytest.fixture(scope="module")
 def basic_broker(tmp_path_factory):
-    b = Broker(tmp_path_factory.mktemp("ent-basic"), name="entbasic", Entitlement="basic",
-               EntitlementAllowToken=ALLOW_TOKEN)
-    try:
-        b.start()
+    with running(Broker(tmp_path_factory.mktemp("ent-basic"), name="entbasic", Entitlement="basic",
+                        EntitlementAllowToken=ALLOW_TOKEN)) as b:
         yield b
-    finally:
-        b.stop()
 
 
 EVERYTHING = {"all": ["/*"]}

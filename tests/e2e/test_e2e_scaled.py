@@ -17,14 +17,10 @@ PER_SUBJECT = 60
 
 @pytest.fixture(scope="module")
 def scaled_broker(tmp_path_factory):
-    from e2e_helpers import Broker
-    b = Broker(tmp_path_factory.mktemp("scaled"), name="scaled", IngressInstances=2, CacheInstances=2,
-               FanoutInstances=2)
-    try:
-        b.start()
+    from e2e_helpers import Broker, running
+    with running(Broker(tmp_path_factory.mktemp("scaled"), name="scaled", IngressInstances=2, CacheInstances=2,
+                        FanoutInstances=2)) as b:
         yield b
-    finally:
-        b.stop()
 
 
 def test_status_shows_every_instance(scaled_broker):

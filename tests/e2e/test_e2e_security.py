@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from e2e_helpers import Broker, wait_until
+from e2e_helpers import Broker, running, wait_until
 
 ALLOWED = "https://app.example.com"
 UPGRADE = ("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -51,11 +51,8 @@ def secure_broker(tmp_path_factory):
     b = Broker(work, name="secure", AllowedOrigins=f"{ALLOWED}, http://localhost:8080", IngressInstances=2)
     b.run_dir.mkdir(parents=True)
     b.run_dir.chmod(0o755)  # left open by someone: start must close it
-    try:
-        b.start()
+    with running(b):
         yield b
-    finally:
-        b.stop()
 
 
 def test_origin_allowed_refused_and_absent(secure_broker):

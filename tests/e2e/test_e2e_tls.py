@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_helpers import Broker, Client, free_port, run, unique_subject, wait_until
+from e2e_helpers import Broker, Client, free_port, run, running, unique_subject, wait_until
 
 UPGRADE = ("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
@@ -114,11 +114,8 @@ def tls_broker(tmp_path_factory, pki):
     b = Broker(work, name="tls", IngressInstances=2, AllowedOrigins="https://app.example.com",
                **tls_params(free_port()))
     b.tls_port = int(b.params["ListenEncrypted"].rsplit(":", 1)[1])
-    try:
-        b.start()
+    with running(b):
         yield b
-    finally:
-        b.stop()
 
 
 def test_wss_round_trip_with_a_plain_websocket_client_on_the_same_hub(tls_broker, pki):

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from e2e_helpers import Client, kinds, run, summarize
+from e2e_helpers import Client, broker_factory, kinds, run, summarize
 from kafka_helpers import KafkaBroker, tansu, unique_topic  # noqa: F401 (fixture)
 
 PREFIX = f"cl{uuid.uuid4().hex[:6]}"
@@ -18,17 +18,12 @@ PREFIX = f"cl{uuid.uuid4().hex[:6]}"
 
 @pytest.fixture(scope="module")
 def nodes(tansu, tmp_path_factory):
-    made = []
-    try:
-        for i in (1, 2):
-            b = KafkaBroker(tmp_path_factory.mktemp(f"node{i}"), tansu.bootstrap, name=f"node{i}",
-                            topics_regex=rf"^{PREFIX}-.*")
-            made.append(b)
-            b.start()
-        yield made
-    finally:
-        for b in made:
-            b.stop()
+    def build(index: int) -> KafkaBroker:
+        return KafkaBroker(tmp_path_factory.mktemp(f"node{index + 1}"), tansu.bootstrap, name=f"node{index + 1}",
+                           topics_regex=rf"^{PREFIX}-.*")
+
+    with broker_factory(build) as make:
+        yield [make(), make()]
 
 
 def has_status(got):

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from e2e_helpers import Client, run, summarize
+from e2e_helpers import Client, run, running, summarize
 from kafka_helpers import (KafkaBroker, kcat_produce, produce, produce_one, tansu,  # noqa: F401 (fixture)
                            unique_topic)
 
@@ -36,12 +36,8 @@ def is_msg(subject):
 
 @pytest.fixture(scope="module")
 def list_node(tansu, tmp_path_factory):
-    b = KafkaBroker(tmp_path_factory.mktemp("klist"), tansu.bootstrap, name="klist", topics=LISTED)
-    try:
-        b.start()
+    with running(KafkaBroker(tmp_path_factory.mktemp("klist"), tansu.bootstrap, name="klist", topics=LISTED)) as b:
         yield b
-    finally:
-        b.stop()
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +45,9 @@ def regex_node(tansu, tmp_path_factory):
     early = produce_one(tansu.bootstrap, EARLY_TOPIC, "k", "early-record")
     b = KafkaBroker(tmp_path_factory.mktemp("kregex"), tansu.bootstrap, name="kregex",
                     topics_regex=rf"^{REGEX_PREFIX}-.*")
-    try:
-        b.start()
+    with running(b):
         b.early_record = early
         yield b
-    finally:
-        b.stop()
 
 
 def test_record_reaches_every_subscriber_with_offset_as_seq_and_partition_epoch(list_node, tansu):

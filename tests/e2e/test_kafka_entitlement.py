@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from e2e_helpers import Client, run
+from e2e_helpers import Client, run, running
 from kafka_helpers import KafkaBroker, read_topic, tansu, unique_topic  # noqa: F401 (fixture)
 
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -28,13 +28,9 @@ def node(tansu, tmp_path_factory):
     work = tmp_path_factory.mktemp("kent")
     (work / "jwt.pem").write_bytes(KEY.public_key().public_bytes(serialization.Encoding.PEM,
                                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
-    b = KafkaBroker(work, tansu.bootstrap, name="kent", topics_regex=r"^kent-.*", PublishTimeout=5,
-                    Entitlement="jwt", JwtPublicKeyFile="jwt.pem", TokenExpireNotice=1)
-    try:
-        b.start()
+    with running(KafkaBroker(work, tansu.bootstrap, name="kent", topics_regex=r"^kent-.*", PublishTimeout=5,
+                             Entitlement="jwt", JwtPublicKeyFile="jwt.pem", TokenExpireNotice=1)) as b:
         yield b
-    finally:
-        b.stop()
 
 
 def test_a_denied_publish_is_never_produced_to_kafka(node, tansu):

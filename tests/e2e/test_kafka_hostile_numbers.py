@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from confluent_kafka import Producer
 
-from e2e_helpers import Client, run, summarize
+from e2e_helpers import Client, run, running, summarize
 from kafka_helpers import (KAFKA_WAIT, KafkaBroker, epoch_of_record, produce_one, tansu,  # noqa: F401 (fixture)
                            unique_topic)
 
@@ -20,12 +20,9 @@ HUGE_SEQ = 9_300_000_000_000_000_000  # above Int64.max: no Kafka offset is that
 def node(tansu, tmp_path_factory):
     first = produce_one(tansu.bootstrap, TOPIC, "car1", "hello")  # creates the topic before the node starts
     b = KafkaBroker(tmp_path_factory.mktemp("khostile"), tansu.bootstrap, name="khostile", topics=[TOPIC])
-    try:
-        b.start()
+    with running(b):
         b.first_record = first
         yield b
-    finally:
-        b.stop()
 
 
 def kafka_in_restarts(node) -> int:

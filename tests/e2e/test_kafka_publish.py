@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from e2e_helpers import Client, run
+from e2e_helpers import Client, run, running
 from kafka_helpers import (KafkaBroker, kcat_read, read_topic, tansu, unique_topic,  # noqa: F401 (fixture)
                            produce_one, wait_for_records)
 
@@ -23,13 +23,9 @@ CONSUMED = "back"
 
 @pytest.fixture(scope="module")
 def node(tansu, tmp_path_factory):
-    b = KafkaBroker(tmp_path_factory.mktemp("kpub"), tansu.bootstrap, name="kpub",
-                    topics_regex=rf"^{CONSUMED}-.*", PublishTimeout=5)
-    try:
-        b.start()
+    with running(KafkaBroker(tmp_path_factory.mktemp("kpub"), tansu.bootstrap, name="kpub",
+                             topics_regex=rf"^{CONSUMED}-.*", PublishTimeout=5)) as b:
         yield b
-    finally:
-        b.stop()
 
 
 def test_publish_with_closure_is_in_kafka_with_topic_key_and_value_when_ok(node, tansu):

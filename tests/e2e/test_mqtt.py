@@ -16,7 +16,7 @@ import uuid
 import paho.mqtt.client as paho
 import pytest
 
-from e2e_helpers import Broker, Client, free_port, run, unique_subject
+from e2e_helpers import Broker, Client, free_port, run, running, unique_subject
 
 VERSIONS = {"mqttv311": paho.MQTTv311, "mqttv5": paho.MQTTv5}
 
@@ -29,11 +29,8 @@ def mqtt_broker(tmp_path_factory):
     port = free_port()
     b = Broker(tmp_path_factory.mktemp("mqtt"), name="mqtt", ListenMqtt=f"127.0.0.1:{port}")
     b.mqtt_port = port
-    try:
-        b.start()
+    with running(b):
         yield b
-    finally:
-        b.stop()
 
 
 def topic_of(subject: str) -> str:

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from e2e_helpers import free_port, run
+from e2e_helpers import free_port, run, running
 from kafka_helpers import KafkaBroker, produce_one, read_topic, tansu, unique_topic  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.skipif(not shutil.which("mosquitto_pub"), reason="mosquitto-clients is not installed")
@@ -24,11 +24,8 @@ def node(tansu, tmp_path_factory):
     b = KafkaBroker(tmp_path_factory.mktemp("kmqtt"), tansu.bootstrap, name="kmqtt",
                     topics_regex=rf"^{CONSUMED}-.*", PublishTimeout=5, ListenMqtt=f"127.0.0.1:{port}")
     b.mqtt_port = port
-    try:
-        b.start()
+    with running(b):
         yield b
-    finally:
-        b.stop()
 
 
 def test_mqtt_publish_is_in_kafka_when_puback_comes(node, tansu):

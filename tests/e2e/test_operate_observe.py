@@ -18,8 +18,10 @@ import threading
 import time
 
 from e2e_helpers import REPO, STAGES, SUPERVISOR, run, wait_until
-from operate_helpers import (PUBLISH_TIMEOUT, SteadyStream, analyze, frozen_bin, http_get, op_broker,  # noqa: F401
-                             parse_log_line, parse_metrics)
+from load_generator import SteadyStream
+from operate_fixtures import (PUBLISH_TIMEOUT, frozen_bin, http_get, op_broker,  # noqa: F401  (fixtures)
+                              parse_log_line, parse_metrics)
+from stream_analyzer import analyze
 
 LEVELS = {"TRACE", "DEBUG", "INFO", "WARN", "ERROR"}
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")

@@ -10,7 +10,7 @@
 - ws-ingress (restart: clients closed with 1012; kill -9: connections drop): every client reconnects and
   recovers with its {epoch, seq}; nothing OK'd is missed, nothing arrives twice.
 
-The stream harness is operate_helpers.SteadyStream; PublishTimeout is 3 s.
+The stream harness is load_generator.SteadyStream; PublishTimeout is 3 s.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from __future__ import annotations
 import pytest
 
 from e2e_helpers import run
-from operate_helpers import (PUBLISH_TIMEOUT, assert_delivery_clean, assert_no_disconnects,  # noqa: F401
-                             assert_recovered_after, cli_async, frozen_bin, kill_and_wait_back, op_broker, pairs,
-                             run_scenario)
+from operate_fixtures import (PUBLISH_TIMEOUT, cli_async, frozen_bin, kill_and_wait_back,  # noqa: F401  (fixtures)
+                              op_broker, run_scenario)
+from stream_analyzer import assert_delivery_clean, assert_no_disconnects, assert_recovered_after, pairs
 
 HEAVY = dict(subscribers=1000, subjects=100)   # 10 subscribers per subject
 LIGHT = dict(subscribers=300, subjects=30)

@@ -15,9 +15,9 @@ import asyncio
 import pytest
 
 from e2e_helpers import pid_alive, run
-from operate_helpers import (PUBLISH_TIMEOUT, assert_delivery_clean, assert_no_disconnects,  # noqa: F401
-                             assert_recovered_after, cli_async, frozen_bin, http_get, op_broker, pairs,
-                             parse_metrics, run_scenario, stage_pids)
+from operate_fixtures import (PUBLISH_TIMEOUT, cli_async, frozen_bin, http_get, op_broker,  # noqa: F401  (fixtures)
+                              parse_metrics, run_scenario, stage_pids)
+from stream_analyzer import assert_delivery_clean, assert_no_disconnects, assert_recovered_after, pairs
 
 LIGHT = dict(subscribers=300, subjects=30)
 RATE = 200

@@ -9,8 +9,9 @@ import os
 import signal
 
 from e2e_helpers import STAGES, pid_alive, processes_mentioning, run, wait_until
-from operate_helpers import (PUBLISH_TIMEOUT, assert_delivery_clean, assert_no_disconnects, cli_async,  # noqa: F401
-                             frozen_bin, kill_and_wait_back, op_broker, pairs, run_scenario)
+from operate_fixtures import (PUBLISH_TIMEOUT, cli_async, frozen_bin, kill_and_wait_back,  # noqa: F401  (fixtures)
+                              op_broker, run_scenario)
+from stream_analyzer import assert_delivery_clean, assert_no_disconnects, pairs
 
 
 def stage_processes(b) -> dict[str, list[int]]:

@@ -12,9 +12,8 @@ import stat
 import pytest
 
 from e2e_helpers import pid_alive, processes_mentioning, run
-from operate_helpers import (PUBLISH_TIMEOUT, assert_delivery_clean, assert_no_disconnects,  # noqa: F401
-                             assert_recovered_after, cli_async, frozen_bin, op_broker, pairs,
-                             run_scenario)
+from operate_fixtures import PUBLISH_TIMEOUT, cli_async, frozen_bin, op_broker, run_scenario  # noqa: F401  (fixtures)
+from stream_analyzer import assert_delivery_clean, assert_no_disconnects, assert_recovered_after, pairs
 
 LIGHT = dict(subscribers=300, subjects=30)
 RATE = 200

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from e2e_helpers import Broker, Client, run, summarize, unique_subject
+from e2e_helpers import Broker, Client, run, running, summarize, unique_subject
 from kafka_helpers import KafkaBroker, produce_one, tansu, unique_topic  # noqa: F401 (fixture)
 
 SUBJECTS = 6
@@ -37,12 +37,8 @@ KAFKA_REFUSALS = [("kafka-in", 2, "kafka-in runs exactly 1 instance, not 2"),
 
 @pytest.fixture(scope="module")
 def standalone(tmp_path_factory):
-    b = Broker(tmp_path_factory.mktemp("topo"), name="topo")
-    try:
-        b.start()
+    with running(Broker(tmp_path_factory.mktemp("topo"), name="topo")) as b:
         yield b
-    finally:
-        b.stop()
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +48,9 @@ def kafka_node(tansu, tmp_path_factory):
     b = KafkaBroker(tmp_path_factory.mktemp("ktopo"), tansu.bootstrap, name="ktopo", topics=[topic],
                     PublishTimeout=10)
     b.topic = topic
-    try:
-        b.start()
+    with running(b):
         b.wait_kafka_state("ok", 30)
         yield b
-    finally:
-        b.stop()
 
 
 def instances(broker) -> dict[str, list[tuple[int, int, str]]]:

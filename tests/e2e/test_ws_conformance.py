@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from e2e_helpers import Broker, unique_subject, wait_until
+from e2e_helpers import Broker, running, unique_subject, wait_until
 
 TIMEOUT = 5.0
 
@@ -160,12 +160,8 @@ def ws(broker):
 
 @pytest.fixture(scope="module")
 def edge_broker(tmp_path_factory):
-    b = Broker(tmp_path_factory.mktemp("edge"), name="edge", HandshakeTimeout=1, MaxConnections=3)
-    try:
-        b.start()
+    with running(Broker(tmp_path_factory.mktemp("edge"), name="edge", HandshakeTimeout=1, MaxConnections=3)) as b:
         yield b
-    finally:
-        b.stop()
 
 
 # --- protocol violations: 1002 ----------------------------------------------------------------------------------
