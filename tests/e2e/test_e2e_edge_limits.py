@@ -6,8 +6,6 @@ messages held for a pending subscribe bounded by bytes (dropped and asked again,
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import uuid
 
 import pytest

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 
 import pytest
 
 from e2e_helpers import Client, processes_mentioning, run, wait_until
-from kafka_helpers import (make_kafka_broker, read_topic, tansu, unique_topic,  # noqa: F401 (fixtures)
-                           wait_for_records)
+from kafka_helpers import make_kafka_broker, read_topic, tansu, unique_topic  # noqa: F401 (fixtures)
 
 # A bad property makes its stage exit at once (status 2); the supervisor's start gives up after this long.
 START_TIMEOUT = 8

@@ -5,8 +5,6 @@ once. A client whose position is older than the cache holds but still in Kafka i
 
 from __future__ import annotations
 
-import time
-import uuid
 
 from e2e_helpers import Client, kinds, run, summarize, wait_until
 from kafka_helpers import epoch_of_record, make_kafka_broker, produce, tansu, unique_topic  # noqa: F401 (fixtures)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from e2e_helpers import Broker, Client, free_port, run, unique_subject
+from e2e_helpers import Broker, Client, free_port, run, running, unique_subject
 from test_e2e_entitlement import AUDIENCE, EVERYTHING, ISSUER, SECRET, token
 from test_e2e_tls import PKI, install, peer_certificate, tls_params
 from test_mqtt import Paho, connect_packet, mqtt_string, packet, topic_of
@@ -38,11 +38,8 @@ def broker(tmp_path_factory, pki):
                ListenMqttEncrypted=f"127.0.0.1:{mqtts_port}", Entitlement="jwt", JwtSecret=SECRET,
                JwtIssuer=ISSUER, JwtAudience=AUDIENCE, **tls_params(free_port()))
     b.mqtt_port, b.mqtts_port = mqtt_port, mqtts_port
-    try:
-        b.start()
+    with running(b):
         yield b
-    finally:
-        b.stop()
 
 
 def ws_url(broker: Broker) -> str:

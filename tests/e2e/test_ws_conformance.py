@@ -13,7 +13,6 @@ import json
 import os
 import socket
 import time
-import uuid
 
 import pytest
 
