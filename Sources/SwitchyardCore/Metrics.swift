@@ -78,7 +78,8 @@ public final class StatsPublisher: @unchecked Sendable {
 }
 
 /// Renders the stats files of every stage instance in a run dir as Prometheus text (served by ws-ingress at
-/// `/metrics`): one family per figure, labelled by stage and instance.
+/// `/metrics`): one family per figure, labelled `stage` and `stage_instance` (not `instance`: Prometheus sets that
+/// label to the scraped target).
 public enum PrometheusExposition {
     public static func render(runDir: String) -> String {
         let files = (try? FileManager.default.contentsOfDirectory(atPath: runDir)) ?? []
@@ -97,7 +98,7 @@ public enum PrometheusExposition {
         }
         for object in stats {
             guard let stage = object["stage"] as? String, let instance = object["instance"] as? Int else { continue }
-            let labels = "stage=\"\(stage)\",instance=\"\(instance)\""
+            let labels = "stage=\"\(stage)\",stage_instance=\"\(instance)\""
             for (key, value) in object {
                 guard let number = value as? NSNumber, String(cString: number.objCType) != "c" else { continue }
                 switch key {

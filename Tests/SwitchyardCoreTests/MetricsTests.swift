@@ -27,11 +27,11 @@ final class MetricsTests: XCTestCase {
         ]
         let text = PrometheusExposition.render(stats: stats, now: 100)
         XCTAssertTrue(text.contains("# TYPE switchyard_messages_in_total counter\n"))
-        XCTAssertTrue(text.contains(#"switchyard_messages_in_total{stage="ws-ingress",instance="0"} 5.0"#))
-        XCTAssertTrue(text.contains(#"switchyard_connections{stage="ws-ingress",instance="0"} 2.0"#))
-        XCTAssertTrue(text.contains(#"switchyard_cached_messages{stage="cache",instance="1"} 12.0"#))
-        XCTAssertTrue(text.contains(#"switchyard_uptime_seconds{stage="cache",instance="1"} 1.0"#))
-        XCTAssertTrue(text.contains(#"switchyard_ready{stage="cache",instance="1"} 0.0"#))
+        XCTAssertTrue(text.contains(#"switchyard_messages_in_total{stage="ws-ingress",stage_instance="0"} 5.0"#))
+        XCTAssertTrue(text.contains(#"switchyard_connections{stage="ws-ingress",stage_instance="0"} 2.0"#))
+        XCTAssertTrue(text.contains(#"switchyard_cached_messages{stage="cache",stage_instance="1"} 12.0"#))
+        XCTAssertTrue(text.contains(#"switchyard_uptime_seconds{stage="cache",stage_instance="1"} 1.0"#))
+        XCTAssertTrue(text.contains(#"switchyard_ready{stage="cache",stage_instance="1"} 0.0"#))
         XCTAssertFalse(text.contains("pid"))
         XCTAssertEqual(text.components(separatedBy: "# TYPE switchyard_ready ").count, 2)
     }

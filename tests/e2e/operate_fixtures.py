@@ -93,15 +93,15 @@ METRIC_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}\s+(\S+)$')
 
 
 def parse_metrics(text: str) -> dict[tuple[str, str, int], float]:
-    """{(metric, stage, instance): value} from Prometheus text with stage/instance labels."""
+    """{(metric, stage, instance): value} from Prometheus text with stage/stage_instance labels."""
     out = {}
     for line in text.splitlines():
         m = METRIC_LINE.match(line.strip())
         if not m:
             continue
         labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
-        if "stage" in labels and "instance" in labels:
-            out[(m.group(1), labels["stage"], int(labels["instance"]))] = float(m.group(3))
+        if "stage" in labels and "stage_instance" in labels:
+            out[(m.group(1), labels["stage"], int(labels["stage_instance"]))] = float(m.group(3))
     return out
 
 

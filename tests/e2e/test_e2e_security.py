@@ -69,8 +69,8 @@ def test_origin_allowed_refused_and_absent(secure_broker):
 def test_monitor_listener_serves_metrics_health_ready_and_the_public_port_no_metrics(secure_broker):
     b = secure_broker
     code, body = http_get(b.monitor_port, "/metrics")
-    assert code == 200 and 'switchyard_ready{stage="cache",instance="0"} 1' in body, body[:400]
-    assert 'stage="ws-ingress",instance="1"' in body, "the monitor of instance 0 shows every instance"
+    assert code == 200 and 'switchyard_ready{stage="cache",stage_instance="0"} 1' in body, body[:400]
+    assert 'stage="ws-ingress",stage_instance="1"' in body, "the monitor of instance 0 shows every instance"
     assert http_get(b.port, "/metrics")[0] == 404
     assert http_get(b.port, "/health") == (200, "ok\n")
     assert http_get(b.monitor_port, "/health") == (200, "ok\n")

@@ -82,10 +82,10 @@ def test_status_and_metrics_under_load(op_broker):
         for metric in ("switchyard_messages_in_total", "switchyard_messages_out_total", "switchyard_rate_in",
                        "switchyard_rate_out", "switchyard_queue_depth", "switchyard_uptime_seconds",
                        "switchyard_ready"):
-            assert (metric, stage, inst) in m, f"/metrics has no {metric}{{stage=\"{stage}\",instance=\"{inst}\"}}"
+            assert (metric, stage, inst) in m, f"/metrics has no {metric}{{stage=\"{stage}\",stage_instance=\"{inst}\"}}"
         assert m[("switchyard_messages_in_total", stage, inst)] > 0, (stage, inst)
         assert m[("switchyard_ready", stage, inst)] == 1
-    assert 'switchyard_messages_in_total{stage="cache",instance="0"}' in text
+    assert 'switchyard_messages_in_total{stage="cache",stage_instance="0"}' in text
     for inst in (0, 1):
         assert m[("switchyard_connections", "ws-ingress", inst)] == conns[inst], "metrics and status disagree"
     for metric in ("switchyard_messages_in_total", "switchyard_messages_out_total"):
