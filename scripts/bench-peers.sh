@@ -3,7 +3,7 @@
 # WebSocket), mosquitto (MQTT over WebSocket), nats-server (NATS over WebSocket) and a floor program, in one run.
 #
 #   scripts/bench-peers.sh                   1,000 subscribers, 10 subjects, 600 publishes/s of 100 bytes, 10 s
-#                                            per target, then a rate ramp per target; about 5 minutes
+#                                            per target, then a rate ramp per target; about 4 minutes
 #
 # Installs Debian's mosquitto and nats-server when they are missing, compiles scripts/bench-floor.c with cc,
 # builds the stages and switchyard-bench (release, like scripts/bench.sh), starts every server on 127.0.0.1 on
@@ -15,7 +15,7 @@
 # Environment (defaults in brackets):
 #   PEERS_SUBSCRIBERS [1000]  PEERS_SUBJECTS [10]  PEERS_RATE [600] publishes/s  PEERS_PAYLOAD [100] bytes
 #   PEERS_DURATION [10] s measured after PEERS_WARMUP [2] s; PEERS_DRAIN [5] s at most for the last deliveries
-#   PEERS_RAMP ["1200 2400 4800"] publishes/s, each for PEERS_RAMP_DURATION [3] s after 1 s of warm-up; "" skips
+#   PEERS_RAMP ["900 1200 1800 2400 3600 4800"] publishes/s, each for PEERS_RAMP_DURATION [3] s after 1 s of warm-up; "" skips
 #   PEERS_TARGETS ["floor floor-x4 switchyard switchyard-mqtt mosquitto nats"] (a subset runs only those)
 #   BENCH_SKIP_BUILD=1 use the executables already built (SWITCHYARD_BIN, default .build/release)
 #   BENCH_KEEP=1 keep the temporary folder (configs, logs, each run's JSON and output)
@@ -33,7 +33,7 @@ PAYLOAD=${PEERS_PAYLOAD:-100}
 DURATION=${PEERS_DURATION:-10}
 WARMUP=${PEERS_WARMUP:-2}
 DRAIN=${PEERS_DRAIN:-5}
-RAMP=${PEERS_RAMP-1200 2400 4800}
+RAMP=${PEERS_RAMP-900 1200 1800 2400 3600 4800}
 RAMP_DURATION=${PEERS_RAMP_DURATION:-3}
 TARGETS=${PEERS_TARGETS:-floor floor-x4 switchyard switchyard-mqtt mosquitto nats}
 

@@ -62,6 +62,13 @@ def number(value, digits=2):
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def sustained_text(row):
+    """The highest rate held; "< X" when not even the fixed rate X held, ">= X" when the ramp's top step held."""
+    if row["sustained_below"] is not None:
+        return f"< {row['sustained_below']:,.0f}"
+    return (">= " if row["sustained_at_ramp_top"] else "") + number(row["sustained"], 0)
+
+
 def table(header, rows):
     widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
     lines = ["  ".join(str(cell).rjust(widths[i]) if i else str(cell).ljust(widths[i])
@@ -79,9 +86,11 @@ def report(directory, targets, ramp):
             continue
         data, _, result = loaded
         sustained = None
+        held_every_step = bool(ramp)
         for rate in ramp:
             step = os.path.join(directory, f"ramp-{name}-{rate}.json")
             if not held(step):
+                held_every_step = False
                 break
             sustained = load(step)[2]["deliveries_per_s"]
         if sustained is None and ramp and held(path):
@@ -103,6 +112,7 @@ def report(directory, targets, ramp):
             "p99": result["latency_ms"]["p99"],
             "sustained": sustained,
             "sustained_below": below,
+            "sustained_at_ramp_top": held_every_step,
             "server_cores": {k: v for k, v in cores.items() if k != "bench_process"},
             "bench_cores": cores.get("bench_process"),
             "load": load_average(path),
@@ -125,7 +135,7 @@ def report(directory, targets, ramp):
             ratio(row["cpu_per_million"], floor and floor["cpu_per_million"]),
             f"{row['delivered']:,}/{row['expected']:,}", f"{row['missing']:,}", number(row["p50"]),
             number(row["p99"]), ratio(row["p50"], floor and floor["p50"]), ratio(row["p99"], floor and floor["p99"]),
-            number(row["sustained"], 0) if row["sustained_below"] is None else f"< {row['sustained_below']:,.0f}",
+            sustained_text(row),
             ratio(row["sustained"], floor and floor["sustained"]), row["load"],
         ])
     print(table(header, lines))
