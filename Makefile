@@ -8,6 +8,8 @@
 #   make fuzz-smoke  each libFuzzer target of fuzzing/ for FUZZ_SECONDS (20) from its seed corpus (scripts/fuzz.sh)
 #   make bench   build, then scripts/bench.sh: switchyard-bench against a throw-away stack and the baseline
 #                (BENCH_ARGS="--subscribers 500 --duration 5" passes options through)
+#   make bench-peers  build, then scripts/bench-peers.sh: the same fan-out against Switchyard (v1 and MQTT),
+#                mosquitto, nats-server and a C floor program, one table (PEERS_* variables: see the script)
 #   make clean   remove build output and run-time files (keeps .venv and .deps)
 
 SHELL := /bin/bash
@@ -30,7 +32,7 @@ SWIFT_ENV = if [ -d "$(RDKAFKA)/lib/pkgconfig" ]; then \
         SWIFT_LINK="-Xlinker -rpath -Xlinker $(RDKAFKA)/lib"; \
     else SWIFT_LINK=""; fi;
 
-.PHONY: all setup build run run-kafka test unit-test fuzz-smoke e2e-test bench clean distclean
+.PHONY: all setup build run run-kafka test unit-test fuzz-smoke e2e-test bench bench-peers clean distclean
 
 all: build
 
@@ -67,6 +69,9 @@ e2e-test:
 
 bench: build
 	@BENCH_SKIP_BUILD=1 bash scripts/bench.sh $(BENCH_ARGS)
+
+bench-peers: build
+	@BENCH_SKIP_BUILD=1 bash scripts/bench-peers.sh
 
 clean:
 	rm -rf .build .build-e2e var .pytest_cache fuzzing/.build

@@ -29,12 +29,14 @@ fi
 # python3, python3-venv: the test venv. librdkafka >= 2.2 is not in Debian 12: scripts/build-librdkafka.sh
 # (below) builds it and installs what that build needs. chromium, chromium-driver: the browser tests of the
 # JavaScript client and the demo page (tests/e2e/test_client_browser.py, headless). mosquitto-clients:
-# mosquitto_pub / mosquitto_sub of the MQTT tests (tests/e2e/test_mqtt.py).
+# mosquitto_pub / mosquitto_sub of the MQTT tests (tests/e2e/test_mqtt.py). mosquitto, nats-server: the peers
+# of scripts/bench-peers.sh and its smoke test (tests/e2e/test_bench_peers_smoke.py).
 APT_PACKAGES=(
     libssl-dev libnanomsg-dev pkg-config openssl
     python3 python3-venv python3-pip ca-certificates
     chromium chromium-driver
     mosquitto-clients
+    mosquitto nats-server
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

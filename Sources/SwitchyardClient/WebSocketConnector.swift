@@ -16,11 +16,13 @@ final class UpgradeRequestHandler: ChannelInboundHandler, RemovableChannelHandle
 
     private let host: String
     private let path: String
+    private let subprotocol: String?
     private let upgraded: EventLoopPromise<Void>
 
-    init(host: String, path: String, upgraded: EventLoopPromise<Void>) {
+    init(host: String, path: String, subprotocol: String?, upgraded: EventLoopPromise<Void>) {
         self.host = host
         self.path = path
+        self.subprotocol = subprotocol
         self.upgraded = upgraded
     }
 
@@ -28,6 +30,7 @@ final class UpgradeRequestHandler: ChannelInboundHandler, RemovableChannelHandle
         var headers = HTTPHeaders()
         headers.add(name: "Host", value: host)
         headers.add(name: "Content-Length", value: "0")
+        if let subprotocol { headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol) }
         let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
@@ -57,8 +60,9 @@ final class UpgradeRequestHandler: ChannelInboundHandler, RemovableChannelHandle
 public enum WebSocketConnector {
     /// Connects to `host:port`, upgrades to WebSocket on `path`, then adds the handler `makeHandler` returns.
     /// The future completes once the handler is in place; it fails when the connection or the upgrade takes
-    /// longer than `connectTimeout`.
+    /// longer than `connectTimeout`. `subprotocol` is offered in `Sec-WebSocket-Protocol` (e.g. `mqtt`).
     public static func connect(on eventLoop: EventLoop, host: String, port: Int, path: String,
+                               subprotocol: String? = nil,
                                source: SocketAddress? = nil, maxFrameSize: Int = 1 << 22,
                                connectTimeout: TimeAmount = .seconds(10),
                                makeHandler: @escaping (Channel) -> ChannelHandler) -> EventLoopFuture<Channel> {
@@ -69,7 +73,8 @@ public enum WebSocketConnector {
             .channelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
         if let source { bootstrap = bootstrap.bind(to: source) }
         bootstrap = bootstrap.channelInitializer { channel in
-            let requestHandler = UpgradeRequestHandler(host: "\(host):\(port)", path: path, upgraded: upgraded)
+            let requestHandler = UpgradeRequestHandler(host: "\(host):\(port)", path: path, subprotocol: subprotocol,
+                                                       upgraded: upgraded)
             let upgrader = NIOWebSocketClientUpgrader(
                 maxFrameSize: maxFrameSize,
                 automaticErrorHandling: true,
@@ -85,7 +90,10 @@ public enum WebSocketConnector {
                     context.pipeline.syncOperations.removeHandler(requestHandler, promise: nil)
                 })
             return channel.eventLoop.makeCompletedFuture {
-                try channel.pipeline.syncOperations.addHTTPClientHandlers(withClientUpgrade: configuration)
+                // Bytes that arrive with the 101 answer are the server's first frames (NATS sends INFO at once):
+                // forwarded to the WebSocket decoder, not dropped.
+                try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes,
+                                                                          withClientUpgrade: configuration)
                 try channel.pipeline.syncOperations.addHandler(requestHandler)
             }
         }

@@ -11,9 +11,12 @@ enum Scenario: String {
 
 struct Options {
     var scenario: Scenario = .fanout
+    var wireProtocol: WireProtocol = .switchyard
+    /// The target's name in the report (and in its subjects).
+    var name = "switchyard"
     var host = "127.0.0.1"
     var port = 8800
-    var path = "/"
+    var path: String?
     var subscribers = 1000
     var subjects = 10
     var publishers: Int?
@@ -36,8 +39,11 @@ struct Options {
     var quiet = false
     var timeout: Double?
     var watchRunDir: String?
+    var watchPids: [(name: String, pid: Int32)] = []
     var rounds = 1
 
+    /// The WebSocket path: `/mqtt` for MQTT (Switchyard's MQTT endpoint; mosquitto takes any path), else `/`.
+    var webSocketPath: String { path ?? (wireProtocol == .mqtt ? "/mqtt" : "/") }
     var publisherCount: Int { publishers ?? (scenario == .fanout ? 1 : 4) }
     var subscriberCount: Int { scenario == .fanout ? subscribers : 0 }
     var runCount: Int { ((baselineOnly ? 0 : 1) + (baseline || baselineOnly ? 1 : 0)) * rounds }
@@ -59,7 +65,15 @@ struct Options {
     Options
       --scenario fanout|publish
       --target HOST:PORT       Switchyard's WebSocket listener (default 127.0.0.1:8800); loopback only
-      --path PATH              WebSocket path (default /)
+      --protocol P             what the bench speaks to the target (default switchyard):
+                                 switchyard  protocol v1, JSON over WebSocket, publishes acknowledged
+                                 mqtt        MQTT 3.1.1 over WebSocket (subprotocol mqtt), QoS 0
+                                 nats        NATS over WebSocket
+                                 raw         the floor program's 110-byte records over TCP (scripts/bench-floor.c)
+                               mqtt, nats and raw publish at --rate (required) from one publisher, content
+                               "t=<send time>;n=<seq of the subject>;" padded to --payload; fanout only
+      --name NAME              the target's name in the report (default switchyard)
+      --path PATH              WebSocket path (default /mqtt with --protocol mqtt, else /)
       --subscribers N          fanout subscribers (default 1000)
       --subjects S             subjects (default 10)
       --publishers P           publisher connections (default 1 for fanout, 4 for publish)
@@ -80,6 +94,7 @@ struct Options {
                                the rounds and lists each round's ratios (default 1)
       --baseline-port PORT     the baseline's port (default 0: a free one)
       --watch-rundir DIR       report the CPU use of the stack's stages (DIR/*.pid) during the measured window
+      --watch-pid NAME=PID     also report the CPU use of process PID as NAME (repeatable)
       --json-out FILE          also write the one-line JSON summary to FILE
       --timeout SECONDS        give up (exit 4) after this long; default: per run warm-up + duration + drain + 45
       --quiet                  no per-second progress on stderr
@@ -126,6 +141,21 @@ struct Options {
                 options.host = String(text[..<colon]).benchTrimmingBrackets()
                 options.port = port
             case "--path": options.path = try value(argument)
+            case "--protocol":
+                let text = try value(argument)
+                guard let wire = WireProtocol(rawValue: text) else { throw BenchError("unknown protocol '\(text)'") }
+                options.wireProtocol = wire
+            case "--name":
+                let text = try value(argument)
+                guard !text.isEmpty, text.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
+                    throw BenchError("--name: letters, digits, - and _ only")
+                }
+                options.name = text
+            case "--watch-pid":
+                let text = try value(argument)
+                guard let equals = text.firstIndex(of: "="), let pid = Int32(text[text.index(after: equals)...]),
+                      pid > 0 else { throw BenchError("--watch-pid NAME=PID") }
+                options.watchPids.append((String(text[..<equals]), pid))
             case "--subscribers": options.subscribers = try integer(argument)
             case "--subjects": options.subjects = try integer(argument, min: 1)
             case "--publishers": options.publishers = try integer(argument, min: 1)
@@ -163,6 +193,12 @@ struct Options {
             throw BenchError("--target must be a loopback address (127.0.0.0/8, ::1 or localhost): '\(options.host)'")
         }
         guard options.sources <= 254 else { throw BenchError("--sources is at most 254") }
+        if options.wireProtocol != .switchyard {
+            guard options.scenario == .fanout else { throw BenchError("--protocol \(options.wireProtocol.rawValue): fanout only") }
+            guard options.rate > 0 else { throw BenchError("--protocol \(options.wireProtocol.rawValue) needs --rate") }
+            guard options.publisherCount == 1 else { throw BenchError("--protocol \(options.wireProtocol.rawValue): one publisher") }
+            guard !options.baseline && !options.baselineOnly else { throw BenchError("--baseline speaks protocol v1 only") }
+        }
         return options
     }
 

@@ -34,7 +34,7 @@ struct Report {
     /// Each round's results (switchyard first); more than one when --rounds was given.
     var rounds: [[RunResult]] = []
 
-    private var switchyard: RunResult? { results.first { $0.name == "switchyard" } }
+    private var switchyard: RunResult? { results.first { $0.name != "baseline" } }
     private var baseline: RunResult? { results.first { $0.name == "baseline" } }
 
     private struct Row {
@@ -99,7 +99,7 @@ struct Report {
                 + "rate \(options.rate > 0 ? String(format: "%.0f/s", options.rate) : "max"), payload \(options.payload) B, "
                 + "\(fmt(options.duration))s measured after \(fmt(options.warmup))s warm-up"
         }
-        lines.append("scenario \(options.scenario.rawValue): \(parameters)")
+        lines.append("scenario \(options.scenario.rawValue), protocol \(options.wireProtocol.rawValue): \(parameters)")
         var header = pad("", 22, left: true)
         for result in results { header += pad(result.name, 14) }
         let showRatio = switchyard != nil && baseline != nil
@@ -119,6 +119,9 @@ struct Report {
             if result.name == "baseline" { cpu += " (load generator + baseline server)" }
             for (name, cores) in result.watchedCores.sorted(by: { $0.key < $1.key }) {
                 cpu += ", \(name) " + String(format: "%.2f", cores)
+            }
+            if let perMillion = result.serverCPUPerMillionDeliveries {
+                cpu += String(format: "; server CPU-s per million deliveries %.2f", perMillion)
             }
             lines.append(cpu)
         }
@@ -213,6 +216,9 @@ struct Report {
             ("cpu_cores", .object([("bench_process", .number(round3(result.benchCores)))]
                 + result.watchedCores.sorted(by: { $0.key < $1.key }).map { ($0.key, .number(round3($0.value))) })),
         ]
+        if let perMillion = result.serverCPUPerMillionDeliveries {
+            fields.append(("server_cpu_s_per_million_deliveries", .number(round3(perMillion))))
+        }
         return .object(fields)
     }
 
@@ -220,6 +226,7 @@ struct Report {
         var fields: [(String, JSON)] = [
             ("bench", .string("switchyard-bench")),
             ("scenario", .string(options.scenario.rawValue)),
+            ("protocol", .string(options.wireProtocol.rawValue)),
             ("params", .object([
                 ("subscribers", .integer(Int64(options.subscriberCount))),
                 ("subjects", .integer(Int64(options.subjects))),

@@ -35,6 +35,13 @@ struct RunResult {
     var uniqueDelivered: UInt64 { stats.delivered - min(stats.delivered, stats.duplicates) }
     var missing: UInt64 { expectedDeliveries > uniqueDelivered ? expectedDeliveries - uniqueDelivered : 0 }
 
+    /// CPU seconds of every watched (server) process per million deliveries in the measured window; nil when no
+    /// process was watched or nothing was delivered.
+    var serverCPUPerMillionDeliveries: Double? {
+        guard !watchedCores.isEmpty, deliveriesPerSecond > 0 else { return nil }
+        return watchedCores.values.reduce(0, +) / deliveriesPerSecond * 1e6
+    }
+
     func latencyMillis(_ histogram: Histogram?, _ percentile: Double) -> Double {
         Double(histogram?.value(atPercentile: percentile) ?? 0) / 1e6
     }
@@ -97,7 +104,8 @@ final class ScenarioRunner {
         for loop in group.makeIterator() { loops.append(loop) }
         let stats = loops.map { _ in LoopStats(subjects: options.subjects) }
         let runID = "\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
-        let subjects = (0..<options.subjects).map { "/bench/\(runID)/\(name)/s\($0)" }
+        let subjects = (0..<options.subjects).map { options.wireProtocol.subject(runID: runID, target: name, index: $0) }
+        let session = options.wireProtocol.session(subjects: subjects)
         var suffix = ByteBuffer()
         suffix.writeString(options.publishSuffix)
         var random = SystemRandomNumberGenerator()
@@ -121,11 +129,14 @@ final class ScenarioRunner {
                 let source = try sourceAddress(index)
                 let seed = random.next()
                 let loopStats = stats[loopIndex]
-                let connect = WebSocketConnector.connect(
-                    on: loop, host: host, port: port, path: options.path, source: source,
-                    makeHandler: { _ in
-                        SubscriberHandler(stats: loopStats, subjects: [subject], allowed: promise, seed: seed)
-                    })
+                let subjectIndex = index % subjects.count
+                let connect = self.connect(on: loop, source: source, stats: loopStats, seed: seed) {
+                    if let session {
+                        return PeerSubscriberHandler(stats: loopStats, session: session, subjectIndex: subjectIndex,
+                                                     allowed: promise)
+                    }
+                    return SubscriberHandler(stats: loopStats, subjects: [subject], allowed: promise, seed: seed)
+                }
                 connect.whenFailure { promise.fail($0) }
                 connects.append((index, connect))
                 allowed.append(promise.futureResult)
@@ -164,17 +175,23 @@ final class ScenarioRunner {
         _ = allowed
 
         // Publishers.
-        var publisherHandlers: [(EventLoop, PublisherHandler)] = []
+        var publisherHandlers: [(EventLoop, BenchPublisher)] = []
         let perPublisherRate = options.rate / Double(options.publisherCount)
         for index in 0..<options.publisherCount {
             let loopIndex = (options.subscriberCount + index) % loops.count
             let loop = loops[loopIndex]
             let loopStats = stats[loopIndex]
-            let handler = PublisherHandler(stats: loopStats, subjects: subjects, firstSubject: index,
+            let handler: BenchPublisher & ChannelHandler
+            if let session {
+                handler = PeerPublisherHandler(stats: loopStats, session: session, subjectCount: subjects.count,
+                                               firstSubject: index, payload: options.payload,
+                                               ratePerSecond: perPublisherRate)
+            } else {
+                handler = PublisherHandler(stats: loopStats, subjects: subjects, firstSubject: index,
                                            payload: options.payload, window: options.window,
                                            ratePerSecond: perPublisherRate, suffix: suffix, seed: random.next())
-            let channel = try WebSocketConnector.connect(on: loop, host: host, port: port, path: options.path,
-                                                         source: nil, makeHandler: { _ in handler }).wait()
+            }
+            let channel = try connect(on: loop, source: nil, stats: loopStats, seed: random.next()) { handler }.wait()
             channels.append(channel)
             publisherHandlers.append((loop, handler))
         }
@@ -258,6 +275,37 @@ final class ScenarioRunner {
             parts.append(try loop.submit { loopStats.snapshot(histograms: histograms) }.wait())
         }
         return StatsSnapshot.merged(parts)
+    }
+
+    /// A connection to the target in its protocol's transport: WebSocket (with the MQTT subprotocol for MQTT, and
+    /// a byte-stream adapter under a peer protocol's handler) or, for the floor, plain TCP.
+    private func connect(on loop: EventLoop, source: SocketAddress?, stats: LoopStats, seed: UInt64,
+                         makeHandler: @escaping () -> ChannelHandler) -> EventLoopFuture<Channel> {
+        switch options.wireProtocol {
+        case .switchyard:
+            return WebSocketConnector.connect(on: loop, host: host, port: port, path: options.webSocketPath,
+                                              source: source, makeHandler: { _ in makeHandler() })
+        case .mqtt, .nats:
+            return WebSocketConnector.connect(
+                on: loop, host: host, port: port, path: options.webSocketPath,
+                subprotocol: options.wireProtocol == .mqtt ? "mqtt" : nil, source: source,
+                makeHandler: { channel in
+                    do {
+                        try channel.pipeline.syncOperations.addHandler(WebSocketStreamAdapter(stats: stats, seed: seed))
+                    } catch {
+                        channel.close(promise: nil)  // counted as a disconnect by the peer handler
+                    }
+                    return makeHandler()
+                })
+        case .raw:
+            var bootstrap = ClientBootstrap(group: loop)
+                .connectTimeout(.seconds(10))
+                .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            if let source { bootstrap = bootstrap.bind(to: source) }
+            return bootstrap.channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(makeHandler()) }
+            }.connect(host: host, port: port)
+        }
     }
 
     private func sourceAddress(_ index: Int) throws -> SocketAddress? {

@@ -49,12 +49,12 @@ do {
         baselineServer = server
     }
     defer { baselineServer?.stop() }
-    let watched = options.watchRunDir.map { CPUSample.stageProcesses(runDir: $0) } ?? []
+    let watched = (options.watchRunDir.map { CPUSample.stageProcesses(runDir: $0) } ?? []) + options.watchPids
     for round in 0..<options.rounds {
         if options.rounds > 1 && !options.quiet { fputs("round \(round + 1) of \(options.rounds)\n", stderr) }
         var runners: [ScenarioRunner] = []
         if !options.baselineOnly {
-            runners.append(ScenarioRunner(options: options, name: "switchyard", host: options.host, port: options.port,
+            runners.append(ScenarioRunner(options: options, name: options.name, host: options.host, port: options.port,
                                           watched: watched))
         }
         if baselineServer != nil {
@@ -63,7 +63,7 @@ do {
         }
         var results: [RunResult] = []
         for runner in (round % 2 == 0 ? runners : runners.reversed()) { results.append(try runner.run()) }
-        rounds.append(results.sorted { $0.name == "switchyard" && $1.name != "switchyard" })
+        rounds.append(results.sorted { $0.name != "baseline" && $1.name == "baseline" })
     }
 } catch {
     fputs("switchyard-bench: \(error)\n", stderr)
