@@ -294,7 +294,7 @@ def cmd_reload(cfg: Config, args) -> int:
         if stats is None or stats.get("ready") is not True:
             problems.append(f"{name}: not up, not reloaded")
         elif not stats_count(stats, "tlsListeners"):
-            problems.append(f"{name}: no TLS listener (ListenEncrypted), nothing to reload")
+            problems.append(f"{name}: no TLS listener (ListenEncrypted or ListenMqttEncrypted), nothing to reload")
         else:
             waiting[name] = (proc.pid, stats_count(stats, "tlsReloads"), stats_count(stats, "tlsReloadFailures"))
             proc.signal(signal.SIGUSR2)

@@ -109,7 +109,8 @@ def test_reload_is_for_ws_ingress_with_a_tls_listener_only(stack):
     assert wrong_stage.returncode == 2 and "only ws-ingress" in wrong_stage.stderr
     assert stack.sw("reload", "ws-ingress-7").returncode == 2
     no_tls = stack.sw("reload", "ws-ingress")  # the fake stage reports no tlsListeners, like one without TLS
-    assert no_tls.returncode == 1 and "ws-ingress-0: no TLS listener (ListenEncrypted)" in no_tls.stderr
+    assert no_tls.returncode == 1
+    assert "ws-ingress-0: no TLS listener (ListenEncrypted or ListenMqttEncrypted)" in no_tls.stderr
     assert stack.all_up()
 
 
