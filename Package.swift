@@ -122,6 +122,5 @@ let package = Package(
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "JWTKit", package: "jwt-kit"),
         ]),
-    ],
-    swiftLanguageModes: [.v5]
+    ]
 )

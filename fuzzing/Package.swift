@@ -40,6 +40,5 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOWebSocket", package: "swift-nio"),
         ]),
-    ],
-    swiftLanguageModes: [.v5]
+    ]
 )

@@ -15,6 +15,7 @@ public enum IngressSecurity {
     /// Reads the JWT key once, at start-up (jwt-kit's key collections are actors: this waits for a task, before
     /// any event loop serves a client). A key that does not parse stops start-up with a `ConfigError`.
     public static func verifier(_ config: SwitchyardConfig) throws -> (any TokenVerifying)? {
+        // @unchecked Sendable: the task writes `result` before `done.signal()`, read only after `done.wait()`.
         final class Outcome: @unchecked Sendable { var result: Result<TokenVerifier?, Error> = .success(nil) }
         let outcome = Outcome()
         let done = DispatchSemaphore(value: 0)

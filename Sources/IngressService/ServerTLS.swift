@@ -111,6 +111,7 @@ struct TLSCredentials {
 ///
 /// Stats: `tlsHandshakes`, `tlsHandshakeFailures`, `tlsReloads` (reloads tried), `tlsReloadFailures`,
 /// `tlsCertificateNotAfter` (Unix seconds: the serving certificate's expiry).
+// @unchecked Sendable: the credentials are swapped only in the locked box `current`; the rest is immutable.
 public final class ServerTLS: ListenerTLS, @unchecked Sendable {
     private let certificateFile: String
     private let keyFile: String

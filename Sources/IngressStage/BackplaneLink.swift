@@ -6,6 +6,7 @@ import SwitchyardCore
 /// The ingress's two nanomsg directions, each on a thread of its own so the event loop never blocks:
 /// batches received on the ingress's PULL socket are decoded off the loop and handed over with a bounded number
 /// in flight; envelopes for the router are batched on the loop and sent by a sender thread from a bounded queue.
+// @unchecked Sendable: `pending`, `flushScheduled`, `deliver` only on `eventLoop`; `queue` only under `queueCondition`.
 final class BackplaneLink: @unchecked Sendable {
     /// Outgoing batches that may wait for the router before the ingress calls itself congested.
     static let maxQueuedBatches = 256
@@ -22,6 +23,8 @@ final class BackplaneLink: @unchecked Sendable {
     // Loop-owned batching state.
     private var pending = BatchWriter()
     private var flushScheduled = false
+    /// Set by `start` before the receiver thread exists.
+    private var deliver: ([Envelope]) -> Void = { _ in }
 
     // Sender queue, shared with the sender thread.
     private let queueCondition = NSCondition()
@@ -42,7 +45,8 @@ final class BackplaneLink: @unchecked Sendable {
     /// Starts both threads. `deliver` runs on the event loop with each received batch.
     func start(deliver: @escaping ([Envelope]) -> Void) throws {
         let sender = try NanomsgSocket.pipeline(.push, routerAddress, timeoutMilliseconds: 500)
-        Thread.detachNewThread { [self] in receiveLoop(deliver) }
+        self.deliver = deliver
+        Thread.detachNewThread { [self] in receiveLoop() }
         Thread.detachNewThread { [self] in sendLoop(sender) }
     }
 
@@ -127,7 +131,7 @@ final class BackplaneLink: @unchecked Sendable {
         }
     }
 
-    private func receiveLoop(_ deliver: @escaping ([Envelope]) -> Void) {
+    private func receiveLoop() {
         defer { receiverReturned.signal() }
         while isRunning {
             let batch: ByteBuffer
@@ -143,7 +147,7 @@ final class BackplaneLink: @unchecked Sendable {
             guard let envelopes = EnvelopeCodec.decodeReceived(batch, logger: logger, metrics: metrics) else { continue }
             guard isRunning else { return }
             inFlight.wait()
-            eventLoop.execute { [inFlight] in
+            eventLoop.execute { [self] in
                 deliver(envelopes)
                 inFlight.signal()
             }

@@ -90,10 +90,12 @@ extension IngressServer {
                                             allowedOrigins: allowedOrigins, access: access)
         let plainHTTP = PlainHTTPHandler()
         let pipeline = channel.pipeline.syncOperations
+        let removedOnUpgrade = NIOLoopBound([timeout, refusal, plainHTTP] as [RemovableChannelHandler],
+                                            eventLoop: channel.eventLoop)
         try pipeline.addHandler(timeout)
         try pipeline.configureHTTPServerPipeline(
             withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in
-                for handler: RemovableChannelHandler in [timeout, refusal, plainHTTP] {
+                for handler in removedOnUpgrade.value {
                     context.pipeline.syncOperations.removeHandler(handler, promise: nil)
                 }
             }))

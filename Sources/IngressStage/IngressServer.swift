@@ -20,7 +20,8 @@ public protocol ListenerTLS: AnyObject, Sendable {
 ///
 /// One event loop per process keeps the subscription index lock-free; more connections or cores are served by
 /// more ingress instances sharing the listening port (SO_REUSEPORT).
-public final class IngressServer {
+// @unchecked Sendable: `serverChannels` only on the main thread; signal handlers hop onto `eventLoop` or call `tls`.
+public final class IngressServer: @unchecked Sendable {
     private let context: StageContext
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     private let eventLoop: EventLoop

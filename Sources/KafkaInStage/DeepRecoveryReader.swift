@@ -5,7 +5,7 @@ import SwitchyardKafka
 
 /// Reads one partition from an offset to its end with a short-lived consumer of its own, keeping the records of
 /// one key: how a subscriber whose position is older than the caches hold is recovered from Kafka itself.
-final class DeepRecoveryReader: @unchecked Sendable {
+final class DeepRecoveryReader: Sendable {
     enum Outcome {
         /// The key's records after the position, and the partition's end (the next offset) when read.
         case records([KafkaRecord], end: Int64)
@@ -48,6 +48,7 @@ final class DeepRecoveryReader: @unchecked Sendable {
     }
 
     /// Gathers what the reader's poll thread delivers, until the partition's end, within the bounds.
+    // @unchecked Sendable: every mutable property is touched only under `condition`'s lock.
     final class Collector: @unchecked Sendable {
         private let condition = NSCondition()
         private let partition: Int32

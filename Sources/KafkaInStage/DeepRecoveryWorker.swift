@@ -79,6 +79,7 @@ struct DeepRecoveryQueue {
 /// Runs deep recoveries on threads of its own, so kafka-in's pipeline thread never waits on Kafka: a fixed
 /// number of workers take reads from a `DeepRecoveryQueue`, and answer every request of a read through
 /// `answer` (kafka-in's reply outbox).
+// @unchecked Sendable: `queue` and `stopped` are touched only under `condition`'s lock; the closures are @Sendable.
 final class DeepRecoveryWorker: @unchecked Sendable {
     typealias Perform = @Sendable (DeepRecoveryQueue.Read, Subscribe) -> SubscribeReply
     typealias Answer = @Sendable (SubscribeReply, [Subscribe]) -> Void

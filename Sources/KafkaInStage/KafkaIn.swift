@@ -11,6 +11,7 @@ import SwitchyardKafka
 /// once, and again when a cache restarts (`peerUp` from a cache). Its own inbound socket also takes deep
 /// recoveries from the caches: a position older than a cache holds is read back from Kafka, on a
 /// `DeepRecoveryWorker` (never on the pipeline thread), which answers through an outbox of its own.
+// @unchecked Sendable: IUOs set once in init; `recordOutbox`, `previousOffsets` only on the poll thread; rest locked.
 public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
     private let context: StageContext
     private let consumerConfig: KafkaConfig

@@ -5,6 +5,7 @@ import SwitchyardKafka
 
 /// The next offset to forward per partition epoch, saved to `<RunDir>/kafka-in-<n>.offsets.json` at most once a
 /// second, so a restarted kafka-in resumes where it stopped instead of skipping what arrived while it was down.
+// @unchecked Sendable: `next` and `lastSaved` are touched only under `lock`.
 final class OffsetCheckpoint: @unchecked Sendable {
     private let file: String
     private let lock = NIOLock()

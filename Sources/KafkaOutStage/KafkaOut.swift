@@ -10,6 +10,7 @@ import SwitchyardKafka
 /// Publishes arrive on the pipeline loop's thread; delivery reports on the producer's poll thread, which owns an
 /// outbox of its own for the acknowledgements. A full producer queue stops the loop (and so the reading of
 /// nanomsg) until reports free space: backpressure, not a busy spin.
+// @unchecked Sendable: `nextID` only on the pipeline thread, `ackOutbox` only on the poll thread; the rest locked.
 public final class KafkaOut: EnvelopeHandler, @unchecked Sendable {
     /// Who waits for a record's delivery report.
     private struct Waiting {

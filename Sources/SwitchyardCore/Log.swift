@@ -36,6 +36,7 @@ public enum LogLevel: Int, Comparable, Sendable {
 /// Lines go to standard error, which the supervisor points at `<LogFolder>/<stage>-<n>.log`. Past
 /// `rotateLimit` bytes the file is renamed to `.1` and a new one takes standard output and error over, so crash
 /// output lands in the current file too.
+// @unchecked Sendable: `_level` and `bytesInFile` (and the writes and renames) are touched only under `lock`.
 public final class Logger: @unchecked Sendable {
     public let stage: String
     public let instance: Int

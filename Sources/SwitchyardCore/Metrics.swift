@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 
 /// A stage instance's counters, published once a second to `<RunDir>/<stage>-<n>.stats.json` for the
 /// supervisor's `status`. Counters are bumped per batch, not per message, so the lock costs nothing that matters.
+// @unchecked Sendable: every mutable property is touched only under `lock`.
 public final class StageMetrics: @unchecked Sendable {
     private struct Sample {
         var time: Double
@@ -51,6 +52,7 @@ public final class StageMetrics: @unchecked Sendable {
 }
 
 /// Writes a stage's stats file once a second on a timer of its own.
+// @unchecked Sendable: both properties are immutable; the timer is rescheduled only on its own serial `queue`.
 public final class StatsPublisher: @unchecked Sendable {
     private let timer: DispatchSourceTimer
     private let queue = DispatchQueue(label: "switchyard.stats")
@@ -69,7 +71,7 @@ public final class StatsPublisher: @unchecked Sendable {
 
     /// Writes the current figures at once (e.g. right after becoming ready).
     public func publishNow() {
-        queue.async { [timer] in timer.schedule(deadline: .now(), repeating: 1.0) }
+        queue.async { [self] in timer.schedule(deadline: .now(), repeating: 1.0) }
     }
 
     deinit {

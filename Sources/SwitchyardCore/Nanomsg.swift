@@ -23,8 +23,9 @@ public struct NanomsgError: Error, CustomStringConvertible {
 /// One nanomsg socket: PULL to receive batches, PUSH to send them. The socket is closed when the owner goes away.
 ///
 /// Blocking calls (`receive`, `send`) must run on a thread of their own, never on an event loop.
-public final class NanomsgSocket {
-    public enum Kind {
+/// Sendable: its only state is the immutable descriptor, and nanomsg's socket calls are thread-safe.
+public final class NanomsgSocket: Sendable {
+    public enum Kind: Sendable {
         case push
         case pull
     }

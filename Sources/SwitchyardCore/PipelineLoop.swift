@@ -159,6 +159,7 @@ public final class Outbox {
 }
 
 /// Runs a stage that receives batches on its PULL socket and hands each envelope to its handler, on one thread.
+// @unchecked Sendable: `handler` and `outbox` only on the thread running `withOutbox` and `run`; the rest is locked.
 public final class PipelineLoop: @unchecked Sendable {
     private let context: StageContext
     private let handler: EnvelopeHandler

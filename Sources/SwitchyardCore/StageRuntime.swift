@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 
 /// What every stage executable shares: its command line (`-c FILE --instance N`, `--print-config`), its
 /// configuration, topology, log, metrics and signal handling.
+// @unchecked Sendable: `stats`, `_topology`, `_isStopping` under `lock`; `signalSources` only in `start` (main thread).
 public final class StageContext: @unchecked Sendable {
     public let stage: StageName
     public let instance: Int
@@ -78,7 +79,8 @@ public final class StageContext: @unchecked Sendable {
     public func start(onStop: @escaping @Sendable () -> Void,
                       onTopologyChange: @escaping @Sendable (Topology) -> Void = { _ in },
                       onReload: (@Sendable () -> Void)? = nil) {
-        stats = StatsPublisher(metrics: metrics, stage: stage.rawValue, instance: instance, runDir: config.runDir)
+        let publisher = StatsPublisher(metrics: metrics, stage: stage.rawValue, instance: instance, runDir: config.runDir)
+        lock.withLock { stats = publisher }
         handle(SIGTERM) { [weak self] in
             self?.stopping(signal: "TERM")
             onStop()
@@ -106,7 +108,7 @@ public final class StageContext: @unchecked Sendable {
     /// Tells the supervisor this instance is ready (or not) and writes the stats file at once.
     public func setReady(_ ready: Bool) {
         metrics.setReady(ready)
-        stats?.publishNow()
+        lock.withLock { stats }?.publishNow()
     }
 
     private func stopping(signal: String) {

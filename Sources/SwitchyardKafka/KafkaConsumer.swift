@@ -23,6 +23,7 @@ import Darwin
 ///   `enable.auto.offset.store = false`. Defaults unless the file sets them: `group.id = switchyard-assign`
 ///   (librdkafka's assign API needs one; the group is never joined), `auto.offset.reset = earliest` (a position
 ///   that is gone, e.g. after the topic was recreated, restarts from the oldest record), `client.id = switchyard`.
+// @unchecked Sendable: `client` and `loop` never change after init; the lifecycle is a locked box.
 public final class KafkaConsumer: @unchecked Sendable {
     public struct Options: Sendable {
         /// How often metadata is re-checked for new topics and partitions (every second while the cluster does
@@ -149,6 +150,7 @@ public final class KafkaConsumer: @unchecked Sendable {
 }
 
 /// The consumer's poll loop and the state only its thread touches (plus two locked boxes).
+// @unchecked Sendable: its `var`s are touched only on the consumer's poll thread; others use the locked boxes.
 private final class ConsumerLoop: @unchecked Sendable {
     let client: RdKafkaClient
     let queue: OpaquePointer

@@ -25,6 +25,7 @@ public enum KafkaProduceResult: Sendable, Equatable {
 ///   it needs `acks = all`, so it is not set when the file asks for `acks = 0` or `1`).
 /// - A record with a null key goes to partition `nullKeyPartition` (default 0), so a single-segment subject
 ///   keeps its order and one epoch; nil lets the partitioner spread null keys.
+// @unchecked Sendable: `thread` is set once in init (PollThread is Sendable); topics and `closed` are in a locked box.
 public final class KafkaProducer: @unchecked Sendable {
     private let client: RdKafkaClient
     private var thread: PollThread?

@@ -12,6 +12,7 @@ import Darwin
 /// A dedicated OS thread that runs a blocking poll loop (never a NIO event loop or the cooperative pool).
 /// `body` is called repeatedly while the thread runs; each call should block for at most a short time
 /// (~100 ms) so `stop()` takes effect quickly.
+// @unchecked Sendable: `thread` and `joined` are touched only under `lock`; `running` is a locked box.
 final class PollThread: @unchecked Sendable {
     private let running = NIOLockedValueBox(true)
     private let lock = NIOLock()

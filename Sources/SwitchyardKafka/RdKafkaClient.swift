@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 
 /// Owns one `rd_kafka_t` handle and its main event queue; both are freed in deinit. Used by one producer or
 /// consumer, whose poll thread serves the main queue (logs, errors, delivery reports) through `serveMainQueue`.
+// @unchecked Sendable: immutable handles (librdkafka is thread-safe); `reachable` is locked; one poll thread serves.
 final class RdKafkaClient: @unchecked Sendable {
     let handle: OpaquePointer
     private let mainQueue: OpaquePointer

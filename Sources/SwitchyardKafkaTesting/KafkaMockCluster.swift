@@ -4,6 +4,7 @@ import SwitchyardKafka
 /// librdkafka's built-in mock Kafka cluster (the engine behind `test.mock.num.brokers`), in this process, for
 /// tests: point producers and consumers at `bootstrapServers`. Freed in deinit. (Only test targets depend on
 /// this module.)
+// @unchecked Sendable: the two handles never change after init and librdkafka's mock cluster calls are thread-safe.
 public final class KafkaMockCluster: @unchecked Sendable {
     private let host: OpaquePointer
     private let cluster: OpaquePointer

@@ -56,11 +56,11 @@ struct StatsSnapshot {
     var closeReasons: [String: Int] = [:]
 
     /// The fields merged by adding them up.
-    private static let counters: [WritableKeyPath<StatsSnapshot, UInt64>] = [
+    private static let counters: [WritableKeyPath<StatsSnapshot, UInt64> & Sendable] = [
         \.delivered, \.deliveredInWindow, \.gaps, \.duplicates, \.unparsable, \.sent, \.sentInWindow, \.acksOK,
         \.acksFailed, \.acksOKInWindow, \.errors,
     ]
-    private static let counts: [WritableKeyPath<StatsSnapshot, Int>] = [
+    private static let counts: [WritableKeyPath<StatsSnapshot, Int> & Sendable] = [
         \.subscribed, \.subscribeRefused, \.inflight, \.disconnects,
     ]
 

@@ -15,6 +15,7 @@ func monotonicNanos() -> UInt64 {
 }
 
 /// A byte string kept in memory for the life of the process, searched for with `memchr` + `memcmp`.
+// @unchecked Sendable: the bytes are written once in init, never freed, and only read after.
 struct Needle: @unchecked Sendable {
     let pointer: UnsafeRawPointer
     let count: Int

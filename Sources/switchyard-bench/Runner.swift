@@ -1,5 +1,6 @@
+// C's `stderr` is a mutable global to Swift 6; the C runtime sets it before `main` and nothing here reassigns it.
 #if canImport(Glibc)
-import Glibc
+@preconcurrency import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif

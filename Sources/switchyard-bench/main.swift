@@ -1,3 +1,8 @@
+// C's `stdout` and `stderr` are mutable globals to Swift 6; the C runtime sets them before `main` and nothing here
+// reassigns them. (Imported before Foundation, which re-exports Glibc without the attribute.)
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
 import Foundation
 
 // switchyard-bench: a SwiftNIO load generator for Switchyard's WebSocket protocol. See Options.usage and

@@ -73,8 +73,8 @@ struct MessagePrinter {
             }
         }
         bytes.append(UInt8(ascii: "\n"))
-        let written = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, stdout) }
-        return written == bytes.count && fflush(stdout) == 0
+        let written = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, standardOutput) }
+        return written == bytes.count && fflush(standardOutput) == 0
     }
 
     private func jsonLine(_ message: ServerFrame) -> String {

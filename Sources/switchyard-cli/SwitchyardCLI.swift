@@ -1,3 +1,8 @@
+// C's `stdout` is a mutable global to Swift 6; the C runtime sets it before `main` and nothing here
+// reassigns it. (Imported before Foundation, which re-exports Glibc without the attribute.)
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
 import ArgumentParser
 import Foundation
 import NIOCore
@@ -34,6 +39,9 @@ struct ConnectionOptions: ParsableArguments {
 
     var servers: [WebSocketURL] { urls.compactMap(WebSocketURL.init) }
 }
+
+/// C's standard output stream, line-buffered by `runSession`.
+var standardOutput: UnsafeMutablePointer<FILE> { stdout }
 
 /// Runs `body` on a one-thread event loop and blocks the main thread until the session's exit code is known.
 func runSession(_ body: (EventLoop) -> EventLoopFuture<Int32>) throws {

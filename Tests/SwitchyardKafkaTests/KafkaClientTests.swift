@@ -5,6 +5,7 @@ import XCTest
 import SwitchyardKafkaTesting
 
 /// Collects what callbacks deliver on the clients' poll threads.
+// @unchecked Sendable: the items are touched only through `box`'s lock (the tests' element types are values).
 final class Collector<T>: @unchecked Sendable {
     private let box = NIOLockedValueBox<[T]>([])
     func append(_ items: [T]) { box.withLockedValue { $0.append(contentsOf: items) } }
