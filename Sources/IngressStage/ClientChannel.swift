@@ -4,7 +4,7 @@ import NIOWebSocket
 import SwitchyardCore
 
 /// The limits of the client edge of one ingress, from the configuration.
-struct EdgeSettings {
+struct EdgeSettings: Sendable {
     /// The largest WebSocket frame or reassembled message: room for a base64-encoded publish at
     /// `MessageSizeLimit` and its JSON. Above it: close 1009.
     var maxFrameSize: Int

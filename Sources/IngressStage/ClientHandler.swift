@@ -35,7 +35,7 @@ final class ClientHandler: ChannelInboundHandler {
         self.connection = connection
         if access.state == .awaitingToken {
             let seconds = tokenDeadline.nanoseconds / 1_000_000_000
-            timer = context.eventLoop.scheduleTask(in: tokenDeadline) { [self] in
+            timer = context.eventLoop.assumeIsolated().scheduleTask(in: tokenDeadline) { [self] in
                 guard access.state != .granted, let connection = self.connection else { return }
                 entitlement.count(.missing)
                 hub.close(connection, code: .policyViolation, reason: "no token within \(seconds) s")
@@ -92,7 +92,7 @@ final class ClientHandler: ChannelInboundHandler {
         case .verify(let token):
             let channel = connection.channel
             try? channel.syncOptions?.setOption(ChannelOptions.autoRead, value: false)
-            entitlement.verify(token, on: channel.eventLoop).whenSuccess { [self] result in
+            entitlement.verify(token, on: channel.eventLoop).assumeIsolated().whenSuccess { [self] result in
                 try? channel.syncOptions?.setOption(ChannelOptions.autoRead, value: true)
                 verified(result, for: connection)
             }
@@ -124,7 +124,7 @@ final class ClientHandler: ChannelInboundHandler {
         timer = nil
         guard let lifetime else { return }
         let delay = TokenLifetime.delay(lifetime.untilNext(now: Date()))
-        timer = eventLoop.scheduleTask(in: delay) { [self] in
+        timer = eventLoop.assumeIsolated().scheduleTask(in: delay) { [self] in
             guard let connection, !connection.isClosing, self.lifetime != nil else { return }
             switch self.lifetime?.due(now: Date()) {
             case .expiresSoon?:

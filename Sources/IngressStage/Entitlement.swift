@@ -92,7 +92,8 @@ final class Entitlement: Sendable {
 
 /// The verdict of the upgrade on a token that came with the request (URL or header), for the handlers after it.
 /// Touched only on the connection's event loop.
-final class UpgradeAccess {
+// @unchecked Sendable: touched only on the connection's event loop (the upgrade's callbacks, then its handlers).
+final class UpgradeAccess: @unchecked Sendable {
     var grant: TokenGrant?
     var refusal: TokenRefusal?
 }

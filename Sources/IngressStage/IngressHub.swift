@@ -9,7 +9,8 @@ import SwitchyardCore
 /// decide who gets what, `PendingPublishes` track acknowledgements, `ClientConnection` write (and pace answers),
 /// and applies the per-connection limits. Everything runs on the ingress's single event loop, so nothing here
 /// is locked.
-final class IngressHub {
+// @unchecked Sendable: used only on the ingress's one event loop; other threads hop there (`execute`, `submit`).
+final class IngressHub: @unchecked Sendable {
     /// A subscribe not answered within this is asked again (a stage restarted and lost it; a restart that the
     /// ingress hears of through `peerUp` re-asks at once). Long enough for a deep recovery from Kafka.
     static let subscribeRetryNanoseconds: UInt64 = 10_000_000_000

@@ -53,7 +53,7 @@ public final class IngressServer: @unchecked Sendable {
         let logger = context.logger
         let settings = EdgeSettings(config: context.config, entitlement: entitlement)
         let connections = ConnectionCounter(metrics: context.metrics)
-        let configureClient = { (channel: Channel) in
+        let configureClient: @Sendable (Channel) throws -> Void = { channel in
             try Self.configureClientChannel(channel, settings: settings, connections: connections, hub: hub)
         }
         for address in context.config.listen {
@@ -62,7 +62,7 @@ public final class IngressServer: @unchecked Sendable {
         }
         let mqttSettings = hub.mqttSettings
         let policy = entitlement
-        let configureMQTT = { (channel: Channel) in
+        let configureMQTT: @Sendable (Channel) throws -> Void = { channel in
             try Self.configureMQTTChannel(channel, settings: mqttSettings, entitlement: policy,
                                           connections: connections, hub: hub)
         }
@@ -105,7 +105,7 @@ public final class IngressServer: @unchecked Sendable {
     /// Binds one client listener (SO_REUSEPORT: every ingress instance binds the same addresses);
     /// `configureClient` builds each accepted connection's pipeline.
     private func bind(_ address: ListenAddress,
-                      _ configureClient: @escaping (Channel) throws -> Void) throws -> Channel {
+                      _ configureClient: @escaping @Sendable (Channel) throws -> Void) throws -> Channel {
         let logger = context.logger
         let sendBuffer = context.config.clientSendBuffer
         let bootstrap = ServerBootstrap(group: group)
@@ -154,8 +154,8 @@ public final class IngressServer: @unchecked Sendable {
     /// Closes every client with a "reconnect" close code, waits (up to 2 s) for the close frames to leave, and
     /// stops.
     public func shutdown() {
-        context.logger.info("closing client connections", ["connections": hub.connectionCount])
-        let closing = eventLoop.submit { [hub, serverChannels] in
+        let closing = eventLoop.submit { [hub, serverChannels, logger = context.logger] in
+            logger.info("closing client connections", ["connections": hub.connectionCount])
             for channel in serverChannels { channel.close(promise: nil) }
             return hub.closeAll(reason: "service restart: reconnect")
         }
@@ -238,5 +238,6 @@ func respondAndClose(_ context: ChannelHandlerContext, _ request: HTTPRequestHea
     let head = HTTPResponseHead(version: request.version, status: status, headers: headers)
     context.write(NIOAny(HTTPServerResponsePart.head(head)), promise: nil)
     context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
-    context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).whenComplete { _ in context.close(promise: nil) }
+    context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).assumeIsolated()
+        .whenComplete { _ in context.close(promise: nil) }
 }

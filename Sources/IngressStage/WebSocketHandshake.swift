@@ -67,7 +67,8 @@ enum UpgradeDecision: Equatable {
 
 /// The open TCP connections of one ingress, for `MaxConnections`, also published as the gauge `tcpConnections`.
 /// Touched only on the ingress's event loop.
-final class ConnectionCounter {
+// @unchecked Sendable: touched only on the ingress's one event loop (channel initializers, close futures).
+final class ConnectionCounter: @unchecked Sendable {
     private(set) var open = 0
     private let metrics: StageMetrics?
 
@@ -78,7 +79,7 @@ final class ConnectionCounter {
     /// Counts `channel` until it closes.
     func track(_ channel: Channel) {
         add(1)
-        channel.closeFuture.whenComplete { [self] _ in add(-1) }
+        channel.closeFuture.assumeIsolated().whenComplete { [self] _ in add(-1) }
     }
 
     private func add(_ delta: Int) {

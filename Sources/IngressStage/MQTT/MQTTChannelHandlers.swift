@@ -4,7 +4,7 @@ import NIOWebSocket
 import SwitchyardCore
 
 /// The limits of an MQTT connection, from the configuration (the same as a WebSocket client's).
-struct MQTTSettings {
+struct MQTTSettings: Sendable {
     /// The largest packet body: a publish at `MessageSizeLimit` with the longest topic and room for properties.
     /// Above it: v5 DISCONNECT 0x95 (Packet too large), then close.
     var maxPacketBodySize: Int
@@ -214,7 +214,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
         case .verify(let token):
             state = .verifying(connect, held: [])
             try? channel.syncOptions?.setOption(ChannelOptions.autoRead, value: false)
-            entitlement.verify(token, on: channel.eventLoop).whenSuccess { [self] result in
+            entitlement.verify(token, on: channel.eventLoop).assumeIsolated().whenSuccess { [self] result in
                 guard case .verifying(let connect, let held) = state, channel.isActive else { return }
                 try? channel.syncOptions?.setOption(ChannelOptions.autoRead, value: true)
                 switch result {
@@ -246,7 +246,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
     private func watchExpiry(of connection: ClientConnection, at expiresAt: Date) {
         var lifetime = TokenLifetime(expiresAt: expiresAt, notice: 0)
         let delay = TokenLifetime.delay(lifetime.untilNext(now: Date()))
-        expiryTimer = connection.channel.eventLoop.scheduleTask(in: delay) { [self] in
+        expiryTimer = connection.channel.eventLoop.assumeIsolated().scheduleTask(in: delay) { [self] in
             guard case .connected(let current) = state, current === connection, !connection.isClosing else { return }
             guard lifetime.due(now: Date()) == .expired else { return watchExpiry(of: connection, at: expiresAt) }
             hub.tokenExpired(connection)
