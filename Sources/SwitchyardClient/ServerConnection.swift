@@ -121,7 +121,7 @@ public final class ServerConnectionHandler: ChannelInboundHandler {
             closeReason = data.readString(length: data.readableBytes) ?? ""
             var echo = context.channel.allocator.buffer(capacity: 2)
             echo.writeInteger(closeCode ?? 1000)
-            context.writeAndFlush(wrapOutboundOut(.clientFrame(.connectionClose, echo))).whenComplete { _ in
+            context.writeAndFlush(wrapOutboundOut(.clientFrame(.connectionClose, echo))).assumeIsolated().whenComplete { _ in
                 context.close(promise: nil)
             }
         default:

@@ -179,7 +179,7 @@ final class MQTTChannelTests: XCTestCase, MQTTPipelineTest {
 
     func testAPacketAboveTheLimitIsRefusedBeforeItsBodyArrives() throws {
         _ = try connect(.v5)
-        try? channel.writeInbound(ByteBuffer(bytes: [0x30, 0xFF, 0xFF, 0x7F]))
+        _ = try? channel.writeInbound(ByteBuffer(bytes: [0x30, 0xFF, 0xFF, 0x7F]))
         channel.embeddedEventLoop.run()
         guard case .disconnect(let disconnect) = try received(.v5).first else { return XCTFail("no DISCONNECT") }
         XCTAssertEqual(disconnect.reason, .packetTooLarge)
