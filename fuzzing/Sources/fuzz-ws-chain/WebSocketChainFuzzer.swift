@@ -109,7 +109,8 @@ func configureChildChannel(_ channel: Channel, hub: IngressHub, config: Switchya
 /// Open connections of the ingress under test (each run closes its own).
 private let connections = ConnectionCounter()
 
-private let ingress = IngressUnderTest()
+// nonisolated(unsafe): only libFuzzer's one thread, calling `LLVMFuzzerTestOneInput`, touches it.
+nonisolated(unsafe) private let ingress = IngressUnderTest()
 
 /// libFuzzer entry point: one client connection's bytes (see the layout above).
 @_cdecl("LLVMFuzzerTestOneInput")
