@@ -50,7 +50,8 @@ final class BaselineServer {
 }
 
 /// The baseline's state; touched only on its single event loop.
-final class BaselineHub {
+// @unchecked Sendable: touched only on its single event loop (handlers, and `flush` through `execute`).
+final class BaselineHub: @unchecked Sendable {
     let eventLoop: EventLoop
     let epoch = "baseline-\(UInt32.random(in: 0...UInt32.max))"
     var subscribers: [String: [ObjectIdentifier: Channel]] = [:]
@@ -142,7 +143,7 @@ final class BaselineHandler: ChannelInboundHandler {
             subjects.removeAll()
             context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose,
                                                                  data: ByteBuffer())))
-                .whenComplete { _ in context.close(promise: nil) }
+                .assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         default:
             break
         }

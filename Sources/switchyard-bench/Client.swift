@@ -4,7 +4,8 @@ import NIOPosix
 import NIOWebSocket
 
 /// What the connections of one event loop measured. Touched only on that loop; copied out with `submit`.
-final class LoopStats {
+// @unchecked Sendable: touched only on its event loop; other threads reach it with `submit`.
+final class LoopStats: @unchecked Sendable {
     /// The measurement window (monotonic nanoseconds): latencies count for messages sent inside it, rates for
     /// frames received inside it.
     var windowStart: UInt64 = .max
