@@ -31,6 +31,22 @@ final class LoopStats: @unchecked Sendable {
 
     @inline(__always)
     func inWindow(_ time: UInt64) -> Bool { time >= windowStart && time < windowEnd }
+
+    /// Counts one message a subscriber read at `now`, sent at `sentAt` with `seq`: its latency, and a gap or a
+    /// duplicate against the subscriber's `lastSeq` (which it advances).
+    func delivered(sentAt: UInt64, seq: UInt64, at now: UInt64, after lastSeq: inout UInt64) {
+        counts.delivered += 1
+        if inWindow(now) { counts.deliveredInWindow += 1 }
+        if inWindow(sentAt) { latency.record(now &- sentAt) }
+        if seq == lastSeq &+ 1 {
+            lastSeq = seq
+        } else if seq > lastSeq {
+            counts.gaps += seq - lastSeq - 1
+            lastSeq = seq
+        } else {
+            counts.duplicates += 1
+        }
+    }
 }
 
 /// The counters of one loop, or of several merged.
@@ -189,17 +205,7 @@ final class SubscriberHandler: BenchConnectionHandler {
                     stats.counts.unparsable += 1
                     return true
                 }
-                stats.counts.delivered += 1
-                if stats.inWindow(now) { stats.counts.deliveredInWindow += 1 }
-                if stats.inWindow(sentAt) { stats.latency.record(now &- sentAt) }
-                if seq == lastSeq &+ 1 {
-                    lastSeq = seq
-                } else if seq > lastSeq {
-                    stats.counts.gaps += seq - lastSeq - 1
-                    lastSeq = seq
-                } else {
-                    stats.counts.duplicates += 1
-                }
+                stats.delivered(sentAt: sentAt, seq: seq, at: now, after: &lastSeq)
                 return true
             }
             if Scan.subscribed.isPrefix(of: bytes) {

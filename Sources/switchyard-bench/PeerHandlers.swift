@@ -121,17 +121,7 @@ final class PeerSubscriberHandler: PeerConnectionHandler {
             stats.counts.unparsable += 1
             return
         }
-        stats.counts.delivered += 1
-        if stats.inWindow(now) { stats.counts.deliveredInWindow += 1 }
-        if stats.inWindow(sentAt) { stats.latency.record(now &- sentAt) }
-        if seq == lastSeq &+ 1 {
-            lastSeq = seq
-        } else if seq > lastSeq {
-            stats.counts.gaps += seq - lastSeq - 1
-            lastSeq = seq
-        } else {
-            stats.counts.duplicates += 1
-        }
+        stats.delivered(sentAt: sentAt, seq: seq, at: now, after: &lastSeq)
     }
 
     override func channelInactive(context: ChannelHandlerContext) {
