@@ -609,3 +609,13 @@ def _find_close_code(data: bytes | bytearray) -> int | None:
 def copy_tree_if_exists(src: Path, dst: Path):
     if src.is_dir():
         shutil.copytree(src, dst, dirs_exist_ok=True)
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body.decode(errors="replace")

@@ -71,6 +71,35 @@ async def _connect(url: str, timeout: float = 5.0):
                             max_size=32 * 1024 * 1024, max_queue=None)
 
 
+async def keep_connected(stream: "SteadyStream", url: Callable[[], str], on_open, on_frame, on_close, *,
+                         gate: asyncio.Semaphore | None = None, on_connect_failure=None):
+    """Holds one connection until the stream stops: connects to `url()` (through `gate`, if given), awaits
+    `on_open(ws)`, hands every frame to `on_frame`, calls `on_close(ws)` after the close and connects again
+    `stream.reconnect_delay` later. A failed connect calls `on_connect_failure()` and is retried after that delay."""
+    while not stream.stopping:
+        try:
+            async with gate or contextlib.nullcontext():
+                ws = await _connect(url())
+        except CONNECT_ERRORS:
+            if on_connect_failure:
+                on_connect_failure()
+            await asyncio.sleep(stream.reconnect_delay)
+            continue
+        try:
+            await on_open(ws)
+            async for raw in ws:
+                on_frame(raw)
+        except ConnectionClosed:
+            pass
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await ws.close()
+            raise
+        on_close(ws)
+        if not stream.stopping:
+            await asyncio.sleep(stream.reconnect_delay)
+
+
 # --- subscribers ------------------------------------------------------------------------------------------
 
 class Subscriber:
@@ -104,37 +133,27 @@ class Subscriber:
 
     async def run(self):
         st = self.stream
-        while not st.stopping:
-            try:
-                async with st.connect_gate:
-                    ws = await _connect(st.url_for(self.idx))
-            except CONNECT_ERRORS:
-                self.connect_failures += 1
-                await asyncio.sleep(st.reconnect_delay)
-                continue
-            self.ws = ws
-            self.connects += 1
-            if self.connects > 1:
-                for s in self.subjects:
-                    self.events[s].append((RECONNECT, st.now()))
-            self.allowed.clear()
-            try:
-                await ws.send(json.dumps(self.subscribe_frame()))
-                async for raw in ws:
-                    self.on_frame(raw)
-            except ConnectionClosed:
-                pass
-            except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await ws.close()
-                raise
-            code, reason = _close_info(ws)
-            by_us = st.stopping or self.force_reconnect
-            self.force_reconnect = False
-            self.ws = None
-            self.closes.append(Close(st.now(), self.name, code, reason, by_us))
-            if not st.stopping:
-                await asyncio.sleep(st.reconnect_delay)
+        await keep_connected(st, lambda: st.url_for(self.idx), self.on_open, self.on_frame, self.on_close,
+                             gate=st.connect_gate, on_connect_failure=self.on_connect_failure)
+
+    def on_connect_failure(self):
+        self.connect_failures += 1
+
+    async def on_open(self, ws):
+        self.ws = ws
+        self.connects += 1
+        if self.connects > 1:
+            for s in self.subjects:
+                self.events[s].append((RECONNECT, self.stream.now()))
+        self.allowed.clear()
+        await ws.send(json.dumps(self.subscribe_frame()))
+
+    def on_close(self, ws):
+        code, reason = _close_info(ws)
+        by_us = self.stream.stopping or self.force_reconnect
+        self.force_reconnect = False
+        self.ws = None
+        self.closes.append(Close(self.stream.now(), self.name, code, reason, by_us))
 
     def on_frame(self, raw):
         t = self.stream.now()
@@ -208,32 +227,20 @@ class Publisher:
 
     async def run(self):
         st = self.stream
-        while not st.stopping:
-            try:
-                ws = await _connect(st.url_for(10_000 + self.idx))
-            except CONNECT_ERRORS:
-                await asyncio.sleep(st.reconnect_delay)
-                continue
-            self.ws = ws
-            self.connected.set()
-            try:
-                async for raw in ws:
-                    self.on_frame(raw)
-            except ConnectionClosed:
-                pass
-            except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await ws.close()
-                raise
-            self.ws = None
-            self.connected.clear()
-            code, reason = _close_info(ws)
-            self.closes.append(Close(st.now(), self.name, code, reason, st.stopping))
-            for rec in self.pending.values():
-                rec.conn_lost = True
-            self.pending.clear()
-            if not st.stopping:
-                await asyncio.sleep(st.reconnect_delay)
+        await keep_connected(st, lambda: st.url_for(10_000 + self.idx), self.on_open, self.on_frame, self.on_close)
+
+    async def on_open(self, ws):
+        self.ws = ws
+        self.connected.set()
+
+    def on_close(self, ws):
+        self.ws = None
+        self.connected.clear()
+        code, reason = _close_info(ws)
+        self.closes.append(Close(self.stream.now(), self.name, code, reason, self.stream.stopping))
+        for rec in self.pending.values():
+            rec.conn_lost = True
+        self.pending.clear()
 
     def on_frame(self, raw):
         t = self.stream.now()

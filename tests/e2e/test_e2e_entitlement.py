@@ -23,29 +23,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from e2e_helpers import BIN_DIR, REPO, Broker, Client, run, running
-from test_client_browser import browser, open_harness  # noqa: F401 (fixture)
-
-SECRET = "e2e-secret-" + uuid.uuid4().hex + uuid.uuid4().hex
-ISSUER = "auth.e2e"
-AUDIENCE = "switchyard-e2e"
-ALLOW_TOKEN = "allow-" + uuid.uuid4().hex
-
-
-def token(key=SECRET, algorithm="HS256", expires_in: float = 60, not_before: float | None = None,
-          permissions: dict | None = None, issuer: str | None = ISSUER, audience: str | None = AUDIENCE,
-          **extra) -> str:
-    now = time.time()
-    claims: dict = {"exp": int(now + expires_in) if expires_in >= 5 else now + expires_in, **extra}
-    if not_before is not None:
-        claims["nbf"] = int(now + not_before)
-    if issuer is not None:
-        claims["iss"] = issuer
-    if audience is not None:
-        claims["aud"] = audience
-    if permissions is not None:
-        claims["permissions"] = permissions
-    return jwt.encode(claims, key, algorithm=algorithm)
-
+from browser_helpers import browser, open_harness  # noqa: F401 (fixture)
+from token_helpers import ALLOW_TOKEN, AUDIENCE, EVERYTHING, ISSUER, SECRET, token
 
 def unsigned(claims: dict) -> str:
     """An `alg: none` token (PyJWT makes them on request)."""
@@ -131,9 +110,6 @@ def basic_broker(tmp_path_factory):
     with running(Broker(tmp_path_factory.mktemp("ent-basic"), name="entbasic", Entitlement="basic",
                         EntitlementAllowToken=ALLOW_TOKEN)) as b:
         yield b
-
-
-EVERYTHING = {"all": ["/*"]}
 
 
 def refused_tokens(rsa_key) -> dict[str, str]:

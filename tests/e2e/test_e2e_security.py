@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from e2e_helpers import Broker, running, wait_until
+from e2e_helpers import Broker, http_get, running, wait_until
 
 ALLOWED = "https://app.example.com"
 UPGRADE = ("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -33,16 +33,6 @@ def status_of_upgrade(port: int, origin: str | None) -> tuple[int, str]:
             while chunk := sock.recv(4096):
                 data += chunk
     return int(data.split(b" ", 2)[1]), data.decode(errors="replace")
-
-
-def http_get(port: int, path: str) -> tuple[int, str]:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), body.decode(errors="replace")
 
 
 @pytest.fixture(scope="module")

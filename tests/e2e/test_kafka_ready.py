@@ -3,9 +3,8 @@ once Kafka answers and the caches are warm (what HAProxy in compose/ checks)."""
 
 from __future__ import annotations
 
-from e2e_helpers import wait_until
+from e2e_helpers import http_get, wait_until
 from kafka_helpers import make_kafka_broker, make_tansu, unique_topic  # noqa: F401 (fixtures)
-from test_e2e_security import http_get
 
 
 def test_ready_waits_for_kafka(make_tansu, make_kafka_broker):

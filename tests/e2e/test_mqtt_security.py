@@ -13,19 +13,14 @@ import time
 import pytest
 
 from e2e_helpers import Broker, Client, free_port, run, running, unique_subject
-from test_e2e_entitlement import AUDIENCE, EVERYTHING, ISSUER, SECRET, token
-from test_e2e_tls import PKI, install, peer_certificate, tls_params
-from test_mqtt import Paho, connect_packet, mqtt_string, packet, topic_of
+from mqtt_helpers import Paho, connect_packet, mqtt_string, packet, topic_of
+from tls_helpers import PKI, install, peer_certificate, pki, tls_params  # noqa: F401 (fixture)
+from token_helpers import AUDIENCE, EVERYTHING, ISSUER, SECRET, token
 
 pytestmark = pytest.mark.skipif(not shutil.which("mosquitto_pub") or not shutil.which("mosquitto_sub"),
                                 reason="mosquitto-clients is not installed (scripts/setup.sh installs it)")
 
 SECURE = {"sub": ["/secure/*"], "pub": ["/secure/*"]}
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    return PKI(tmp_path_factory.mktemp("mqtt-pki"))
 
 
 @pytest.fixture(scope="module")

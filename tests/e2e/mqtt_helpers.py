@@ -1,0 +1,103 @@
+"""Helpers for the MQTT end-to-end tests: raw packets (for what the clients do not let a test do: abrupt ends,
+keepalive silence, refused connects) and a paho-mqtt client whose callbacks land in queues."""
+
+from __future__ import annotations
+
+import queue
+import socket
+import struct
+import threading
+import uuid
+
+import paho.mqtt.client as paho
+
+VERSIONS = {"mqttv311": paho.MQTTv311, "mqttv5": paho.MQTTv5}
+
+
+def topic_of(subject: str) -> str:
+    return subject[1:]
+
+
+# --- raw MQTT packets, for what the clients do not let us do (abrupt ends, keepalive silence) ----------------------
+
+def mqtt_string(text: str) -> bytes:
+    data = text.encode()
+    return struct.pack(">H", len(data)) + data
+
+
+def packet(first: int, body: bytes) -> bytes:
+    length, encoded = len(body), b""
+    while True:
+        byte, length = length % 128, length // 128
+        encoded += bytes([byte | (0x80 if length else 0)])
+        if not length:
+            return bytes([first]) + encoded + body
+
+
+def connect_packet(client_id: str, keepalive: int, version: int = 4, will: tuple[str, str] | None = None,
+                   username: str | None = None, password: str | None = None) -> bytes:
+    flags, payload = 0x02, mqtt_string(client_id)
+    props = b"\x00" if version == 5 else b""
+    if will:
+        flags |= 0x04 | (1 << 3)  # will, QoS 1
+        payload += props + mqtt_string(will[0]) + mqtt_string(will[1])
+    if username is not None:
+        flags |= 0x80
+        payload += mqtt_string(username)
+    if password is not None:
+        flags |= 0x40
+        payload += mqtt_string(password)
+    return packet(0x10, mqtt_string("MQTT") + bytes([version, flags]) + struct.pack(">H", keepalive) + props + payload)
+
+
+def raw_connect(port: int, **kw) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(connect_packet(**kw))
+    assert sock.recv(2)[0] == 0x20, "CONNACK"
+    sock.recv(64)  # the rest of it
+    return sock
+
+
+# --- paho ------------------------------------------------------------------------------------------------------
+
+class Paho:
+    """A paho-mqtt client on its own network thread; callbacks land in queues."""
+
+    def __init__(self, port: int, version: str = "mqttv311", transport: str = "tcp", client_id: str = "",
+                 ca_certs: str | None = None, password: str | None = None):
+        """`ca_certs`: TLS (`tls_set`) trusting that CA; `password`: the token, with a free user name."""
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id or f"t-{uuid.uuid4().hex[:8]}",
+                                  protocol=VERSIONS[version], transport=transport)
+        if transport == "websockets":
+            self.client.ws_set_options(path="/mqtt")
+        if ca_certs:
+            self.client.tls_set(ca_certs=ca_certs)
+        if password is not None:
+            self.client.username_pw_set("device", password)
+        self.disconnects: queue.Queue = queue.Queue()
+        self.client.on_disconnect = lambda c, u, flags, rc, props: self.disconnects.put(rc)
+        self.messages: queue.Queue = queue.Queue()
+        self.subacks: queue.Queue = queue.Queue()
+        self.pubacks: dict[int, object] = {}
+        self.connected = threading.Event()
+        self.client.on_connect = lambda c, u, flags, rc, props: self.connected.set()
+        self.client.on_message = lambda c, u, msg: self.messages.put(msg)
+        self.client.on_subscribe = lambda c, u, mid, codes, props: self.subacks.put([int(code.value) for code in codes])
+        self.client.on_publish = lambda c, u, mid, rc, props: self.pubacks.__setitem__(mid, rc)
+        self.client.connect("127.0.0.1", port, keepalive=30)
+        self.client.loop_start()
+        assert self.connected.wait(10), "no CONNACK"
+
+    def subscribe(self, filters: list[tuple[str, int]]) -> list[int]:
+        self.client.subscribe(filters)
+        return self.subacks.get(timeout=10)
+
+    def publish_and_wait(self, topic: str, payload: str, qos: int = 1, retain: bool = False):
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        info.wait_for_publish(timeout=10)
+        assert info.is_published(), "no PUBACK"
+        return self.pubacks.get(info.mid)
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
