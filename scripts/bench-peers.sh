@@ -22,9 +22,7 @@
 # Exit status: 0 when every target delivered everything at the fixed rate, 3 when one lost or failed, 1 on errors.
 set -euo pipefail
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$REPO"
-if [ -x /opt/swift/usr/bin/swift ]; then export PATH="/opt/swift/usr/bin:$PATH"; fi
+source "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
 
 SUBSCRIBERS=${PEERS_SUBSCRIBERS:-1000}
 SUBJECTS=${PEERS_SUBJECTS:-10}
@@ -58,20 +56,8 @@ fi
 MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 NATS=$(command -v nats-server)
 
-# --- Switchyard and the bench, built like scripts/bench.sh --------------------------------------------------------
-SWIFT_LINK=()
-if [ -d "$REPO/.deps/librdkafka/lib/pkgconfig" ]; then
-    export PKG_CONFIG_PATH="$REPO/.deps/librdkafka/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
-    SWIFT_LINK=(-Xlinker -rpath -Xlinker "$REPO/.deps/librdkafka/lib")
-fi
-BIN="${SWITCHYARD_BIN:-$REPO/.build/release}"
-if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
-    for product in ws-ingress router cache fanout switchyard-bench; do
-        say "building $product (release)"
-        swift build -c release --product "$product" "${SWIFT_LINK[@]}" 2>&1 | grep -Ev '^(\[[0-9]+/[0-9]+\]|Building for|Compiling|Write|Planning)' >&2 || true
-        [ -x "$BIN/$product" ] || { say "$BIN/$product missing after the build"; exit 1; }
-    done
-fi
+# --- Switchyard and the bench (scripts/bench-common.sh) -----------------------------------------------------------
+build_bench_products bench-peers
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-peers.XXXXXX")
 PIDS=()
@@ -84,7 +70,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
 wait_port() {  # PORT NAME: until something accepts on 127.0.0.1:PORT (10 s at most)
     for _ in $(seq 100); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi

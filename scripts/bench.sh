@@ -9,34 +9,18 @@
 # one-line JSON summary. Exit status: switchyard-bench's (0 clean, 3 gaps/losses/failures seen, 4 timed out).
 # With the defaults the whole run takes well under 2 minutes once the build is up to date.
 #
-#   BENCH_SKIP_BUILD=1   use the executables already in .build/release
+#   BENCH_SKIP_BUILD=1   use the executables already built (SWITCHYARD_BIN, default .build/release)
 #   BENCH_KEEP=1         keep the temporary folder (config, logs, result JSON)
 #   BENCH_LOGLEVEL=INFO  the stack's LogLevel
 #   BENCH_INGRESS=N      IngressInstances (default 1)
 set -euo pipefail
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$REPO"
-if [ -x /opt/swift/usr/bin/swift ]; then export PATH="/opt/swift/usr/bin:$PATH"; fi
-
-# Build the same way as `make build` (local librdkafka through pkg-config + rpath) so nothing is rebuilt twice.
-SWIFT_LINK=()
-if [ -d "$REPO/.deps/librdkafka/lib/pkgconfig" ]; then
-    export PKG_CONFIG_PATH="$REPO/.deps/librdkafka/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
-    SWIFT_LINK=(-Xlinker -rpath -Xlinker "$REPO/.deps/librdkafka/lib")
-fi
-BIN="$REPO/.build/release"
-if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
-    for product in ws-ingress router cache fanout switchyard-bench; do
-        echo "bench: building $product (release)" >&2
-        swift build -c release --product "$product" "${SWIFT_LINK[@]}" 2>&1 | grep -Ev '^(\[[0-9]+/[0-9]+\]|Building for|Compiling|Write|Planning)' >&2 || true
-        [ -x "$BIN/$product" ] || { echo "bench: $BIN/$product missing after the build" >&2; exit 1; }
-    done
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
+build_bench_products bench
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-bench.XXXXXX")
 CONF="$TMP/switchyard.conf"
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+PORT=$(free_port)
 cat > "$CONF" <<CONF
 # Written by scripts/bench.sh for one benchmark run.
 Listen = 127.0.0.1:$PORT
