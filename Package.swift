@@ -119,6 +119,7 @@ let package = Package(
         .testTarget(name: "IngressStageTests", dependencies: [
             "IngressStage", "IngressService",
             .product(name: "NIOEmbedded", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "JWTKit", package: "jwt-kit"),
         ]),

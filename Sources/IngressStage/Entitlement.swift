@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import SwitchyardCore
@@ -12,6 +13,9 @@ final class Entitlement: Sendable {
     private let allowToken: [UInt8]
     private let verifier: (any TokenVerifying)?
     private let metrics: StageMetrics?
+    /// Token verifications running off the event loops: shutdown waits for them (`awaitVerifications`), since a
+    /// verdict delivered to an event loop that has shut down is an error in NIO.
+    private let verificationsInFlight = NIOLockedValueBox(0)
 
     /// `verifier` is the loaded key of `Entitlement = jwt` (without one, every token is refused).
     init(config: SwitchyardConfig, verifier: (any TokenVerifying)?, metrics: StageMetrics? = nil) {
@@ -47,13 +51,28 @@ final class Entitlement: Sendable {
         case .jwt:
             guard let verifier else { return eventLoop.makeSucceededFuture(.failure(.badSignature)) }
             let promise = eventLoop.makePromise(of: Result<TokenGrant, TokenRefusal>.self)
-            promise.completeWithTask { await verifier.verify(token, now: Date()) }
+            verificationsInFlight.withLockedValue { $0 += 1 }
+            Task { [verificationsInFlight] in
+                promise.succeed(await verifier.verify(token, now: Date()))
+                verificationsInFlight.withLockedValue { $0 -= 1 }
+            }
             verdict = promise.futureResult
         }
         return verdict.map { result in
             if case .failure(let refusal) = result { self.count(refusal) }
             return result
         }
+    }
+
+    /// Waits until no token verification is running, or `timeout` has passed; true when none is. Called at shutdown,
+    /// after every connection is closed (no new verification starts) and before the event loops stop.
+    func awaitVerifications(timeout: TimeInterval) -> Bool {
+        let deadline = Date(timeIntervalSinceNow: timeout)
+        while verificationsInFlight.withLockedValue({ $0 }) > 0 {
+            guard Date() < deadline else { return false }
+            usleep(5_000)
+        }
+        return true
     }
 
     func count(_ refusal: TokenRefusal) {

@@ -167,6 +167,9 @@ public final class IngressServer: @unchecked Sendable {
         if closed.wait(timeout: .now() + 2) == .timedOut {
             context.logger.warn("some clients did not take their close frame in time")
         }
+        if !entitlement.awaitVerifications(timeout: 2) {
+            context.logger.warn("token verifications still running at shutdown")
+        }
         link.stop()
         try? group.syncShutdownGracefully()
     }

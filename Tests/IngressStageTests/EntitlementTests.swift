@@ -3,6 +3,7 @@ import JWTKit
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
+import NIOPosix
 import SwitchyardCore
 import XCTest
 @testable import IngressService
@@ -359,6 +360,27 @@ final class EntitlementTests: XCTestCase {
         XCTAssertEqual(try entitlement.verify("open-sesame", on: loop).wait(),
                        .success(TokenGrant(permissions: .everything, expiresAt: nil)))
         XCTAssertEqual(try entitlement.verify("open-sesam", on: loop).wait(), .failure(.wrongToken))
+    }
+
+    /// A verifier that takes its time, as an RSA key under load might.
+    private struct SlowVerifier: TokenVerifying {
+        func verify(_ token: String, now: Date) async -> Result<TokenGrant, TokenRefusal> {
+            try? await Task.sleep(nanoseconds: 300_000_000)
+            return .success(TokenGrant(permissions: .everything, expiresAt: nil))
+        }
+    }
+
+    func testShutdownWaitsForRunningVerificationsBeforeTheLoopsStop() throws {
+        var config = SwitchyardConfig()
+        config.entitlement = .jwt
+        let entitlement = Entitlement(config: config, verifier: SlowVerifier())
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        XCTAssertTrue(entitlement.awaitVerifications(timeout: 0), "nothing runs yet")
+        let verdict = entitlement.verify("t", on: group.next())
+        XCTAssertFalse(entitlement.awaitVerifications(timeout: 0.01), "the verification is still running")
+        XCTAssertTrue(entitlement.awaitVerifications(timeout: 5))
+        XCTAssertEqual(try verdict.wait(), .success(TokenGrant(permissions: .everything, expiresAt: nil)))
+        try group.syncShutdownGracefully()
     }
 }
 /// The client pipeline of `IngressServer.configureClientChannel` under `Entitlement = basic` or `jwt`, fed raw
