@@ -23,15 +23,17 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     ],
     targets: [
         // C libraries, imported through shim headers.
         .systemLibrary(name: "CNanomsg", pkgConfig: "nanomsg"),
         .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka"),
 
-        // Shared core: envelope codec, nanomsg wrapper, configuration, logging, metrics.
+        // Shared core: envelope codec, nanomsg wrapper, configuration, logging (swift-log's handler), metrics.
         .target(name: "SwitchyardCore", dependencies: [
             "CNanomsg",
+            .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ]),
@@ -39,6 +41,7 @@ let package = Package(
         // One library per stage holds its logic; the executables are thin `@main` wrappers.
         .target(name: "IngressStage", dependencies: [
             "SwitchyardCore",
+            .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -50,18 +53,20 @@ let package = Package(
             .embedInCode("Static/demo.js"),
             .embedInCode("Static/switchyard.js"),
         ]),
-        .target(name: "RouterStage", dependencies: ["SwitchyardCore"]),
+        .target(name: "RouterStage", dependencies: ["SwitchyardCore", .product(name: "Logging", package: "swift-log")]),
         .target(name: "CacheStage", dependencies: [
             "SwitchyardCore",
+            .product(name: "Logging", package: "swift-log"),
             .product(name: "DequeModule", package: "swift-collections"),
             .product(name: "HeapModule", package: "swift-collections"),
         ]),
-        .target(name: "FanoutStage", dependencies: ["SwitchyardCore"]),
+        .target(name: "FanoutStage", dependencies: ["SwitchyardCore", .product(name: "Logging", package: "swift-log")]),
         .target(name: "KafkaInStage", dependencies: [
             "SwitchyardCore", "SwitchyardKafka",
+            .product(name: "Logging", package: "swift-log"),
             .product(name: "DequeModule", package: "swift-collections"),
         ]),
-        .target(name: "KafkaOutStage", dependencies: ["SwitchyardCore", "SwitchyardKafka"]),
+        .target(name: "KafkaOutStage", dependencies: ["SwitchyardCore", "SwitchyardKafka", .product(name: "Logging", package: "swift-log")]),
 
         // librdkafka wrapper (producer, assign-based consumer, properties files) for the kafka stages.
         .target(name: "SwitchyardKafka", dependencies: [
@@ -78,6 +83,7 @@ let package = Package(
         // parsers (and the sanitizer-built fuzzers in fuzzing/) then build without BoringSSL.
         .target(name: "IngressService", dependencies: [
             "IngressStage", "SwitchyardCore",
+            .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -111,7 +117,7 @@ let package = Package(
             .product(name: "NIOWebSocket", package: "swift-nio"),
         ]),
 
-        .testTarget(name: "SwitchyardCoreTests", dependencies: ["SwitchyardCore"]),
+        .testTarget(name: "SwitchyardCoreTests", dependencies: ["SwitchyardCore", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "CacheStageTests", dependencies: ["CacheStage"]),
         .testTarget(name: "SwitchyardKafkaTests", dependencies: ["SwitchyardKafka", "SwitchyardKafkaTesting"]),
         .testTarget(name: "KafkaInStageTests", dependencies: ["KafkaInStage", "SwitchyardKafka"]),

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import SwitchyardCore
 
 /// Per subject: numbers messages (standalone) or keeps Kafka's numbers, holds the history and the snapshot,
@@ -40,7 +41,8 @@ public final class Cache: EnvelopeHandler {
         switch envelope {
         case .publish(let publish):
             guard context.config.clusterEngine == .none else {
-                context.logger.warn("publish reached the cache in Kafka mode; dropped", ["subject": publish.message.subject])
+                context.logger.warning("publish reached the cache in Kafka mode; dropped",
+                                       metadata: ["subject": "\(publish.message.subject)"])
                 return
             }
             var published = publish.message
@@ -72,7 +74,8 @@ public final class Cache: EnvelopeHandler {
             store.noteInterest(interest, now: monotonicNanoseconds())
             outbox.send(envelope, to: fanoutAddress(interest.subject, topology))
         case .publishAck, .peerUp:
-            context.logger.warn("unexpected envelope for the cache dropped", ["envelope": envelope.kindName])
+            context.logger.warning("unexpected envelope for the cache dropped",
+                                   metadata: ["envelope": "\(envelope.kindName)"])
         }
     }
 
@@ -85,7 +88,8 @@ public final class Cache: EnvelopeHandler {
 
     private func askKafka(_ subscribe: Subscribe, outbox: Outbox, _ topology: Topology) {
         guard let id = deepRecoveries.add(subscribe, now: monotonicNanoseconds()) else {
-            context.logger.debug("deep recovery refused: too many pending", ["subject": subscribe.subject])
+            context.logger.debug("deep recovery refused: too many pending",
+                                 metadata: ["subject": "\(subscribe.subject)"])
             context.metrics.addToGauge("deepRecoveriesRefused", 1)
             outbox.send(.subscribeReply(store.resyncReply(to: subscribe)), to: subscribe.replyTo, delivery: .reply)
             return

@@ -1,3 +1,4 @@
+import Logging
 import SwitchyardCore
 
 /// Per subject, which ingress instances have subscribers; forwards each message once to each of them.
@@ -29,7 +30,8 @@ public final class Fanout: EnvelopeHandler {
             }
             context.metrics.setGauge("subjects", interested.count)
         case .publish, .publishAck, .subscribe, .subscribeReply, .peerUp:
-            context.logger.warn("unexpected envelope for the fanout dropped", ["envelope": envelope.kindName])
+            context.logger.warning("unexpected envelope for the fanout dropped",
+                                   metadata: ["envelope": "\(envelope.kindName)"])
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOSSL
@@ -160,7 +161,7 @@ public final class ServerTLS: ListenerTLS, @unchecked Sendable {
             return true
         } catch {
             metrics.addToGauge("tlsReloadFailures", 1)
-            logger.error("TLS reload failed: still serving the previous certificate", ["error": error])
+            logger.error("TLS reload failed: still serving the previous certificate", metadata: ["error": "\(error)"])
             return false
         }
     }
@@ -173,14 +174,15 @@ public final class ServerTLS: ListenerTLS, @unchecked Sendable {
         ])
     }
 
-    private func serving(_ credentials: TLSCredentials, _ message: String) {
+    private func serving(_ credentials: TLSCredentials, _ message: Logger.Message) {
         let notAfter = credentials.leaf.notValidAfter
         metrics.setGauge("tlsCertificateNotAfter", Int(clamping: notAfter))
         let expiry = Date(timeIntervalSince1970: TimeInterval(notAfter))
-        logger.info(message, ["file": certificateFile, "serial": credentials.serial,
-                              "chain": credentials.chainLength, "notAfter": expiry])
+        logger.info(message, metadata: ["file": "\(certificateFile)", "serial": "\(credentials.serial)",
+                                        "chain": "\(credentials.chainLength)", "notAfter": "\(expiry)"])
         if notAfter < time(nil) {
-            logger.warn("the TLS certificate has expired: clients will refuse it", ["notAfter": expiry])
+            logger.warning("the TLS certificate has expired: clients will refuse it",
+                           metadata: ["notAfter": "\(expiry)"])
         }
     }
 }
@@ -220,9 +222,9 @@ final class TLSErrorHandler: ChannelInboundHandler {
         case .running:
             handshake = .failed
             metrics.addToGauge("tlsHandshakeFailures", 1)
-            logger.debug("TLS handshake failed", ["peer": peer, "error": error])
+            logger.debug("TLS handshake failed", metadata: ["peer": "\(peer)", "error": "\(error)"])
         case .completed, .failed:
-            logger.debug("TLS connection error", ["peer": peer, "error": error])
+            logger.debug("TLS connection error", metadata: ["peer": "\(peer)", "error": "\(error)"])
         }
         context.close(promise: nil)
     }

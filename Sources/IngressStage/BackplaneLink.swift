@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import SwitchyardCore
@@ -120,13 +121,13 @@ final class BackplaneLink: @unchecked Sendable {
                         warned = false
                     }
                 } else if !warned {
-                    logger.warn("router is not taking messages; queueing", ["queued": queuedBatches])
+                    logger.warning("router is not taking messages; queueing", metadata: ["queued": "\(queuedBatches)"])
                     warned = true
                 }
             } catch let error as NanomsgError where error.isTerminating {
                 return
             } catch {
-                logger.error("send to router failed", ["error": error])
+                logger.error("send to router failed", metadata: ["error": "\(error)"])
             }
         }
     }
@@ -141,7 +142,7 @@ final class BackplaneLink: @unchecked Sendable {
             } catch let error as NanomsgError where error.isTerminating {
                 return
             } catch {
-                logger.error("receive failed", ["error": error])
+                logger.error("receive failed", metadata: ["error": "\(error)"])
                 continue
             }
             guard let envelopes = EnvelopeCodec.decodeReceived(batch, logger: logger, metrics: metrics) else { continue }

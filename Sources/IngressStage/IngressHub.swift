@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Logging
 import NIOCore
 import NIOWebSocket
 import SwitchyardCore
@@ -69,13 +70,15 @@ final class IngressHub: @unchecked Sendable {
                                           mqtt: mqtt)
         connections[connection.id] = connection
         metrics.setGauge("connections", connections.count)
-        logger.debug("client connected", ["connection": connection.id, "remote": channel.remoteAddress as Any])
+        logger.debug("client connected",
+                     metadata: ["connection": "\(connection.id)", "remote": .string(Self.describe(channel))])
         return connection
     }
 
     func disconnect(_ connection: ClientConnection) {
         guard connections.removeValue(forKey: connection.id) != nil else { return }
-        logger.debug("client disconnected", ["connection": connection.id, "subjects": connection.subjects.count])
+        logger.debug("client disconnected",
+                     metadata: ["connection": "\(connection.id)", "subjects": "\(connection.subjects.count)"])
         send(table.remove(connection))
         endMQTTSession(of: connection)
         connection.subjects.removeAll()
@@ -159,8 +162,9 @@ final class IngressHub: @unchecked Sendable {
             write(ServerFrames.error(ClientFrameError(code: "RATE_LIMITED", reason: reason)), to: connection)
         }
         if connection.rateLimitStrikes.refused(now: now) {
-            logger.warn("client closed: it keeps exceeding its rate limit",
-                        ["connection": connection.id, "remote": connection.channel.remoteAddress as Any, "op": what])
+            logger.warning("client closed: it keeps exceeding its rate limit",
+                           metadata: ["connection": "\(connection.id)", "op": "\(what)",
+                                      "remote": .string(Self.describe(connection.channel))])
             close(connection, code: .policyViolation, reason: "rate limit exceeded repeatedly")
         }
         return false
@@ -192,7 +196,8 @@ final class IngressHub: @unchecked Sendable {
         } else {
             start = .snapshot
         }
-        logger.debug("subscribe", ["connection": connection.id, "subject": subject, "start": start])
+        logger.debug("subscribe",
+                     metadata: ["connection": "\(connection.id)", "subject": "\(subject)", "start": "\(start)"])
         send(table.subscribe(connection, to: subject, start: start, now: now))
     }
 
@@ -227,8 +232,8 @@ final class IngressHub: @unchecked Sendable {
         }
         let message = Message(subject: publish.subject, content: publish.content, flags: flags,
                               closure: publish.closure ?? "", timestamp: wallClockNanoseconds())
-        logger.trace("publish", ["connection": connection.id, "subject": publish.subject,
-                                 "bytes": publish.content.readableBytes])
+        logger.trace("publish", metadata: ["connection": "\(connection.id)", "subject": "\(publish.subject)",
+                                           "bytes": "\(publish.content.readableBytes)"])
         link.send(.publish(Publish(requestID: requestID, replyTo: inboundAddress, message: message)))
     }
 
@@ -280,7 +285,8 @@ final class IngressHub: @unchecked Sendable {
             case .peerUp(let peer):
                 reannounce(because: "peer up: \(peer.stage)-\(peer.instance)")
             case .publish, .subscribe, .interest:
-                logger.warn("unexpected envelope for the ingress dropped", ["envelope": envelope.kindName])
+                logger.warning("unexpected envelope for the ingress dropped",
+                               metadata: ["envelope": "\(envelope.kindName)"])
             }
         }
         flushDirty()
@@ -306,8 +312,8 @@ final class IngressHub: @unchecked Sendable {
         }
         send(requests)
         if table.subscribesAskedAgain != askedAgain {
-            logger.warn("live messages held for a pending subscribe passed MaxPendingSubscribeBytes; dropped them and asked again",
-                        ["subject": message.subject, "limit": limits.maxPendingSubscribeBytes])
+            logger.warning("live messages held for a pending subscribe passed MaxPendingSubscribeBytes; dropped them and asked again",
+                           metadata: ["subject": "\(message.subject)", "limit": "\(limits.maxPendingSubscribeBytes)"])
         }
     }
 
@@ -343,7 +349,7 @@ final class IngressHub: @unchecked Sendable {
     }
 
     func reannounce(because reason: String) {
-        logger.info("re-announcing interest", ["reason": reason, "subjects": table.subjectCount])
+        logger.info("re-announcing interest", metadata: ["reason": "\(reason)", "subjects": "\(table.subjectCount)"])
         send(table.reannounce(now: now()))
     }
 
@@ -381,12 +387,12 @@ final class IngressHub: @unchecked Sendable {
         for (connection, reason) in overdue {
             switch reason {
             case .idle:
-                logger.debug("idle client closed", ["connection": connection.id])
+                logger.debug("idle client closed", metadata: ["connection": "\(connection.id)"])
                 close(connection, code: .goingAway, reason: "idle")
             case .stalled:
                 closeSlow(connection, reason: "took none of its messages for \(config.slowClientTimeout) s")
             case .keepAliveExpired:
-                logger.debug("MQTT keepalive expired", ["connection": connection.id])
+                logger.debug("MQTT keepalive expired", metadata: ["connection": "\(connection.id)"])
                 close(connection, mqttReason: .keepAliveTimeout, "keepalive expired")
             }
         }
@@ -419,9 +425,9 @@ final class IngressHub: @unchecked Sendable {
 
     func closeSlow(_ connection: ClientConnection, reason: String? = nil) {
         guard !connection.isClosing else { return }
-        logger.warn("slow client disconnected: it stopped reading", [
-            "connection": connection.id, "remote": connection.channel.remoteAddress as Any,
-            "why": reason ?? "more than ClientBufferLimit (\(config.clientBufferLimit) bytes) queued",
+        logger.warning("slow client disconnected: it stopped reading", metadata: [
+            "connection": "\(connection.id)", "remote": .string(Self.describe(connection.channel)),
+            "why": .string(reason ?? "more than ClientBufferLimit (\(config.clientBufferLimit) bytes) queued"),
         ])
         metrics.addToGauge("slowClientsClosed", 1)
         close(connection, code: .policyViolation, reason: "slow consumer: too many messages queued", immediately: true)
@@ -468,5 +474,10 @@ final class IngressHub: @unchecked Sendable {
             }
         }
         disconnect(connection)
+    }
+
+    /// A client's address for the log (`unknown` once the socket is gone).
+    static func describe(_ channel: Channel) -> String {
+        channel.remoteAddress.map { "\($0)" } ?? "unknown"
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -58,7 +59,7 @@ public final class IngressServer: @unchecked Sendable {
         }
         for address in context.config.listen {
             serverChannels.append(try bind(address, configureClient))
-            logger.info("listening", ["address": address])
+            logger.info("listening", metadata: ["address": "\(address)"])
         }
         let mqttSettings = hub.mqttSettings
         let policy = entitlement
@@ -68,7 +69,7 @@ public final class IngressServer: @unchecked Sendable {
         }
         for address in context.config.listenMqtt {
             serverChannels.append(try bind(address, configureMQTT))
-            logger.info("MQTT listening", ["address": address])
+            logger.info("MQTT listening", metadata: ["address": "\(address)"])
         }
         if let tls {
             for address in context.config.listenEncrypted {
@@ -76,7 +77,7 @@ public final class IngressServer: @unchecked Sendable {
                     try tls.addHandlers(to: channel)
                     try configureClient(channel)
                 })
-                logger.info("listening (TLS)", ["address": address])
+                logger.info("listening (TLS)", metadata: ["address": "\(address)"])
             }
             // The same certificate, and its reload, in front of the MQTT pipeline.
             for address in context.config.listenMqttEncrypted {
@@ -84,18 +85,18 @@ public final class IngressServer: @unchecked Sendable {
                     try tls.addHandlers(to: channel)
                     try configureMQTT(channel)
                 })
-                logger.info("MQTT listening (TLS)", ["address": address])
+                logger.info("MQTT listening (TLS)", metadata: ["address": "\(address)"])
             }
         }
         let tlsListeners = context.config.listenEncrypted.count + context.config.listenMqttEncrypted.count
         context.metrics.setGauge("tlsListeners", tls == nil ? 0 : tlsListeners)
         if entitlement.mode != .none {
-            logger.info("entitlement", ["mode": entitlement.mode.rawValue,
-                                        "tokenExpireNotice": context.config.tokenExpireNotice])
+            logger.info("entitlement", metadata: ["mode": "\(entitlement.mode.rawValue)",
+                                                  "tokenExpireNotice": "\(context.config.tokenExpireNotice)"])
         }
         if context.instance == 0, let address = context.config.monitorListen {
             serverChannels.append(try MonitorServer.bind(address, group: group, config: context.config))
-            logger.info("monitor listening", ["address": address, "paths": "/metrics /health /ready"])
+            logger.info("monitor listening", metadata: ["address": "\(address)", "paths": "/metrics /health /ready"])
         }
         eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(250), delay: .milliseconds(250)) { [hub] _ in
             hub.tick()
@@ -132,7 +133,7 @@ public final class IngressServer: @unchecked Sendable {
     /// their files; open connections keep theirs. Blocks on file I/O, off the event loop.
     func reloadTLS() {
         guard let tls else {
-            context.logger.warn("nothing to reload: no TLS listener (ListenEncrypted, ListenMqttEncrypted)")
+            context.logger.warning("nothing to reload: no TLS listener (ListenEncrypted, ListenMqttEncrypted)")
             return
         }
         tls.reload()
@@ -155,7 +156,7 @@ public final class IngressServer: @unchecked Sendable {
     /// stops.
     public func shutdown() {
         let closing = eventLoop.submit { [hub, serverChannels, logger = context.logger] in
-            logger.info("closing client connections", ["connections": hub.connectionCount])
+            logger.info("closing client connections", metadata: ["connections": "\(hub.connectionCount)"])
             for channel in serverChannels { channel.close(promise: nil) }
             return hub.closeAll(reason: "service restart: reconnect")
         }
@@ -165,7 +166,7 @@ public final class IngressServer: @unchecked Sendable {
             future.whenComplete { _ in closed.leave() }
         }
         if closed.wait(timeout: .now() + 2) == .timedOut {
-            context.logger.warn("some clients did not take their close frame in time")
+            context.logger.warning("some clients did not take their close frame in time")
         }
         if !entitlement.awaitVerifications(timeout: 2) {
             context.logger.warn("token verifications still running at shutdown")
@@ -187,18 +188,18 @@ public final class IngressServer: @unchecked Sendable {
             try server.start()
         } catch let error as ConfigError {
             // Exit status 2: the supervisor reports the configuration and does not restart us.
-            context.logger.error("configuration refused", ["error": error])
+            context.logger.error("configuration refused", metadata: ["error": "\(error)"])
             FileHandle.standardError.write(Data("ws-ingress: \(error)\n".utf8))
             exit(2)
         } catch {
-            context.logger.error("cannot start", ["error": error])
+            context.logger.error("cannot start", metadata: ["error": "\(error)"])
             exit(1)
         }
         let stopped = DispatchSemaphore(value: 0)
         context.start(onStop: { stopped.signal() }, onTopologyChange: { _ in server.topologyChanged() },
                       onReload: { server.reloadTLS() })
         context.setReady(true)
-        context.logger.info("ready", ["address": context.inboundAddress, "pid": getpid()])
+        context.logger.info("ready", metadata: ["address": "\(context.inboundAddress)", "pid": "\(getpid())"])
         stopped.wait()
         server.shutdown()
         context.logger.info("stopped")

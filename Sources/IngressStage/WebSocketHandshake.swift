@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOCore
 import NIOHTTP1
 import NIOWebSocket
@@ -208,7 +209,7 @@ final class AcceptErrorLogger: ChannelInboundHandler {
         let now = NIODeadline.now()
         if now - lastLogged >= .seconds(1) {  // at most once a second: accept retries in a loop
             lastLogged = now
-            logger.warn("cannot accept a connection", ["error": error])
+            logger.warning("cannot accept a connection", metadata: ["error": "\(error)"])
         }
         context.fireErrorCaught(error)
     }

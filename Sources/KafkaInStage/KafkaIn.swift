@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import SwitchyardCore
@@ -45,7 +46,9 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
             file: (context.config.runDir as NSString).appendingPathComponent("kafka-in-\(context.instance).offsets.json"))
         self.checkpoint = checkpoint
         let resumed = checkpoint.load()
-        if !resumed.isEmpty { context.logger.info("resuming from the last run's offsets", ["partitions": resumed.count]) }
+        if !resumed.isEmpty {
+            context.logger.info("resuming from the last run's offsets", metadata: ["partitions": "\(resumed.count)"])
+        }
         consumer = try KafkaConsumer(
             config: consumerConfig,
             startOffset: { [initialAssignmentDone] partition in
@@ -79,9 +82,10 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
             recordOutbox.send(.message(message), to: router)
         }
         context.metrics.countIn(records.count)
-        context.logger.debug("records forwarded", ["records": records.count - skipped])
+        context.logger.debug("records forwarded", metadata: ["records": "\(records.count - skipped)"])
         if skipped > 0 {
-            context.logger.warn("records whose key makes no valid subject skipped", ["count": skipped])
+            context.logger.warning("records whose key makes no valid subject skipped",
+                                   metadata: ["count": "\(skipped)"])
             context.metrics.addToGauge("skippedRecords", skipped)
         }
         recordOutbox.flush()
@@ -122,7 +126,7 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
     private func becomeReady() {
         let reason = warmUp.withLockedValue { $0.reason }
         context.setReady(true)
-        context.logger.info("ready", ["address": context.inboundAddress, "warm-up": reason])
+        context.logger.info("ready", metadata: ["address": "\(context.inboundAddress)", "warm-up": "\(reason)"])
     }
 
     private func report(_ event: KafkaEvent) {
@@ -131,32 +135,37 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
         case .reachability(let reachable, let reason):
             noteWarmUp(.reachable(reachable))
             if reachable {
-                logger.info("Kafka reachable", ["reason": reason])
+                logger.info("Kafka reachable", metadata: ["reason": "\(reason)"])
                 context.metrics.setState("ok")
             } else {
-                logger.warn("Kafka unreachable; consuming resumes when it is back", ["reason": reason])
+                logger.warning("Kafka unreachable; consuming resumes when it is back",
+                               metadata: ["reason": "\(reason)"])
                 context.metrics.setState("kafka unreachable")
             }
         case .partitionsAssigned(let assignments):
             initialAssignmentDone.withLockedValue { $0 = true }
             noteWarmUp(.assigned(assignments.map(\.info.topicPartition)))
-            logger.info("partitions assigned", ["partitions": assignments.map(\.description).joined(separator: ", ")])
+            logger.info("partitions assigned",
+                        metadata: ["partitions": .string(assignments.map(\.description).joined(separator: ", "))])
             context.metrics.setGauge("partitions", consumer?.assignment.count ?? assignments.count)
         case .partitionsRevoked(let partitions):
-            logger.info("partitions revoked", ["partitions": partitions.map(\.description).joined(separator: ", ")])
+            logger.info("partitions revoked",
+                        metadata: ["partitions": .string(partitions.map(\.description).joined(separator: ", "))])
         case .partitionEOF(let partition, let offset):
-            logger.debug("caught up", ["partition": partition, "next": offset])
+            logger.debug("caught up", metadata: ["partition": "\(partition)", "next": "\(offset)"])
             noteWarmUp(.caughtUp(partition.topicPartition))
         case .partitionError(let partition, let error):
-            logger.warn("partition error", ["partition": partition, "error": error])
+            logger.warning("partition error", metadata: ["partition": "\(partition)", "error": "\(error)"])
         case .error(let error) where error.isFatal:
             // The client is unusable: exit, and the supervisor starts a fresh one.
-            logger.error("fatal Kafka client error; exiting", ["error": error])
+            logger.error("fatal Kafka client error; exiting", metadata: ["error": "\(error)"])
             exit(3)
         case .error(let error):
-            logger.warn("Kafka client error", ["error": error])
+            logger.warning("Kafka client error", metadata: ["error": "\(error)"])
         case .log(let level, let facility, let message):
-            if level <= 4 { logger.warn("librdkafka", ["facility": facility, "message": message]) }
+            if level <= 4 {
+                logger.warning("librdkafka", metadata: ["facility": "\(facility)", "message": "\(message)"])
+            }
         }
     }
 
@@ -168,14 +177,16 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
             let admission = deepRecoveries.submit(request)
             context.metrics.setGauge("deepRecoveriesInFlight", deepRecoveries.inFlight)
             if admission == .refused {
-                context.logger.debug("deep recovery refused: too many in flight", ["subject": request.subject])
+                context.logger.debug("deep recovery refused: too many in flight",
+                                     metadata: ["subject": "\(request.subject)"])
                 context.metrics.addToGauge("deepRecoveriesRefused", 1)
                 outbox.send(.subscribeReply(Self.reply(to: request, .resync)), to: request.replyTo, delivery: .reply)
             }
         case .peerUp(let peer) where peer.stage == StageName.cache.rawValue:
             rewarm(because: "\(peer.stage)-\(peer.instance) started")
         default:
-            context.logger.warn("unexpected envelope for kafka-in dropped", ["envelope": envelope.kindName])
+            context.logger.warning("unexpected envelope for kafka-in dropped",
+                                   metadata: ["envelope": "\(envelope.kindName)"])
         }
     }
 
@@ -184,12 +195,14 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
     private func rewarm(because reason: String) {
         let tail = Int64(context.config.maxCachedMessagesPerSubject)
         let partitions = consumer.assignment
-        context.logger.info("warming the caches again", ["reason": reason, "partitions": partitions.count])
+        context.logger.info("warming the caches again",
+                            metadata: ["reason": "\(reason)", "partitions": "\(partitions.count)"])
         for partition in partitions {
             do {
                 try consumer.seek(partition.topicPartition, to: .tail(tail))
             } catch {
-                context.logger.warn("cannot re-read partition", ["partition": partition, "error": error])
+                context.logger.warning("cannot re-read partition",
+                                       metadata: ["partition": "\(partition)", "error": "\(error)"])
             }
         }
     }
@@ -206,12 +219,14 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
     private func deepRecovery(_ request: Subscribe, _ read: DeepRecoveryQueue.Read) -> SubscribeReply {
         guard let position = Int64(exactly: read.after), position < Int64.max else {
             // No Kafka offset is that large: the position was never real.
-            context.logger.info("deep recovery: not a Kafka offset", ["subject": read.subject, "after": read.after])
+            context.logger.info("deep recovery: not a Kafka offset",
+                                metadata: ["subject": "\(read.subject)", "after": "\(read.after)"])
             return Self.reply(to: request, .resync)
         }
         let (topic, key) = Subject.kafkaMapping(read.subject)
         guard let partition = assignedPartition(topic: String(topic), epoch: read.epoch) else {
-            context.logger.info("deep recovery: epoch unknown", ["subject": read.subject, "epoch": read.epoch])
+            context.logger.info("deep recovery: epoch unknown",
+                                metadata: ["subject": "\(read.subject)", "epoch": "\(read.epoch)"])
             return Self.reply(to: request, .resync)
         }
         let started = monotonicNanoseconds()
@@ -220,13 +235,14 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
         switch outcome {
         case .records(let records, let end):
             let messages = records.compactMap(Self.message(from:))
-            context.logger.info("deep recovery", ["subject": read.subject, "after": read.after,
-                                                  "messages": messages.count, "ms": milliseconds])
+            context.logger.info("deep recovery", metadata: ["subject": "\(read.subject)", "after": "\(read.after)",
+                                                            "messages": "\(messages.count)", "ms": "\(milliseconds)"])
             return Self.reply(to: request, .sync, messages, epoch: read.epoch,
                               lastSeq: max(read.after, end > 0 ? UInt64(end - 1) : 0))
         case .unavailable(let reason):
-            context.logger.info("deep recovery not possible", ["subject": read.subject, "after": read.after,
-                                                               "reason": reason, "ms": milliseconds])
+            context.logger.info("deep recovery not possible",
+                                metadata: ["subject": "\(read.subject)", "after": "\(read.after)",
+                                           "reason": "\(reason)", "ms": "\(milliseconds)"])
             return Self.reply(to: request, .resync)
         }
     }

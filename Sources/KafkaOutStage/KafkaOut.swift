@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import SwitchyardCore
@@ -45,7 +46,8 @@ public final class KafkaOut: EnvelopeHandler, @unchecked Sendable {
 
     public func handle(_ envelope: Envelope, outbox: Outbox) {
         guard case .publish(let publish) = envelope else {
-            context.logger.warn("unexpected envelope for kafka-out dropped", ["envelope": envelope.kindName])
+            context.logger.warning("unexpected envelope for kafka-out dropped",
+                                   metadata: ["envelope": "\(envelope.kindName)"])
             return
         }
         let (topic, key) = Subject.kafkaMapping(publish.message.subject)
@@ -70,8 +72,8 @@ public final class KafkaOut: EnvelopeHandler, @unchecked Sendable {
                 _ = space.wait(until: Date().addingTimeInterval(0.1))
                 space.unlock()
             case .failed(let error):
-                context.logger.warn("publish refused by the producer",
-                                    ["subject": publish.message.subject, "error": error])
+                context.logger.warning("publish refused by the producer",
+                                       metadata: ["subject": "\(publish.message.subject)", "error": "\(error)"])
                 if let waiter = waiting.withLockedValue({ $0.removeValue(forKey: id) }) {
                     outbox.send(.publishAck(PublishAck(requestID: waiter.requestID, status: .failed,
                                                        reason: "Kafka refused it: \(error)")),
@@ -88,7 +90,7 @@ public final class KafkaOut: EnvelopeHandler, @unchecked Sendable {
         var stalled = false
         for (report, waiter) in zip(reports, waiters) {
             if let error = report.error {
-                context.logger.warn("delivery failed", ["topic": report.topic, "error": error])
+                context.logger.warning("delivery failed", metadata: ["topic": "\(report.topic)", "error": "\(error)"])
                 stalled = stalled || stallWatch.withLockedValue {
                     $0.isStalled(afterFailure: error, now: monotonicNanoseconds())
                 }
@@ -115,7 +117,7 @@ public final class KafkaOut: EnvelopeHandler, @unchecked Sendable {
             return Array(waiting.values)
         }
         context.logger.error("records time out although Kafka answers: the producer is stuck; exiting for a fresh one",
-                             ["pendingPublishes": pending.count])
+                             metadata: ["pendingPublishes": "\(pending.count)"])
         for waiter in pending {
             ackOutbox.send(.publishAck(PublishAck(requestID: waiter.requestID, status: .failed,
                                                   reason: "Kafka delivery failed: kafka-out restarts its producer")),
@@ -132,23 +134,25 @@ public final class KafkaOut: EnvelopeHandler, @unchecked Sendable {
         case .reachability(let reachable, let reason):
             stallWatch.withLockedValue { $0.reachabilityChanged(reachable, now: monotonicNanoseconds()) }
             if reachable {
-                context.logger.info("Kafka reachable", ["reason": reason])
+                context.logger.info("Kafka reachable", metadata: ["reason": "\(reason)"])
                 context.metrics.setState("ok")
             } else {
-                context.logger.warn("Kafka unreachable; publishes wait, then fail", ["reason": reason])
+                context.logger.warning("Kafka unreachable; publishes wait, then fail",
+                                       metadata: ["reason": "\(reason)"])
                 context.metrics.setState("kafka unreachable")
             }
         case .error(let error) where error.isFatal:
             // The producer is unusable (e.g. an idempotence failure): exit, and the supervisor starts a fresh one.
-            context.logger.error("fatal Kafka client error; exiting", ["error": error])
+            context.logger.error("fatal Kafka client error; exiting", metadata: ["error": "\(error)"])
             exit(3)
         case .error(let error):
-            context.logger.warn("Kafka client error", ["error": error])
+            context.logger.warning("Kafka client error", metadata: ["error": "\(error)"])
         case .log(let level, let facility, let message):
             if level <= 4 {
-                context.logger.warn("librdkafka", ["facility": facility, "message": message])
+                context.logger.warning("librdkafka", metadata: ["facility": "\(facility)", "message": "\(message)"])
             } else {
-                context.logger.debug("librdkafka", ["facility": facility, "message": message])  // `debug = ...`
+                context.logger.debug("librdkafka",
+                                     metadata: ["facility": "\(facility)", "message": "\(message)"])  // `debug = ...`
             }
         case .partitionsAssigned, .partitionsRevoked, .partitionEOF, .partitionError:
             break
@@ -160,7 +164,7 @@ public final class KafkaOut: EnvelopeHandler, @unchecked Sendable {
     public func stopping(outbox: Outbox) {
         let outstanding = producer.outstanding
         let flushed = producer.flush(timeout: .seconds(3))
-        context.logger.info("producer flushed", ["records": outstanding, "complete": flushed])
+        context.logger.info("producer flushed", metadata: ["records": "\(outstanding)", "complete": "\(flushed)"])
     }
 
     public func tick(now: UInt64, outbox: Outbox) {

@@ -1,3 +1,4 @@
+import Logging
 import SwitchyardCore
 
 /// The only stage that knows the shard map: sends each envelope on to the stage instance that owns its subject.
@@ -25,7 +26,8 @@ public final class Router: EnvelopeHandler {
         case .message(let message):
             outbox.send(envelope, to: cacheAddress(for: message.subject, topology))
         case .publishAck, .subscribeReply, .peerUp:
-            context.logger.warn("unexpected envelope for the router dropped", ["envelope": envelope.kindName])
+            context.logger.warning("unexpected envelope for the router dropped",
+                                   metadata: ["envelope": "\(envelope.kindName)"])
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 
 /// A problem in a configuration file, named by file, line and parameter so an operator can fix it at once.
 public struct ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -70,7 +71,7 @@ public struct SwitchyardConfig: Sendable {
     /// `LogFolder`: one log file per stage instance. Default `var/log`.
     public var logFolder: String = "var/log"
     /// `LogLevel`: TRACE, DEBUG, INFO, WARN or ERROR. Default INFO.
-    public var logLevel: LogLevel = .info
+    public var logLevel: Logger.Level = .info
     /// `LogRotateLimit`: bytes after which a stage's log file is rotated (one old file is kept). Default 100 MiB.
     public var logRotateLimit: Int = 100 * 1024 * 1024
     /// `KafkaConsumerConfig` / `KafkaProducerConfig`: librdkafka properties files.
@@ -263,7 +264,9 @@ public struct SwitchyardConfig: Sendable {
         case "RunDir": runDir = value
         case "LogFolder": logFolder = value
         case "LogLevel":
-            guard let level = LogLevel(name: value) else { throw fail("'\(value)' is not one of \(LogLevel.names)") }
+            guard let level = Logger.Level(configName: value) else {
+                throw fail("'\(value)' is not one of \(Logger.Level.configNames)")
+            }
             logLevel = level
         case "LogRotateLimit": logRotateLimit = try integer(4096...Int(Int32.max))
         case "KafkaConsumerConfig": kafkaConsumerConfig = value
@@ -414,7 +417,7 @@ public struct SwitchyardConfig: Sendable {
             "clusterEngine": clusterEngine.rawValue,
             "runDir": runDir,
             "logFolder": logFolder,
-            "logLevel": logLevel.name,
+            "logLevel": logLevel.configName,
             "instances": instances,
             "stages": StageName.running(clusterEngine).map { stage -> [String: Any] in
                 let limit = stage.instanceLimit

@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 
 /// The binary wire format of a batch of envelopes, shared by every stage.
@@ -41,12 +42,13 @@ public enum EnvelopeCodec {
     public static func decodeReceived(_ batch: ByteBuffer, logger: Logger, metrics: StageMetrics) -> [Envelope]? {
         do {
             let (envelopes, skipped) = try decodeBatch(batch)
-            if skipped > 0 { logger.warn("skipped envelopes of unknown kinds", ["count": skipped]) }
+            if skipped > 0 { logger.warning("skipped envelopes of unknown kinds", metadata: ["count": "\(skipped)"]) }
             metrics.countIn(envelopes.count)
-            logger.debug("batch received", ["envelopes": envelopes.count, "bytes": batch.readableBytes])
+            logger.debug("batch received",
+                         metadata: ["envelopes": "\(envelopes.count)", "bytes": "\(batch.readableBytes)"])
             return envelopes
         } catch {
-            logger.error("malformed batch dropped", ["error": error, "bytes": batch.readableBytes])
+            logger.error("malformed batch dropped", metadata: ["error": "\(error)", "bytes": "\(batch.readableBytes)"])
             return nil
         }
     }

@@ -1,118 +1,90 @@
 import Foundation
+import Logging
 import NIOConcurrencyHelpers
 
-public enum LogLevel: Int, Comparable, Sendable {
-    case trace = 0, debug, info, warn, error
+extension Logger.Level {
+    /// The values of the `LogLevel` parameter and of `./switchyard loglevel`.
+    public static let configNames = "TRACE, DEBUG, INFO, WARN, ERROR"
 
-    public static let names = "TRACE, DEBUG, INFO, WARN, ERROR"
-
-    public init?(name: String) {
-        switch name.uppercased() {
+    /// Parses a `LogLevel` value, in any case (`WARNING` too).
+    public init?(configName: String) {
+        switch configName.uppercased() {
         case "TRACE": self = .trace
         case "DEBUG": self = .debug
         case "INFO": self = .info
-        case "WARN", "WARNING": self = .warn
+        case "WARN", "WARNING": self = .warning
         case "ERROR": self = .error
         default: return nil
         }
     }
 
-    public var name: String {
+    /// The level's name in a log line and in the configuration: always one of the five `LogLevel` values, so
+    /// swift-log's `.notice` reads INFO and `.critical` reads ERROR (a `level=ERROR` search finds both).
+    public var configName: String {
         switch self {
         case .trace: return "TRACE"
         case .debug: return "DEBUG"
-        case .info: return "INFO"
-        case .warn: return "WARN"
-        case .error: return "ERROR"
+        case .info, .notice: return "INFO"
+        case .warning: return "WARN"
+        case .error, .critical: return "ERROR"
         }
     }
+}
 
-    public static func < (lhs: LogLevel, rhs: LogLevel) -> Bool { lhs.rawValue < rhs.rawValue }
+/// swift-log's handler in a stage process, for the stage's own logger and for any library's (`LoggingSystem` is
+/// bootstrapped with it): one `LogLine` per event, written by the process's one `LogWriter`.
+///
+/// The level is the writer's, shared by every copy of every logger, so `./switchyard loglevel` reaches them all;
+/// setting `logLevel` on one logger overrides it for that copy only, as swift-log's value semantics promise.
+public struct KeyValueLogHandler: LogHandler {
+    public let label: String
+    public var metadata: Logger.Metadata = [:]
+    public var metadataProvider: Logger.MetadataProvider?
+    private let writer: LogWriter
+    private var ownLevel: Logger.Level?
+
+    public init(label: String, writer: LogWriter, metadataProvider: Logger.MetadataProvider? = nil) {
+        self.label = label
+        self.writer = writer
+        self.metadataProvider = metadataProvider
+    }
+
+    public var logLevel: Logger.Level {
+        get { ownLevel ?? writer.level }
+        set { ownLevel = newValue }
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    /// Fields: the logger's metadata, then the provider's, then the call's (a later one wins a key), and the call's
+    /// `error:` as `error` unless the metadata has one.
+    public func log(event: LogEvent) {
+        var fields = metadata
+        if let provided = metadataProvider?.get() { fields.merge(provided) { $1 } }
+        if let own = event.metadata { fields.merge(own) { $1 } }
+        if let error = event.error, fields["error"] == nil { fields["error"] = "\(error)" }
+        writer.write(LogLine.format(level: event.level, stage: writer.stage, instance: writer.instance,
+                                    label: label == writer.stage ? nil : label,
+                                    message: event.message.description, fields: fields))
+    }
 }
 
 /// One line per event, in a stable `key=value` format:
-/// `time=2026-11-24T19:33:01.123Z level=INFO stage=cache instance=0 msg="started" epoch=...`.
-///
-/// Lines go to standard error, which the supervisor points at `<LogFolder>/<stage>-<n>.log`. Past
-/// `rotateLimit` bytes the file is renamed to `.1` and a new one takes standard output and error over, so crash
-/// output lands in the current file too.
-// @unchecked Sendable: `_level` and `bytesInFile` (and the writes and renames) are touched only under `lock`.
-public final class Logger: @unchecked Sendable {
-    public let stage: String
-    public let instance: Int
-    private let lock = NIOLock()
-    private var _level: LogLevel
-    private let logFile: String?
-    private let rotateLimit: Int
-    private var bytesInFile: Int
-
-    public init(stage: String, instance: Int, level: LogLevel, logFile: String? = nil, rotateLimit: Int = .max) {
-        self.stage = stage
-        self.instance = instance
-        _level = level
-        self.logFile = logFile
-        self.rotateLimit = rotateLimit
-        var info = stat()
-        bytesInFile = fstat(2, &info) == 0 ? Int(info.st_size) : 0
-    }
-
-    public var level: LogLevel {
-        get { lock.withLock { _level } }
-        set { lock.withLock { _level = newValue } }
-    }
-
-    public func isEnabled(_ level: LogLevel) -> Bool { level >= self.level }
-
-    public func trace(_ message: @autoclosure () -> String, _ fields: @autoclosure () -> KeyValuePairs<String, Any> = [:]) {
-        log(.trace, message(), fields())
-    }
-    public func debug(_ message: @autoclosure () -> String, _ fields: @autoclosure () -> KeyValuePairs<String, Any> = [:]) {
-        log(.debug, message(), fields())
-    }
-    public func info(_ message: @autoclosure () -> String, _ fields: @autoclosure () -> KeyValuePairs<String, Any> = [:]) {
-        log(.info, message(), fields())
-    }
-    public func warn(_ message: @autoclosure () -> String, _ fields: @autoclosure () -> KeyValuePairs<String, Any> = [:]) {
-        log(.warn, message(), fields())
-    }
-    public func error(_ message: @autoclosure () -> String, _ fields: @autoclosure () -> KeyValuePairs<String, Any> = [:]) {
-        log(.error, message(), fields())
-    }
-
-    private func log(_ level: LogLevel, _ message: @autoclosure () -> String,
-                     _ fields: @autoclosure () -> KeyValuePairs<String, Any>) {
-        guard isEnabled(level) else { return }
-        var line = "time=\(Self.timestamp()) level=\(level.name) stage=\(stage) instance=\(instance) msg=\(Self.quote(message()))"
-        for (key, value) in fields() {
-            line += " \(key)=\(Self.quote(String(describing: value)))"
+/// `time=2026-11-24T19:33:01.123Z level=INFO stage=cache instance=0 msg="started" epoch=...`; a library's logger
+/// (a label other than the stage's) adds `label=...` after `msg`; the metadata follows in key order (swift-log's
+/// metadata is a dictionary: sorted keys make the order stable).
+public enum LogLine {
+    public static func format(time: String = timestamp(), level: Logger.Level, stage: String, instance: Int,
+                              label: String?, message: String, fields: Logger.Metadata) -> String {
+        var line = "time=\(time) level=\(level.configName) stage=\(quote(stage)) instance=\(instance) msg=\(quote(message))"
+        if let label { line += " label=\(quote(label))" }
+        for key in fields.keys.sorted() {
+            line += " \(sanitize(key))=\(quote(fields[key]?.description ?? ""))"
         }
-        line += "\n"
-        write(line)
-    }
-
-    private func write(_ line: String) {
-        lock.withLock {
-            var utf8 = line.utf8CString
-            _ = utf8.popLast()
-            _ = utf8.withUnsafeBytes { Glibc.write(2, $0.baseAddress, $0.count) }
-            bytesInFile += utf8.count
-            if let logFile, bytesInFile > rotateLimit { rotate(logFile) }
-        }
-    }
-
-    /// The log's path never disappears, not even for an instant (`logs -f` and readers keep working): the
-    /// current file gets the `.1` name as a second link, then a new empty file replaces the path atomically.
-    private func rotate(_ logFile: String) {
-        let fresh = logFile + ".new"
-        let fd = open(fresh, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0o644)
-        guard fd >= 0 else { return }
-        unlink(logFile + ".1")
-        link(logFile, logFile + ".1")
-        rename(fresh, logFile)
-        dup2(fd, 1)
-        dup2(fd, 2)
-        close(fd)
-        bytesInFile = 0
+        return line + "\n"
     }
 
     /// Values with spaces, quotes, `=` or control characters are quoted, and every control character (and line or
@@ -138,6 +110,18 @@ public final class Logger: @unchecked Sendable {
         return quoted + "\""
     }
 
+    /// A key keeps letters, digits, `_`, `.` and `-`; any other character becomes `_`, so a key never needs quotes.
+    static func sanitize(_ key: String) -> String {
+        guard !key.isEmpty else { return "_" }
+        var clean = ""
+        for scalar in key.unicodeScalars {
+            let allowed = scalar.isASCII && (scalar.properties.isAlphabetic || ("0"..."9").contains(scalar)
+                                             || scalar == "_" || scalar == "." || scalar == "-")
+            clean.unicodeScalars.append(allowed ? scalar : "_")
+        }
+        return clean
+    }
+
     private static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
         switch scalar.properties.generalCategory {
         case .control, .lineSeparator, .paragraphSeparator: return true
@@ -145,7 +129,7 @@ public final class Logger: @unchecked Sendable {
         }
     }
 
-    static func timestamp() -> String {
+    public static func timestamp() -> String {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         var seconds = now.tv_sec
@@ -153,5 +137,87 @@ public final class Logger: @unchecked Sendable {
         gmtime_r(&seconds, &parts)
         return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", parts.tm_year + 1900, parts.tm_mon + 1,
                       parts.tm_mday, parts.tm_hour, parts.tm_min, parts.tm_sec, now.tv_nsec / 1_000_000)
+    }
+}
+
+/// A process's one log destination and its one level.
+///
+/// Lines go to standard error, which the supervisor points at `<LogFolder>/<stage>-<n>.log`. Past `rotateLimit`
+/// bytes the file is renamed to `.1` and a new one takes standard error and output over, so crash output lands in
+/// the current file too.
+// @unchecked Sendable: `bytesInFile` (and the writes and renames) only under `writeLock`; the level is in a locked box.
+public final class LogWriter: @unchecked Sendable {
+    public let stage: String
+    public let instance: Int
+    private let sharedLevel: NIOLockedValueBox<Logger.Level>
+    private let writeLock = NIOLock()
+    private let descriptors: [Int32]
+    private let logFile: String?
+    private let rotateLimit: Int
+    private var bytesInFile: Int
+
+    /// Lines go to the first of `descriptors`; a rotation points all of them at the new file.
+    public init(stage: String, instance: Int, level: Logger.Level, logFile: String? = nil, rotateLimit: Int = .max,
+                descriptors: [Int32] = [STDERR_FILENO, STDOUT_FILENO]) {
+        self.stage = stage
+        self.instance = instance
+        sharedLevel = NIOLockedValueBox(level)
+        self.descriptors = descriptors
+        self.logFile = logFile
+        self.rotateLimit = rotateLimit
+        var info = stat()
+        bytesInFile = descriptors.first.map { fstat($0, &info) == 0 ? Int(info.st_size) : 0 } ?? 0
+    }
+
+    /// The level of every logger of the process (but one whose `logLevel` was set on it).
+    public var level: Logger.Level {
+        get { sharedLevel.withLockedValue { $0 } }
+        set { sharedLevel.withLockedValue { $0 = newValue } }
+    }
+
+    /// A logger that writes through this writer; its label is the stage's, so its lines carry no `label`.
+    public func makeLogger() -> Logger {
+        Logger(label: stage) { KeyValueLogHandler(label: $0, writer: self) }
+    }
+
+    /// Makes every swift-log logger of the process, libraries' too, write through this writer. Once per process
+    /// (swift-log traps on a second bootstrap).
+    public func bootstrapLoggingSystem() {
+        LoggingSystem.bootstrap({ [self] label, metadataProvider in
+            KeyValueLogHandler(label: label, writer: self, metadataProvider: metadataProvider)
+        }, metadataProvider: nil)
+    }
+
+    func write(_ line: String) {
+        guard let descriptor = descriptors.first else { return }
+        var line = line
+        writeLock.withLock {
+            line.withUTF8 { bytes in
+                guard let base = bytes.baseAddress else { return }
+                var offset = 0
+                while offset < bytes.count {
+                    let written = Glibc.write(descriptor, base + offset, bytes.count - offset)
+                    if written < 0 && errno == EINTR { continue }
+                    guard written > 0 else { break }
+                    offset += written
+                }
+            }
+            bytesInFile += line.utf8.count
+            if let logFile, bytesInFile > rotateLimit { rotate(logFile) }
+        }
+    }
+
+    /// The log's path never disappears, not even for an instant (`logs -f` and readers keep working): the
+    /// current file gets the `.1` name as a second link, then a new empty file replaces the path atomically.
+    private func rotate(_ logFile: String) {
+        let fresh = logFile + ".new"
+        let fd = open(fresh, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0o644)
+        guard fd >= 0 else { return }
+        unlink(logFile + ".1")
+        link(logFile, logFile + ".1")
+        rename(fresh, logFile)
+        for descriptor in descriptors { dup2(fd, descriptor) }
+        close(fd)
+        bytesInFile = 0
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOCore
 import NIOConcurrencyHelpers
 
@@ -81,7 +82,8 @@ public final class Outbox {
         do {
             try destination.batch.encode(envelope)
         } catch {
-            logger.error("envelope cannot be encoded; dropped", ["envelope": envelope.kindName, "error": error])
+            logger.error("envelope cannot be encoded; dropped",
+                         metadata: ["envelope": "\(envelope.kindName)", "error": "\(error)"])
             metrics.addToGauge("droppedEnvelopes", 1)
             return false
         }
@@ -112,11 +114,11 @@ public final class Outbox {
                 while try !destination.socket.send(batch) {
                     guard isRunning() else { return }
                     if !warned {
-                        logger.warn("next stage is not taking messages; waiting", ["peer": address])
+                        logger.warning("next stage is not taking messages; waiting", metadata: ["peer": "\(address)"])
                         warned = true
                     }
                 }
-                if warned { logger.info("next stage is taking messages again", ["peer": address]) }
+                if warned { logger.info("next stage is taking messages again", metadata: ["peer": "\(address)"]) }
             case .reply:
                 let now = monotonicNanoseconds()
                 let wait = now >= destination.unreachableUntil
@@ -125,21 +127,21 @@ public final class Outbox {
                 } else {
                     destination.dropped += count
                     destination.unreachableUntil = now + Self.unreachablePause
-                    logger.warn("reply destination unreachable; answers dropped",
-                                ["peer": address, "dropped": destination.dropped])
+                    logger.warning("reply destination unreachable; answers dropped",
+                                   metadata: ["peer": "\(address)", "dropped": "\(destination.dropped)"])
                     return
                 }
             case .bestEffort:
                 try destination.socket.setSendTimeout(milliseconds: Self.bestEffortTimeoutMilliseconds)
                 defer { try? destination.socket.setSendTimeout(milliseconds: Self.sendTimeoutMilliseconds) }
                 guard try destination.socket.send(batch) else {
-                    logger.debug("peer not up; notice dropped", ["peer": address])
+                    logger.debug("peer not up; notice dropped", metadata: ["peer": "\(address)"])
                     return
                 }
             }
             metrics.countOut(count)
         } catch {
-            logger.error("send failed", ["peer": address, "error": error])
+            logger.error("send failed", metadata: ["peer": "\(address)", "error": "\(error)"])
         }
     }
 
@@ -152,7 +154,7 @@ public final class Outbox {
             order.append(address)
             return destination
         } catch {
-            logger.error("cannot connect", ["peer": address, "error": error])
+            logger.error("cannot connect", metadata: ["peer": "\(address)", "error": "\(error)"])
             return nil
         }
     }
@@ -209,7 +211,7 @@ public final class PipelineLoop: @unchecked Sendable {
             } catch let error as NanomsgError where error.isTerminating {
                 break
             } catch {
-                logger.error("receive failed", ["error": error])
+                logger.error("receive failed", metadata: ["error": "\(error)"])
             }
             if topologyChanged.withLockedValue({ changed in defer { changed = false }; return changed }) {
                 handler.topologyChanged(context.topology, outbox: outbox)
@@ -240,7 +242,7 @@ public final class PipelineLoop: @unchecked Sendable {
         do {
             handler = try makeHandler(context)
         } catch {
-            context.logger.error("cannot start", ["error": error])
+            context.logger.error("cannot start", metadata: ["error": "\(error)"])
             FileHandle.standardError.write(Data("\(stage.rawValue): \(error)\n".utf8))
             exit(2)
         }
@@ -248,7 +250,8 @@ public final class PipelineLoop: @unchecked Sendable {
         do {
             loop = try PipelineLoop(context: context, handler: handler)
         } catch {
-            context.logger.error("cannot start", ["error": error, "address": context.inboundAddress])
+            context.logger.error("cannot start",
+                                 metadata: ["error": "\(error)", "address": "\(context.inboundAddress)"])
             exit(1)
         }
         context.start(onStop: { loop.stop() }, onTopologyChange: { _ in loop.noteTopologyChange() })
@@ -262,7 +265,7 @@ public final class PipelineLoop: @unchecked Sendable {
         }
         if !handler.reportsReadinessItself {
             context.setReady(true)
-            context.logger.info("ready", ["address": context.inboundAddress, "pid": getpid()])
+            context.logger.info("ready", metadata: ["address": "\(context.inboundAddress)", "pid": "\(getpid())"])
         }
         loop.run()
         loop.withOutbox { handler.stopping(outbox: $0) }

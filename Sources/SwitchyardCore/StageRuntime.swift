@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOConcurrencyHelpers
 
 /// What every stage executable shares: its command line (`-c FILE --instance N`, `--print-config`), its
@@ -9,6 +10,8 @@ public final class StageContext: @unchecked Sendable {
     public let instance: Int
     public let config: SwitchyardConfig
     public let logger: Logger
+    /// The process's one log file and level: behind `logger` and, once `bootstrap` ran, every swift-log logger.
+    private let logWriter: LogWriter
     public let metrics = StageMetrics()
     private var stats: StatsPublisher?
     private let lock = NIOLock()
@@ -19,8 +22,9 @@ public final class StageContext: @unchecked Sendable {
     /// True once SIGTERM or SIGINT arrived: long waits (a deep recovery) give up.
     public var isStopping: Bool { lock.withLock { _isStopping } }
 
-    /// Reads the command line and configuration. Exits the process with a clear message on bad arguments or a bad
-    /// configuration, and after printing it for `--print-config`.
+    /// Reads the command line and configuration, and routes every swift-log logger of the process (libraries'
+    /// too) to this stage's log. Call it once per process. Exits the process with a clear message on bad
+    /// arguments or a bad configuration, and after printing it for `--print-config`.
     public static func bootstrap(_ stage: StageName, arguments: [String] = CommandLine.arguments) -> StageContext {
         var configPath = "switchyard.conf"
         var instance = 0
@@ -54,7 +58,9 @@ public final class StageContext: @unchecked Sendable {
             print(config.supervisorJSON())
             exit(0)
         }
-        return StageContext(stage: stage, instance: instance, config: config)
+        let context = StageContext(stage: stage, instance: instance, config: config)
+        context.logWriter.bootstrapLoggingSystem()
+        return context
     }
 
     public init(stage: StageName, instance: Int, config: SwitchyardConfig) {
@@ -63,8 +69,9 @@ public final class StageContext: @unchecked Sendable {
         self.config = config
         _topology = Topology.load(config: config)
         let logFile = (config.logFolder as NSString).appendingPathComponent("\(stage.rawValue)-\(instance).log")
-        logger = Logger(stage: stage.rawValue, instance: instance, level: config.logLevel, logFile: logFile,
-                        rotateLimit: config.logRotateLimit)
+        logWriter = LogWriter(stage: stage.rawValue, instance: instance, level: config.logLevel, logFile: logFile,
+                              rotateLimit: config.logRotateLimit)
+        logger = logWriter.makeLogger()
         try? FileManager.default.createDirectory(atPath: config.runDir, withIntermediateDirectories: true)
     }
 
@@ -94,7 +101,7 @@ public final class StageContext: @unchecked Sendable {
             guard let self else { return }
             let topology = Topology.load(config: self.config)
             self.lock.withLock { self._topology = topology }
-            self.logger.info("topology reloaded", ["instances": topology.instances])
+            self.logger.info("topology reloaded", metadata: ["instances": "\(topology.instances)"])
             onTopologyChange(topology)
         }
         if let onReload {
@@ -113,7 +120,7 @@ public final class StageContext: @unchecked Sendable {
 
     private func stopping(signal: String) {
         lock.withLock { _isStopping = true }
-        logger.info("stopping", ["signal": signal])
+        logger.info("stopping", metadata: ["signal": "\(signal)"])
     }
 
     private func handle(_ signalNumber: Int32, _ action: @escaping @Sendable () -> Void) {
@@ -127,12 +134,12 @@ public final class StageContext: @unchecked Sendable {
     private func reloadLogLevel() {
         let file = (config.runDir as NSString).appendingPathComponent("\(stage.rawValue)-\(instance).loglevel")
         guard let text = try? String(contentsOfFile: file, encoding: .utf8),
-              let level = LogLevel(name: text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
-            logger.warn("log level file missing or invalid", ["file": file])
+              let level = Logger.Level(configName: text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            logger.warning("log level file missing or invalid", metadata: ["file": "\(file)"])
             return
         }
-        logger.level = level
-        logger.info("log level changed", ["level": level.name])
+        logWriter.level = level
+        logger.info("log level changed", metadata: ["level": "\(level.configName)"])
     }
 
     private static func exitWithUsage(_ stage: StageName, _ problem: String?) -> Never {

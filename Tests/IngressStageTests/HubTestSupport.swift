@@ -22,7 +22,7 @@ extension IngressHub {
     /// hub sends to the pipeline stays queued).
     static func forTests(on eventLoop: EmbeddedEventLoop, runDir: TestRunDir, config: SwitchyardConfig = .init())
         throws -> IngressHub {
-        let logger = Logger(stage: "ws-ingress", instance: 0, level: .error)
+        let logger = LogWriter(stage: "ws-ingress", instance: 0, level: .error).makeLogger()
         let inbound = "ipc://\(runDir.path)/ws-ingress-0.ipc"
         let link = try BackplaneLink(eventLoop: eventLoop, inboundAddress: inbound,
                                      routerAddress: "ipc://\(runDir.path)/router-0.ipc", logger: logger,

@@ -130,7 +130,7 @@ final class TLSCredentialsTests: XCTestCase {
 final class ServerTLSTests: XCTestCase {
     var pki: TestPKI!
     var metrics: StageMetrics!
-    let logger = Logger(stage: "test", instance: 0, level: .error)
+    let logger = LogWriter(stage: "test", instance: 0, level: .error).makeLogger()
 
     override func setUpWithError() throws {
         pki = try TestPKI()

@@ -111,7 +111,7 @@ def stage_pids(broker, stage: str) -> dict[int, int]:
             if r.get("stage") == stage and r.get("pid")}
 
 
-LOG_LINE = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
+LOG_LINE = re.compile(r'([\w.-]+)=("(?:[^"\\]|\\.)*"|\S*)')
 
 
 def parse_log_line(line: str) -> list[tuple[str, str]] | None:

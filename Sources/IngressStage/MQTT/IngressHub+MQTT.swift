@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOCore
 import NIOWebSocket
 import SwitchyardCore
@@ -60,7 +61,7 @@ extension IngressHub {
                                   maxPacketSize: maxPacketSize.map { Int($0) } ?? .max,
                                   wantsReasonStrings: connect.properties.integer(0x17) != 0)  // Request Problem Information
         if let previous = mqttClients[clientID] {
-            logger.debug("MQTT session taken over", ["client": clientID, "connection": previous.id])
+            logger.debug("MQTT session taken over", metadata: ["client": "\(clientID)", "connection": "\(previous.id)"])
             close(previous, mqttReason: .sessionTakenOver, "another connection connected with this client identifier")
         }
         let connection = self.connect(channel, mqtt: session)
@@ -81,8 +82,8 @@ extension IngressHub {
             properties.append(MQTTProperties.ID.subscriptionIdentifierAvailable, .byte(0))
             properties.append(MQTTProperties.ID.sharedSubscriptionAvailable, .byte(0))
         }
-        logger.debug("MQTT client connected", ["connection": connection.id, "client": clientID,
-                                               "version": connect.version.rawValue, "keepalive": connect.keepAlive])
+        logger.debug("MQTT client connected", metadata: ["connection": "\(connection.id)", "client": "\(clientID)",
+                                                         "version": "\(connect.version.rawValue)", "keepalive": "\(connect.keepAlive)"])
         write(.connack(MQTTConnAck(sessionPresent: false, code: 0, properties: properties)), to: connection)
         flushDirty()
         return .accepted(connection)
@@ -136,7 +137,8 @@ extension IngressHub {
     /// closes.
     func fail(_ connection: ClientConnection, _ error: Error) {
         let problem = error as? MQTTProtocolError ?? .malformed("\(error)")
-        logger.debug("MQTT client closed: invalid input", ["connection": connection.id, "error": problem])
+        logger.debug("MQTT client closed: invalid input",
+                     metadata: ["connection": "\(connection.id)", "error": "\(problem)"])
         close(connection, mqttReason: problem.reason, problem.message)
     }
 
@@ -183,7 +185,7 @@ extension IngressHub {
         }
         write(.suback(MQTTSubAck(packetID: subscribe.packetID, codes: codes)), to: connection)
         for (subject, start) in accepted where !connection.isClosing {
-            logger.debug("MQTT subscribe", ["connection": connection.id, "subject": subject])
+            logger.debug("MQTT subscribe", metadata: ["connection": "\(connection.id)", "subject": "\(subject)"])
             send(table.subscribe(connection, to: subject, start: start, now: now))
         }
     }
@@ -263,7 +265,7 @@ extension IngressHub {
               connection.permissions.allows(.publish, subject) else { return }
         session.will = nil
         let flags = MessageFlags(mqttRetain: will.retain, qos: will.qos, payload: will.payload)
-        logger.debug("MQTT will published", ["connection": connection.id, "subject": subject])
+        logger.debug("MQTT will published", metadata: ["connection": "\(connection.id)", "subject": "\(subject)"])
         let message = Message(subject: subject, content: will.payload, flags: flags, timestamp: wallClockNanoseconds())
         link.send(.publish(Publish(requestID: table.makeRequestID(), replyTo: inboundAddress, message: message)))
     }

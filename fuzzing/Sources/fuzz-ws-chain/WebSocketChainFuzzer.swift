@@ -30,7 +30,7 @@ final class IngressUnderTest {
         config.runDir = NSTemporaryDirectory()
         self.config = config
         let name = "switchyard-fuzz-\(getpid())"
-        let logger = Logger(stage: "ws-ingress", instance: 0, level: .error)
+        let logger = LogWriter(stage: "ws-ingress", instance: 0, level: .error).makeLogger()
         let metrics = StageMetrics()
         do {
             routerSink = try NanomsgSocket(.pull)
