@@ -169,7 +169,7 @@ public final class IngressServer: @unchecked Sendable {
             context.logger.warning("some clients did not take their close frame in time")
         }
         if !entitlement.awaitVerifications(timeout: 2) {
-            context.logger.warn("token verifications still running at shutdown")
+            context.logger.warning("token verifications still running at shutdown")
         }
         link.stop()
         try? group.syncShutdownGracefully()
