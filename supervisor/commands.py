@@ -21,9 +21,9 @@ from .config import Config, check_stage, instance_name, parse_target
 from .control import send_command
 from .loop import Supervisor
 from .processes import spawn_logged, stage_process, terminate_all
-from .runfiles import (PID_FILE, acquire_lock, current_stats, is_ready, load_state, prepare_dirs, read_pid, remove,
-                       remove_supervisor_files, state_dict, supervisor_locked, supervisor_pid, tail_bytes, tail_text,
-                       write_atomic)
+from .runfiles import (PID_FILE, acquire_lock, current_stats, is_ready, load_state, log_fields, prepare_dirs,
+                       read_pid, remove, remove_supervisor_files, state_dict, supervisor_locked, supervisor_pid,
+                       tail_bytes, tail_text, write_atomic)
 from .status import (configuration_failure_report, expected_instances, format_table, instance_rows,
                      not_ready_report, recorded_process)
 
@@ -276,8 +276,7 @@ def last_reload_error(cfg: Config, name: str) -> str:
     lines = [l for l in tail_text(cfg.log_file(name), 200) if "TLS reload failed" in l]
     if not lines:
         return f"see {cfg.log_file(name)}"
-    _, found, reason = lines[-1].partition(" error=")
-    return reason.strip('"') if found else lines[-1]
+    return log_fields(lines[-1]).get("error", lines[-1])
 
 
 def cmd_reload(cfg: Config, args) -> int:

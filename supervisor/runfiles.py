@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import threading
 import time
 from typing import Optional
@@ -82,6 +83,23 @@ def tail_text(path: str, lines: int) -> list[str]:
             return tail_bytes(f, lines).decode(errors="replace").splitlines()
     except OSError:
         return []
+
+
+_LOG_FIELD = re.compile(r'([^\s=]+)=("(?:[^"\\]|\\.)*"|\S*)')
+_LOG_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\"}
+
+
+def log_fields(line: str) -> dict[str, str]:
+    """The fields of one stage log line (`key=value`, or `key="quoted \\"value\\""`, docs/OPERATIONS.md "Logs"), in
+    any order, with the quoting undone."""
+    fields = {}
+    for key, value in _LOG_FIELD.findall(line):
+        if value.startswith('"'):
+            value = re.sub(r"\\(u\{[0-9a-f]+\}|.)",
+                           lambda m: chr(int(m.group(1)[2:-1], 16)) if m.group(1).startswith("u{")
+                           else _LOG_ESCAPES.get(m.group(1), m.group(1)), value[1:-1])
+        fields[key] = value
+    return fields
 
 
 
