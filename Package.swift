@@ -23,6 +23,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // C libraries, imported through shim headers.
@@ -32,6 +34,8 @@ let package = Package(
         // Shared core: envelope codec, nanomsg wrapper, configuration, logging, metrics.
         .target(name: "SwitchyardCore", dependencies: [
             "CNanomsg",
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ]),
@@ -44,6 +48,7 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOWebSocket", package: "swift-nio"),
             .product(name: "NIOFoundationCompat", package: "swift-nio"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
         ], resources: [
             // The JavaScript client and the demo page (links to clients/), served by StaticFiles.swift.
             .embedInCode("Static/index.html"),
@@ -60,8 +65,12 @@ let package = Package(
         .target(name: "KafkaInStage", dependencies: [
             "SwitchyardCore", "SwitchyardKafka",
             .product(name: "DequeModule", package: "swift-collections"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
-        .target(name: "KafkaOutStage", dependencies: ["SwitchyardCore", "SwitchyardKafka"]),
+        .target(name: "KafkaOutStage", dependencies: [
+            "SwitchyardCore", "SwitchyardKafka",
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+        ]),
 
         // librdkafka wrapper (producer, assign-based consumer, properties files) for the kafka stages.
         .target(name: "SwitchyardKafka", dependencies: [
@@ -111,7 +120,11 @@ let package = Package(
             .product(name: "NIOWebSocket", package: "swift-nio"),
         ]),
 
-        .testTarget(name: "SwitchyardCoreTests", dependencies: ["SwitchyardCore"]),
+        .testTarget(name: "SwitchyardCoreTests", dependencies: [
+            "SwitchyardCore",
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
         .testTarget(name: "CacheStageTests", dependencies: ["CacheStage"]),
         .testTarget(name: "SwitchyardKafkaTests", dependencies: ["SwitchyardKafka", "SwitchyardKafkaTesting"]),
         .testTarget(name: "KafkaInStageTests", dependencies: ["KafkaInStage", "SwitchyardKafka"]),

@@ -1,5 +1,7 @@
+import CoreMetrics
 import Foundation
 import NIOConcurrencyHelpers
+import Prometheus
 
 /// What every stage executable shares: its command line (`-c FILE --instance N`, `--print-config`), its
 /// configuration, topology, log, metrics and signal handling.
@@ -9,7 +11,9 @@ public final class StageContext: @unchecked Sendable {
     public let instance: Int
     public let config: SwitchyardConfig
     public let logger: Logger
-    public let metrics = StageMetrics()
+    /// This instance's Prometheus metrics, written to `<RunDir>/<stage>-<n>.prom` with the stats file.
+    public let registry = PrometheusCollectorRegistry()
+    public let metrics: StageMetrics
     private var stats: StatsPublisher?
     private let lock = NIOLock()
     private var _topology: Topology
@@ -54,13 +58,18 @@ public final class StageContext: @unchecked Sendable {
             print(config.supervisorJSON())
             exit(0)
         }
-        return StageContext(stage: stage, instance: instance, config: config)
+        let context = StageContext(stage: stage, instance: instance, config: config)
+        // Once per process: swift-metrics used anywhere in the stage lands in this instance's registry.
+        MetricsSystem.bootstrap(context.metrics.factory)
+        return context
     }
 
     public init(stage: StageName, instance: Int, config: SwitchyardConfig) {
         self.stage = stage
         self.instance = instance
         self.config = config
+        metrics = StageMetrics(factory: StageMetricsFactory.make(stage: stage.rawValue, instance: instance,
+                                                                 registry: registry))
         _topology = Topology.load(config: config)
         let logFile = (config.logFolder as NSString).appendingPathComponent("\(stage.rawValue)-\(instance).log")
         logger = Logger(stage: stage.rawValue, instance: instance, level: config.logLevel, logFile: logFile,
@@ -73,13 +82,14 @@ public final class StageContext: @unchecked Sendable {
     /// This instance's inbound (PULL) address.
     public var inboundAddress: String { topology.address(stage, instance) }
 
-    /// Starts publishing the stats file and installs the signal handlers every stage shares: SIGUSR1 re-reads
+    /// Starts publishing the stats and Prometheus files and installs the signal handlers every stage shares: SIGUSR1 re-reads
     /// `<RunDir>/<stage>-<n>.loglevel`, SIGHUP re-reads the topology (then calls `onTopologyChange`), SIGUSR2
     /// calls `onReload` (ignored without it), SIGTERM and SIGINT call `onStop`.
     public func start(onStop: @escaping @Sendable () -> Void,
                       onTopologyChange: @escaping @Sendable (Topology) -> Void = { _ in },
                       onReload: (@Sendable () -> Void)? = nil) {
-        let publisher = StatsPublisher(metrics: metrics, stage: stage.rawValue, instance: instance, runDir: config.runDir)
+        let publisher = StatsPublisher(metrics: metrics, registry: registry, stage: stage.rawValue, instance: instance,
+                                       runDir: config.runDir)
         lock.withLock { stats = publisher }
         handle(SIGTERM) { [weak self] in
             self?.stopping(signal: "TERM")
