@@ -178,7 +178,7 @@ public final class StatsPublisher: @unchecked Sendable {
     private let timer: DispatchSourceTimer
     private let queue = DispatchQueue(label: "switchyard.stats")
 
-    public init(metrics: StageMetrics, registry: PrometheusCollectorRegistry?, stage: String, instance: Int,
+    public init(metrics: StageMetrics, registry: PrometheusCollectorRegistry, stage: String, instance: Int,
                 runDir: String) {
         let statsPath = (runDir as NSString).appendingPathComponent("\(stage)-\(instance).stats.json")
         let promPath = (runDir as NSString).appendingPathComponent("\(stage)-\(instance).prom")
@@ -189,9 +189,7 @@ public final class StatsPublisher: @unchecked Sendable {
             if let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) {
                 try? data.write(to: URL(fileURLWithPath: statsPath), options: .atomic)
             }
-            if let registry {
-                try? Data(registry.emitToBuffer()).write(to: URL(fileURLWithPath: promPath), options: .atomic)
-            }
+            try? Data(registry.emitToBuffer()).write(to: URL(fileURLWithPath: promPath), options: .atomic)
         }
         timer.resume()
     }
