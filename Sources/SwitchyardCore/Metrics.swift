@@ -207,10 +207,16 @@ public final class StatsPublisher: @unchecked Sendable {
 /// Merges the Prometheus files (`*.prom`) of every stage instance in a run dir into one exposition, served by
 /// ws-ingress at `/metrics`: one `# HELP`/`# TYPE` per family, all samples of a family together, families sorted.
 public enum PrometheusExposition {
-    public static func render(runDir: String) -> String {
+    /// A file not rewritten for this long belongs to an instance that is gone (scaled down, stopped) or hung: its
+    /// last figures are left out rather than shown as current (a live instance rewrites its file every second).
+    public static let staleAfterSeconds = 10.0
+
+    public static func render(runDir: String, now: Date = Date()) -> String {
         let files = (try? FileManager.default.contentsOfDirectory(atPath: runDir)) ?? []
         let texts: [String] = files.filter { $0.hasSuffix(".prom") }.sorted().compactMap { name in
             let path = (runDir as NSString).appendingPathComponent(name)
+            guard let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date,
+                  now.timeIntervalSince(modified) <= staleAfterSeconds else { return nil }
             return FileManager.default.contents(atPath: path).map { String(decoding: $0, as: UTF8.self) }
         }
         return merge(texts)

@@ -101,6 +101,33 @@ final class MetricsTests: XCTestCase {
     }
 }
 
+final class PrometheusFilesTests: XCTestCase {
+    /// The run dir's fresh `.prom` files are merged; a file an instance stopped rewriting is left out.
+    func testRenderMergesTheFreshFilesOfARunDirOnly() throws {
+        let runDir = FileManager.default.temporaryDirectory.appendingPathComponent("metrics-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: runDir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: runDir) }
+        func write(_ name: String, _ stage: String, age: TimeInterval) throws {
+            let file = runDir.appendingPathComponent(name)
+            try Data("# TYPE switchyard_ready gauge\nswitchyard_ready{stage=\"\(stage)\"} 1\n".utf8).write(to: file)
+            try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-age)],
+                                                  ofItemAtPath: file.path)
+        }
+        try write("cache-0.prom", "cache", age: 1)
+        try write("router-0.prom", "router", age: 2)
+        try write("ws-ingress-3.prom", "gone", age: PrometheusExposition.staleAfterSeconds + 5)
+        try write("cache-0.stats.json", "not-prometheus", age: 0)
+        let text = PrometheusExposition.render(runDir: runDir.path)
+        XCTAssertEqual(text, """
+            # HELP switchyard_ready 1 when the instance is ready
+            # TYPE switchyard_ready gauge
+            switchyard_ready{stage="cache"} 1
+            switchyard_ready{stage="router"} 1
+
+            """)
+    }
+}
+
 final class ClockTests: XCTestCase {
     func testElapsedNeverTrapsOnAnEarlierEnd() {
         XCTAssertEqual(elapsedNanoseconds(from: 10, to: 25), 15)
