@@ -7,7 +7,7 @@ import Prometheus
 /// `<RunDir>/<stage>-<n>.stats.json` for the supervisor's `status`, and copied at the same moment into the
 /// instance's swift-metrics (its `factory`), whose registry the `StatsPublisher` writes as Prometheus text.
 /// Counters are bumped per batch, not per message, so the lock costs nothing that matters.
-// @unchecked Sendable: every mutable property is touched only under `lock`.
+// @unchecked Sendable: every mutable property, and `exported` (not thread-safe), is touched only under `lock`.
 public final class StageMetrics: @unchecked Sendable {
     private struct Sample {
         var time: Double

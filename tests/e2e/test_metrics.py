@@ -13,6 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from e2e_helpers import REPO, Broker, Client, run, running, unique_subject, wait_until
+from kafka_helpers import KafkaBroker, tansu, unique_topic  # noqa: F401 (fixture)
 from operate_fixtures import http_get
 
 DASHBOARD = REPO / "compose" / "grafana" / "switchyard.json"
@@ -109,28 +110,21 @@ def test_the_dashboard_is_a_grafana_dashboard_with_latency_quantiles():
                for e in exprs for w in re.findall(r"\b([a-z_]{2,})\s*\(", e)), exprs
 
 
-def test_kafka_histograms(tmp_path_factory):
-    from kafka_helpers import KafkaBroker, Tansu, unique_topic
-    tansu = Tansu(tmp_path_factory.mktemp("tansu-metrics"))
-    tansu.start()
-    try:
-        topic = unique_topic("back")
-        with running(KafkaBroker(tmp_path_factory.mktemp("kmetrics"), tansu.bootstrap, name="kmetrics",
-                                 topics_regex=r"^back-.*", PublishTimeout=5)) as b:
-            subject = f"/{topic}/k-{uuid.uuid4().hex[:6]}"
-            run(traffic(b.url, subject, 5), 90)
+def test_kafka_histograms(tansu, tmp_path_factory):
+    topic = unique_topic("back")
+    with running(KafkaBroker(tmp_path_factory.mktemp("kmetrics"), tansu.bootstrap, name="kmetrics",
+                             topics_regex=r"^back-.*", PublishTimeout=5)) as b:
+        run(traffic(b.url, f"/{topic}/k-{uuid.uuid4().hex[:6]}", 5), 90)
 
-            def scraped():
-                _, families = scrape(b)
-                produce = families.get("switchyard_kafka_produce_seconds")
-                consume = families.get("switchyard_kafka_consume_seconds")
-                return families if produce and consume and histogram_count(produce) >= 5 and \
-                    histogram_count(consume) > 0 else None
+        def counted():
+            _, families = scrape(b)
+            produce = families.get("switchyard_kafka_produce_seconds")
+            consume = families.get("switchyard_kafka_consume_seconds")
+            return families if produce and consume and histogram_count(produce) >= 5 and \
+                histogram_count(consume) > 0 else None
 
-            families = wait_until(scraped, 10, interval=0.5, what="the Kafka histograms in /metrics")
-            assert histogram_count(families["switchyard_kafka_produce_seconds"], stage="kafka-out") >= 5
-            assert histogram_count(families["switchyard_kafka_consume_seconds"], stage="kafka-in") > 0
-            missing = sorted(dashboard_metrics() - set(families))
-            assert not missing, f"the dashboard queries metrics /metrics does not export: {missing}"
-    finally:
-        tansu.forget()
+        families = wait_until(counted, 10, interval=0.5, what="the Kafka histograms in /metrics")
+        assert histogram_count(families["switchyard_kafka_produce_seconds"], stage="kafka-out") >= 5
+        assert histogram_count(families["switchyard_kafka_consume_seconds"], stage="kafka-in") > 0
+        missing = sorted(dashboard_metrics() - set(families))
+        assert not missing, f"the dashboard queries metrics /metrics does not export: {missing}"
