@@ -86,7 +86,7 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
             message.previousSeq = previousOffsets.previous(of: message)
             recordOutbox.send(.message(message), to: router)
         }
-        context.metrics.countIn(records.count)
+        context.metrics.countReceivedBatch(records.count)
         context.logger.debug("records forwarded", ["records": records.count - skipped])
         if skipped > 0 {
             context.logger.warn("records whose key makes no valid subject skipped", ["count": skipped])

@@ -126,5 +126,6 @@ def test_kafka_histograms(tansu, tmp_path_factory):
         families = wait_until(counted, 10, interval=0.5, what="the Kafka histograms in /metrics")
         assert histogram_count(families["switchyard_kafka_produce_seconds"], stage="kafka-out") >= 5
         assert histogram_count(families["switchyard_kafka_consume_seconds"], stage="kafka-in") > 0
+        assert histogram_count(families["switchyard_batch_envelopes"], stage="kafka-in") > 0
         missing = sorted(dashboard_metrics() - set(families))
         assert not missing, f"the dashboard queries metrics /metrics does not export: {missing}"
