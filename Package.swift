@@ -24,6 +24,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // C libraries, imported through shim headers.
@@ -34,6 +36,8 @@ let package = Package(
         .target(name: "SwitchyardCore", dependencies: [
             "CNanomsg",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ]),
@@ -47,6 +51,7 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOWebSocket", package: "swift-nio"),
             .product(name: "NIOFoundationCompat", package: "swift-nio"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
         ], resources: [
             // The JavaScript client and the demo page (links to clients/), served by StaticFiles.swift.
             .embedInCode("Static/index.html"),
@@ -65,8 +70,13 @@ let package = Package(
             "SwitchyardCore", "SwitchyardKafka",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "DequeModule", package: "swift-collections"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
-        .target(name: "KafkaOutStage", dependencies: ["SwitchyardCore", "SwitchyardKafka", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "KafkaOutStage", dependencies: [
+            "SwitchyardCore", "SwitchyardKafka",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+        ]),
 
         // librdkafka wrapper (producer, assign-based consumer, properties files) for the kafka stages.
         .target(name: "SwitchyardKafka", dependencies: [
@@ -117,7 +127,12 @@ let package = Package(
             .product(name: "NIOWebSocket", package: "swift-nio"),
         ]),
 
-        .testTarget(name: "SwitchyardCoreTests", dependencies: ["SwitchyardCore", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "SwitchyardCoreTests", dependencies: [
+            "SwitchyardCore",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
         .testTarget(name: "CacheStageTests", dependencies: ["CacheStage"]),
         .testTarget(name: "SwitchyardKafkaTests", dependencies: ["SwitchyardKafka", "SwitchyardKafkaTesting"]),
         .testTarget(name: "KafkaInStageTests", dependencies: ["KafkaInStage", "SwitchyardKafka"]),

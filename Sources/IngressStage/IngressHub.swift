@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CoreMetrics
 import Logging
 import NIOCore
 import NIOWebSocket
@@ -24,6 +25,8 @@ final class IngressHub: @unchecked Sendable {
     let mqttSettings: MQTTSettings
     let logger: Logger
     let metrics: StageMetrics
+    /// A publish that wants an answer: sent on → its acknowledgement (not the expired ones).
+    private let publishAckTime: CoreMetrics.Timer
     let link: BackplaneLink
     let allocator = ByteBufferAllocator()
     let table: SubscriptionTable
@@ -45,6 +48,7 @@ final class IngressHub: @unchecked Sendable {
         self.mqttSettings = MQTTSettings(config: config)
         self.logger = logger
         self.metrics = metrics
+        publishAckTime = metrics.makeTimer(MetricName.publishAckSeconds)
         self.link = link
         table = SubscriptionTable(ingress: instance, replyTo: inboundAddress,
                                   maxSubscribesInFlight: limits.maxSubscribesInFlight,
@@ -318,8 +322,9 @@ final class IngressHub: @unchecked Sendable {
     }
 
     private func acknowledge(_ ack: PublishAck) {
-        guard let pending = pendingPublishes.acknowledge(ack.requestID),
-              let connection = connections[pending.connectionID] else { return }
+        guard let pending = pendingPublishes.acknowledge(ack.requestID) else { return }
+        publishAckTime.recordNanoseconds(Int64(clamping: elapsedNanoseconds(from: pending.sentAt, to: now())))
+        guard let connection = connections[pending.connectionID] else { return }
         if let receipt = pending.mqtt {
             return acknowledge(receipt, ok: ack.status == .ok, reason: ack.reason, to: connection)
         }

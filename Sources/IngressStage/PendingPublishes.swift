@@ -6,6 +6,8 @@ struct PendingPublishes {
         let closure: String
         /// Set for an MQTT publish: answered with a PUBACK instead of a `publish_status`.
         var mqtt: MQTTPublishReceipt? = nil
+        /// When the publish was sent on (monotonic nanoseconds): for the publish → ack latency.
+        let sentAt: UInt64
         let deadline: UInt64
     }
 
@@ -21,7 +23,7 @@ struct PendingPublishes {
     mutating func add(requestID: UInt64, connectionID: UInt64, closure: String, mqtt: MQTTPublishReceipt? = nil,
                       now: UInt64) {
         let (deadline, overflow) = now.addingReportingOverflow(timeoutNanoseconds)
-        entries[requestID] = Entry(connectionID: connectionID, closure: closure, mqtt: mqtt,
+        entries[requestID] = Entry(connectionID: connectionID, closure: closure, mqtt: mqtt, sentAt: now,
                                    deadline: overflow ? .max : deadline)
     }
 

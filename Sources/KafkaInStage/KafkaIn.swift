@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
@@ -30,9 +31,15 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
     /// Touched only on the consumer's poll thread.
     private let previousOffsets = PreviousOffsets()
     private let warmUp = NIOLockedValueBox(WarmUp(now: monotonicNanoseconds()))
+    /// A consumed batch: its arrival from the consumer → handed to the router.
+    private let hopTime: CoreMetrics.Timer
+    /// A consumed batch's first record: its timestamp → handed to the router.
+    private let consumeTime: CoreMetrics.Timer
 
     public init(context: StageContext) throws {
         self.context = context
+        hopTime = context.metrics.makeTimer(MetricName.hopSeconds)
+        consumeTime = context.metrics.makeTimer(MetricName.kafkaConsumeSeconds)
         consumerConfig = try KafkaConfig.load(path: context.config.kafkaConsumerConfig)
         try consumerConfig.validate()
         let running = self.running
@@ -71,6 +78,7 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
     // MARK: Records → router (the consumer's poll thread)
 
     private func forward(_ records: [KafkaRecord]) {
+        let arrival = monotonicNanoseconds()
         let router = context.topology.address(.router, 0)
         var skipped = 0
         for record in records {
@@ -81,7 +89,7 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
             message.previousSeq = previousOffsets.previous(of: message)
             recordOutbox.send(.message(message), to: router)
         }
-        context.metrics.countIn(records.count)
+        context.metrics.countReceivedBatch(records.count)
         context.logger.debug("records forwarded", metadata: ["records": "\(records.count - skipped)"])
         if skipped > 0 {
             context.logger.warning("records whose key makes no valid subject skipped",
@@ -89,7 +97,16 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
             context.metrics.addToGauge("skippedRecords", skipped)
         }
         recordOutbox.flush()
+        recordLatencies(of: records, arrival: arrival)
         checkpoint.advance(records)
+    }
+
+    /// Once per batch (the per-record path stays free of it): the hop, and the first record's timestamp → now.
+    private func recordLatencies(of records: [KafkaRecord], arrival: UInt64) {
+        hopTime.recordNanoseconds(Int64(clamping: elapsedNanoseconds(from: arrival, to: monotonicNanoseconds())))
+        guard let first = records.first else { return }
+        let age = elapsedNanoseconds(from: Self.timestamp(of: first), to: wallClockNanoseconds())
+        consumeTime.recordNanoseconds(Int64(clamping: age))
     }
 
     /// The message a record becomes; nil when its key does not make a valid subject (not UTF-8, `a//b`, ...).

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
@@ -17,6 +18,8 @@ public final class KafkaOut: EnvelopeHandler, @unchecked Sendable {
     private struct Waiting {
         let requestID: UInt64
         let replyTo: String
+        /// When it was produced (`monotonicNanoseconds`).
+        let producedAt: UInt64
     }
 
     private let context: StageContext
@@ -26,6 +29,8 @@ public final class KafkaOut: EnvelopeHandler, @unchecked Sendable {
     private var nextID: UInt64 = 0
     private let ackOutbox: Outbox
     private let stallWatch: NIOLockedValueBox<ProducerStallWatch>
+    /// A publish that wants an acknowledgement: produced → its delivery report.
+    private let produceTime: CoreMetrics.Timer
 
     public init(context: StageContext) throws {
         self.context = context
@@ -38,6 +43,7 @@ public final class KafkaOut: EnvelopeHandler, @unchecked Sendable {
         let timeoutMilliseconds = config["message.timeout.ms"].flatMap { UInt64($0) } ?? 300_000
         stallWatch = NIOLockedValueBox(ProducerStallWatch(messageTimeoutMilliseconds: timeoutMilliseconds))
         ackOutbox = Outbox(logger: context.logger, metrics: context.metrics, isRunning: { true })
+        produceTime = context.metrics.makeTimer(MetricName.kafkaProduceSeconds)
         producer = try KafkaProducer(
             config: config,
             onDelivery: { [weak self] reports in self?.delivered(reports) },
@@ -54,7 +60,9 @@ public final class KafkaOut: EnvelopeHandler, @unchecked Sendable {
         nextID += 1
         let id = nextID
         if publish.message.flags.contains(.wantsAck) {
-            waiting.withLockedValue { $0[id] = Waiting(requestID: publish.requestID, replyTo: publish.replyTo) }
+            let waiter = Waiting(requestID: publish.requestID, replyTo: publish.replyTo,
+                                 producedAt: monotonicNanoseconds())
+            waiting.withLockedValue { $0[id] = waiter }
         }
         let keyBuffer = key.map { ByteBuffer(string: String($0)) }
         let giveUp = monotonicNanoseconds() + UInt64(context.config.publishTimeout) * 1_000_000_000
@@ -88,6 +96,7 @@ public final class KafkaOut: EnvelopeHandler, @unchecked Sendable {
     private func delivered(_ reports: [KafkaDeliveryReport]) {
         let waiters = waiting.withLockedValue { waiting in reports.map { waiting.removeValue(forKey: $0.id) } }
         var stalled = false
+        let now = monotonicNanoseconds()
         for (report, waiter) in zip(reports, waiters) {
             if let error = report.error {
                 context.logger.warning("delivery failed", metadata: ["topic": "\(report.topic)", "error": "\(error)"])
@@ -96,6 +105,7 @@ public final class KafkaOut: EnvelopeHandler, @unchecked Sendable {
                 }
             }
             guard let waiter else { continue }
+            produceTime.recordNanoseconds(Int64(clamping: elapsedNanoseconds(from: waiter.producedAt, to: now)))
             let ack = report.error.map {
                 PublishAck(requestID: waiter.requestID, status: .failed, reason: "Kafka delivery failed: \($0)")
             } ?? PublishAck(requestID: waiter.requestID, status: .ok)

@@ -38,12 +38,12 @@ public enum EnvelopeCodec {
     }
 
     /// Decodes a batch a stage received: logs envelopes of unknown kinds it skipped, counts the envelopes in
-    /// `metrics`; nil for a malformed batch, which is logged and dropped.
+    /// `metrics` (and records the batch's size); nil for a malformed batch, which is logged and dropped.
     public static func decodeReceived(_ batch: ByteBuffer, logger: Logger, metrics: StageMetrics) -> [Envelope]? {
         do {
             let (envelopes, skipped) = try decodeBatch(batch)
             if skipped > 0 { logger.warning("skipped envelopes of unknown kinds", metadata: ["count": "\(skipped)"]) }
-            metrics.countIn(envelopes.count)
+            metrics.countReceivedBatch(envelopes.count)
             logger.debug("batch received",
                          metadata: ["envelopes": "\(envelopes.count)", "bytes": "\(batch.readableBytes)"])
             return envelopes

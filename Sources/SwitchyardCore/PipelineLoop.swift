@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import Logging
 import NIOCore
@@ -169,11 +170,16 @@ public final class PipelineLoop: @unchecked Sendable {
     private let running = NIOLockedValueBox(true)
     private let topologyChanged = NIOLockedValueBox(false)
     private var outbox: Outbox!
+    private let hopTime: CoreMetrics.Timer
+    /// When each batch of the current round arrived (`monotonicNanoseconds`); only on the loop's thread.
+    private var receivedAt: [UInt64] = []
 
     public init(context: StageContext, handler: EnvelopeHandler) throws {
         self.context = context
         self.handler = handler
         inbound = try NanomsgSocket.pipeline(.pull, context.inboundAddress, timeoutMilliseconds: 100)
+        hopTime = context.metrics.makeTimer(MetricName.hopSeconds)
+        receivedAt.reserveCapacity(Self.batchesPerFlush)
         outbox = Outbox(logger: context.logger, metrics: context.metrics, isRunning: { [running] in
             running.withLockedValue { $0 }
         })
@@ -202,6 +208,7 @@ public final class PipelineLoop: @unchecked Sendable {
                 var wait = true
                 var drained = 0
                 while drained < Self.batchesPerFlush, let batch = try inbound.receive(wait: wait) {
+                    receivedAt.append(monotonicNanoseconds())
                     handle(batch)
                     wait = false
                     drained += 1
@@ -222,10 +229,21 @@ public final class PipelineLoop: @unchecked Sendable {
                 lastTick = now
             }
             outbox.flush()
+            recordHopTimes()
         }
     }
 
     private static let batchesPerFlush = 64
+
+    /// Each batch of the round: its arrival → the round's sends done.
+    private func recordHopTimes() {
+        guard !receivedAt.isEmpty else { return }
+        let sent = monotonicNanoseconds()
+        for arrival in receivedAt {
+            hopTime.recordNanoseconds(Int64(clamping: elapsedNanoseconds(from: arrival, to: sent)))
+        }
+        receivedAt.removeAll(keepingCapacity: true)
+    }
 
     private func handle(_ batch: ByteBuffer) {
         guard let envelopes = EnvelopeCodec.decodeReceived(batch, logger: context.logger, metrics: context.metrics)

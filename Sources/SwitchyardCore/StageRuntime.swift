@@ -1,6 +1,8 @@
+import CoreMetrics
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
+import Prometheus
 
 /// What every stage executable shares: its command line (`-c FILE --instance N`, `--print-config`), its
 /// configuration, topology, log, metrics and signal handling.
@@ -12,7 +14,9 @@ public final class StageContext: @unchecked Sendable {
     public let logger: Logger
     /// The process's one log file and level: behind `logger` and, once `bootstrap` ran, every swift-log logger.
     private let logWriter: LogWriter
-    public let metrics = StageMetrics()
+    /// This instance's Prometheus metrics, written to `<RunDir>/<stage>-<n>.prom` with the stats file.
+    public let registry = PrometheusCollectorRegistry()
+    public let metrics: StageMetrics
     private var stats: StatsPublisher?
     private let lock = NIOLock()
     private var _topology: Topology
@@ -60,6 +64,8 @@ public final class StageContext: @unchecked Sendable {
         }
         let context = StageContext(stage: stage, instance: instance, config: config)
         context.logWriter.bootstrapLoggingSystem()
+        // Once per process: swift-metrics used anywhere in the stage lands in this instance's registry.
+        MetricsSystem.bootstrap(context.metrics.factory)
         return context
     }
 
@@ -67,6 +73,8 @@ public final class StageContext: @unchecked Sendable {
         self.stage = stage
         self.instance = instance
         self.config = config
+        metrics = StageMetrics(factory: StageMetricsFactory.make(stage: stage.rawValue, instance: instance,
+                                                                 registry: registry))
         _topology = Topology.load(config: config)
         let logFile = (config.logFolder as NSString).appendingPathComponent("\(stage.rawValue)-\(instance).log")
         logWriter = LogWriter(stage: stage.rawValue, instance: instance, level: config.logLevel, logFile: logFile,
@@ -80,13 +88,14 @@ public final class StageContext: @unchecked Sendable {
     /// This instance's inbound (PULL) address.
     public var inboundAddress: String { topology.address(stage, instance) }
 
-    /// Starts publishing the stats file and installs the signal handlers every stage shares: SIGUSR1 re-reads
+    /// Starts publishing the stats and Prometheus files and installs the signal handlers every stage shares: SIGUSR1 re-reads
     /// `<RunDir>/<stage>-<n>.loglevel`, SIGHUP re-reads the topology (then calls `onTopologyChange`), SIGUSR2
     /// calls `onReload` (ignored without it), SIGTERM and SIGINT call `onStop`.
     public func start(onStop: @escaping @Sendable () -> Void,
                       onTopologyChange: @escaping @Sendable (Topology) -> Void = { _ in },
                       onReload: (@Sendable () -> Void)? = nil) {
-        let publisher = StatsPublisher(metrics: metrics, stage: stage.rawValue, instance: instance, runDir: config.runDir)
+        let publisher = StatsPublisher(metrics: metrics, registry: registry, stage: stage.rawValue, instance: instance,
+                                       runDir: config.runDir)
         lock.withLock { stats = publisher }
         handle(SIGTERM) { [weak self] in
             self?.stopping(signal: "TERM")

@@ -91,8 +91,9 @@ def test_run_dir_log_folder_and_stage_files_are_private(secure_broker):
     b = secure_broker
     for folder in (b.run_dir, b.log_dir):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, f"{folder}: {oct(folder.stat().st_mode)}"
-    files = [b.run_dir / "cache-0.stats.json", b.run_dir / "ws-ingress-1.pid", b.run_dir / "router-0.ipc",
-             b.run_dir / "supervisor.sock", b.log_path("cache"), b.log_dir / "supervisor.log"]
+    files = [b.run_dir / "cache-0.stats.json", b.run_dir / "cache-0.prom", b.run_dir / "ws-ingress-1.pid",
+             b.run_dir / "router-0.ipc", b.run_dir / "supervisor.sock", b.log_path("cache"),
+             b.log_dir / "supervisor.log"]
     for path in files:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode & 0o077 == 0, f"{path} is {oct(mode)}: readable or writable by others"
