@@ -16,11 +16,13 @@ final class PublishRun {
         stopAt = stop
         // One clock reading: a start that passed meanwhile is a delay of 0, never an underflow.
         let delay = Int64(clamping: elapsedNanoseconds(from: monotonicNanos(), to: start))
-        eventLoop.scheduleTask(in: .nanoseconds(delay)) { [self] in
-            isRunning = true
-            timer = eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: period) { [self] task in
-                guard isRunning else { return task.cancel() }
-                pump()
+        let run = NIOLoopBound(self, eventLoop: eventLoop)
+        let pump = NIOLoopBound(pump, eventLoop: eventLoop)
+        eventLoop.scheduleTask(in: .nanoseconds(delay)) {
+            run.value.isRunning = true
+            run.value.timer = eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: period) { task in
+                guard run.value.isRunning else { return task.cancel() }
+                pump.value()
             }
         }
     }
