@@ -120,7 +120,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .executableTarget(name: "switchyard-bench", dependencies: [
-            "SwitchyardClient", "SwitchyardCore",
+            "SwitchyardClient", "SwitchyardCore", "IngressStage",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

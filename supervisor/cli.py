@@ -38,7 +38,8 @@ Files in RunDir
   supervisor.pid, supervisor.lock (held by the live supervisor), supervisor.sock (control socket used by
   restart/scale/swap), supervisor.json (its state: scale and swap overrides, per-instance pid/state/
   restarts; kept across a supervisor crash so the next start adopts the stages, removed by a clean stop),
-  topology.json, STAGE-N.pid, STAGE-N.stats.json (written by the stage), STAGE-N.loglevel.
+  topology.json, STAGE-N.pid, STAGE-N.stats.json (written by the stage), STAGE-N.loglevel,
+  kafka-in-N.offsets.json (kafka-in's resume point). Every file's fields: docs/OPERATIONS.md "Files in RunDir".
   Logs: LogFolder/STAGE-N.log (appended by the stage) and LogFolder/supervisor.log.
   RunDir and LogFolder are made 0700 and everything runs with umask 077; the control socket takes commands
   only from the supervisor's own user (or root), checked with SO_PEERCRED.

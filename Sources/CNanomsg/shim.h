@@ -24,4 +24,12 @@ static const int SY_EINTR = EINTR;
 static const int SY_EBADF = EBADF;
 static const int SY_ETERM = ETERM;
 
+/* Names the calling thread (JoinableThread; shown by top -H, gdb); Linux keeps the first 15 bytes. */
+#ifdef __linux__
+#include <sys/prctl.h>
+static inline void sy_set_thread_name(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }
+#else
+static inline void sy_set_thread_name(const char *name) { (void)name; }
+#endif
+
 #endif

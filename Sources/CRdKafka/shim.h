@@ -17,12 +17,4 @@ static const int SY_RD_KAFKA_EVENT_ERROR = RD_KAFKA_EVENT_ERROR;
 /* RD_KAFKA_OFFSET_TAIL(cnt): start cnt messages before the partition's end. */
 static inline int64_t sy_rd_kafka_offset_tail(int64_t cnt) { return RD_KAFKA_OFFSET_TAIL(cnt); }
 
-/* Names the calling thread (shown by top -H, gdb); Linux keeps the first 15 bytes. */
-#ifdef __linux__
-#include <sys/prctl.h>
-static inline void sy_set_thread_name(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }
-#else
-static inline void sy_set_thread_name(const char *name) { (void)name; }
-#endif
-
 #endif

@@ -4,10 +4,11 @@ import NIOConcurrencyHelpers
 import NIOCore
 import SwitchyardCore
 
-/// The ingress's two nanomsg directions, each on a thread of its own so the event loop never blocks:
+/// The ingress's two nanomsg directions, each on a `JoinableThread` of its own so the event loop never blocks:
 /// batches received on the ingress's PULL socket are decoded off the loop and handed over with a bounded number
 /// in flight; envelopes for the router are batched on the loop and sent by a sender thread from a bounded queue.
-// @unchecked Sendable: `pending`, `flushScheduled`, `deliver` only on `eventLoop`; `queue` only under `queueCondition`.
+// @unchecked Sendable: `pending`, `flushScheduled`, `deliver` only on `eventLoop`; `queue` only under `queueCondition`;
+// `threads` only on the thread that calls `start` and `stop`.
 final class BackplaneLink: @unchecked Sendable {
     /// Outgoing batches that may wait for the router before the ingress calls itself congested.
     static let maxQueuedBatches = 256
@@ -20,6 +21,8 @@ final class BackplaneLink: @unchecked Sendable {
     private let inbound: NanomsgSocket
     private let routerAddress: String
     private let running = NIOLockedValueBox(true)
+    /// The receiver and the sender, once started.
+    private var threads: [JoinableThread] = []
 
     // Loop-owned batching state.
     private var pending = BatchWriter()
@@ -31,8 +34,6 @@ final class BackplaneLink: @unchecked Sendable {
     private let queueCondition = NSCondition()
     private var queue: [ByteBuffer] = []
     private let inFlight = DispatchSemaphore(value: BackplaneLink.maxBatchesInFlight)
-    /// Signalled when the receiver thread has returned: after that nothing more is handed to the event loop.
-    private let receiverReturned = DispatchSemaphore(value: 0)
 
     init(eventLoop: EventLoop, inboundAddress: String, routerAddress: String, logger: Logger,
          metrics: StageMetrics) throws {
@@ -47,18 +48,21 @@ final class BackplaneLink: @unchecked Sendable {
     func start(deliver: @escaping ([Envelope]) -> Void) throws {
         let sender = try NanomsgSocket.pipeline(.push, routerAddress, timeoutMilliseconds: 500)
         self.deliver = deliver
-        Thread.detachNewThread { [self] in receiveLoop() }
-        Thread.detachNewThread { [self] in sendLoop(sender) }
+        threads = [
+            JoinableThread(name: "ingress-receive") { [self] _ in receiveLoop() },
+            JoinableThread(name: "ingress-send") { [self] _ in sendLoop(sender) },
+        ]
     }
 
-    /// Stops both threads and waits (a receive timeout at most) for the receiver to return, so that the event
-    /// loop, shut down next, is handed no batch it can no longer run.
+    /// Stops both threads and waits for them to return (a receive or send timeout at most), so that the event
+    /// loop, shut down next, is handed no batch it can no longer run. Call off the event loop, while it still
+    /// runs: the receiver may be waiting for it to take a batch.
     func stop() {
         running.withLockedValue { $0 = false }
         queueCondition.lock()
         queueCondition.broadcast()
         queueCondition.unlock()
-        _ = receiverReturned.wait(timeout: .now() + .seconds(1))
+        for thread in threads { thread.stop() }
     }
 
     private var isRunning: Bool { running.withLockedValue { $0 } }
@@ -133,7 +137,6 @@ final class BackplaneLink: @unchecked Sendable {
     }
 
     private func receiveLoop() {
-        defer { receiverReturned.signal() }
         while isRunning {
             let batch: ByteBuffer
             do {

@@ -76,10 +76,11 @@ struct DeepRecoveryQueue {
     }
 }
 
-/// Runs deep recoveries on threads of its own, so kafka-in's pipeline thread never waits on Kafka: a fixed
+/// Runs deep recoveries on `JoinableThread`s of its own, so kafka-in's pipeline thread never waits on Kafka: a fixed
 /// number of workers take reads from a `DeepRecoveryQueue`, and answer every request of a read through
 /// `answer` (kafka-in's reply outbox).
-// @unchecked Sendable: `queue` and `stopped` are touched only under `condition`'s lock; the closures are @Sendable.
+// @unchecked Sendable: `queue` and `stopped` are touched only under `condition`'s lock; the closures are @Sendable;
+// `workers` is set in init and read in `stop` only.
 final class DeepRecoveryWorker: @unchecked Sendable {
     typealias Perform = @Sendable (DeepRecoveryQueue.Read, Subscribe) -> SubscribeReply
     typealias Answer = @Sendable (SubscribeReply, [Subscribe]) -> Void
@@ -89,6 +90,7 @@ final class DeepRecoveryWorker: @unchecked Sendable {
     private var stopped = false
     private let perform: Perform
     private let answer: Answer
+    private var workers: [JoinableThread] = []
 
     /// - Parameters:
     ///   - maxRunning: worker threads, i.e. reads at once (`MaxDeepRecoveries`); as many more may wait.
@@ -98,10 +100,8 @@ final class DeepRecoveryWorker: @unchecked Sendable {
         queue = DeepRecoveryQueue(maxRunning: maxRunning)
         self.perform = perform
         self.answer = answer
-        for index in 0..<queue.maxRunning {
-            let thread = Thread { [weak self] in self?.work() }
-            thread.name = "deep-recovery-\(index)"
-            thread.start()
+        workers = (0..<queue.maxRunning).map { index in
+            JoinableThread(name: "deep-recovery-\(index)") { [weak self] _ in self?.work() }
         }
     }
 
@@ -123,12 +123,14 @@ final class DeepRecoveryWorker: @unchecked Sendable {
         return queue.inFlight
     }
 
-    /// Workers finish the read they are in (readers give up when the stage stops) and take no more.
+    /// Workers finish the read they are in (readers give up when the stage stops), take no more, and have
+    /// returned when this returns.
     func stop() {
         condition.lock()
         stopped = true
         condition.broadcast()
         condition.unlock()
+        for worker in workers { worker.stop() }
     }
 
     private func work() {

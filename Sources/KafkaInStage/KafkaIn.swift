@@ -49,10 +49,17 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
         replyOutbox = NIOLockedValueBox(Outbox(logger: context.logger, metrics: context.metrics,
                                                isRunning: { running.withLockedValue { $0 } }))
         let warmUp = Int64(context.config.maxCachedMessagesPerSubject)
-        let checkpoint = OffsetCheckpoint(
-            file: (context.config.runDir as NSString).appendingPathComponent("kafka-in-\(context.instance).offsets.json"))
+        let checkpoint = OffsetCheckpoint(file: (context.config.runDir as NSString)
+            .appendingPathComponent(OffsetCheckpointFile.name(instance: context.instance)))
         self.checkpoint = checkpoint
-        let resumed = checkpoint.load()
+        let resumed: [String: Int64]
+        do {
+            resumed = try checkpoint.load()
+        } catch {
+            context.logger.warning("offset checkpoint unreadable; starting from the warm-up tail",
+                                   metadata: ["problem": "\(error)"])
+            resumed = [:]
+        }
         if !resumed.isEmpty {
             context.logger.info("resuming from the last run's offsets", metadata: ["partitions": "\(resumed.count)"])
         }

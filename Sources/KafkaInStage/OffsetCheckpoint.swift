@@ -3,8 +3,9 @@ import NIOConcurrencyHelpers
 import SwitchyardCore
 import SwitchyardKafka
 
-/// The next offset to forward per partition epoch, saved to `<RunDir>/kafka-in-<n>.offsets.json` at most once a
-/// second, so a restarted kafka-in resumes where it stopped instead of skipping what arrived while it was down.
+/// The next offset to forward per partition epoch, saved to `<RunDir>/kafka-in-<n>.offsets.json`
+/// (`OffsetCheckpointFile`) at most once a second, so a restarted kafka-in resumes where it stopped instead of
+/// skipping what arrived while it was down.
 // @unchecked Sendable: `next` and `lastSaved` are touched only under `lock`.
 final class OffsetCheckpoint: @unchecked Sendable {
     private let file: String
@@ -16,12 +17,12 @@ final class OffsetCheckpoint: @unchecked Sendable {
         self.file = file
     }
 
-    /// The offsets the previous run saved (empty when there is none or it cannot be read).
-    func load() -> [String: Int64] {
-        guard let data = FileManager.default.contents(atPath: file),
-              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Int64] else { return [:] }
-        lock.withLock { next = object }
-        return object
+    /// The offsets the previous run saved: empty when there is none; a file that cannot be read throws (naming
+    /// it) and leaves them empty, so kafka-in starts as if for the first time (the warm-up tail).
+    func load() throws(RunDirFileError) -> [String: Int64] {
+        let saved = try OffsetCheckpointFile.read(from: file)?.nextOffsets ?? [:]
+        lock.withLock { next = saved }
+        return saved
     }
 
     /// Notes records that were forwarded; saves when the last save is a second old.
@@ -33,7 +34,7 @@ final class OffsetCheckpoint: @unchecked Sendable {
             lastSaved = now
             return next
         }
-        guard let snapshot, let data = try? JSONSerialization.data(withJSONObject: snapshot) else { return }
-        try? data.write(to: URL(fileURLWithPath: file), options: .atomic)
+        guard let snapshot else { return }
+        try? OffsetCheckpointFile(nextOffsets: snapshot).write(to: file)
     }
 }

@@ -75,12 +75,18 @@ public final class StageContext: @unchecked Sendable {
         self.config = config
         metrics = StageMetrics(factory: StageMetricsFactory.make(stage: stage.rawValue, instance: instance,
                                                                  registry: registry))
-        _topology = Topology.load(config: config)
+        var topologyProblems: [RunDirFileError] = []
+        _topology = Topology.load(config: config) { topologyProblems.append($0) }
         let logFile = (config.logFolder as NSString).appendingPathComponent("\(stage.rawValue)-\(instance).log")
         logWriter = LogWriter(stage: stage.rawValue, instance: instance, level: config.logLevel, logFile: logFile,
                               rotateLimit: config.logRotateLimit)
         logger = logWriter.makeLogger()
         try? FileManager.default.createDirectory(atPath: config.runDir, withIntermediateDirectories: true)
+        for problem in topologyProblems { warnAboutTopology(problem) }
+    }
+
+    private func warnAboutTopology(_ problem: RunDirFileError) {
+        logger.warning("topology file not (fully) used", metadata: ["problem": "\(problem)"])
     }
 
     public var topology: Topology { lock.withLock { _topology } }
@@ -108,7 +114,7 @@ public final class StageContext: @unchecked Sendable {
         handle(SIGUSR1) { [weak self] in self?.reloadLogLevel() }
         handle(SIGHUP) { [weak self] in
             guard let self else { return }
-            let topology = Topology.load(config: self.config)
+            let topology = Topology.load(config: self.config) { self.warnAboutTopology($0) }
             self.lock.withLock { self._topology = topology }
             self.logger.info("topology reloaded", metadata: ["instances": "\(topology.instances)"])
             onTopologyChange(topology)

@@ -78,17 +78,25 @@ public struct Topology: Equatable, Sendable {
         self.instances = instances
     }
 
-    public static func load(config: SwitchyardConfig) -> Topology {
+    /// The configured counts, overridden by `<RunDir>/topology.json`. A file that cannot be read leaves every
+    /// configured count, and a count a stage cannot run (the supervisor never writes one) leaves that stage's: both
+    /// are told to `onProblem`, naming the file.
+    public static func load(config: SwitchyardConfig, onProblem: (RunDirFileError) -> Void = { _ in }) -> Topology {
         var topology = Topology(runDir: config.runDir, instances: config.instances)
-        let file = (config.runDir as NSString).appendingPathComponent("topology.json")
-        if let data = FileManager.default.contents(atPath: file),
-           let counts = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
-            for (stage, value) in counts {
-                // A count the stage cannot run (the supervisor never writes one) leaves the configured count.
-                if let name = StageName(rawValue: stage), let count = value as? Int,
-                   name.instanceLimit.range.contains(count) {
-                    topology.instances[stage] = count
-                }
+        let file = (config.runDir as NSString).appendingPathComponent(TopologyFile.name)
+        let counts: [String: Int]
+        do {
+            counts = try TopologyFile.read(from: file)?.instances ?? [:]
+        } catch {
+            onProblem(error)
+            return topology
+        }
+        for (stage, count) in counts.sorted(by: { $0.key < $1.key }) {
+            guard let name = StageName(rawValue: stage) else { continue }
+            if let refusal = name.instanceLimit.refusal(name, count: count) {
+                onProblem(RunDirFileError(file: file, problem: refusal + "; keeping \(topology.count(name))"))
+            } else {
+                topology.instances[stage] = count
             }
         }
         return topology

@@ -1,6 +1,7 @@
 import CRdKafka
 import NIOConcurrencyHelpers
 import NIOCore
+import SwitchyardCore
 
 #if canImport(Glibc)
 import Glibc
@@ -45,7 +46,7 @@ public final class KafkaConsumer: @unchecked Sendable {
     private let client: RdKafkaClient
     private let loop: ConsumerLoop
     private let lifecycle = NIOLockedValueBox<Lifecycle>(.created)
-    private enum Lifecycle { case created, running(PollThread), closed }
+    private enum Lifecycle { case created, running(JoinableThread), closed }
 
     /// - Parameters:
     ///   - config: librdkafka properties plus, unless `topics` is given, the topic selection from the file.
@@ -104,14 +105,16 @@ public final class KafkaConsumer: @unchecked Sendable {
         lifecycle.withLockedValue { state in
             guard case .created = state else { return }
             let loop = self.loop
-            state = .running(PollThread(name: "kafka-consumer") { loop.iterate() })
+            state = .running(JoinableThread(name: "kafka-consumer") { thread in
+                while !thread.isStopping { loop.iterate() }
+            })
         }
     }
 
     /// Stops the poll thread. Records not yet handed over are dropped. The librdkafka handle is freed in deinit.
     /// Idempotent; may be called from a callback.
     public func close() {
-        let thread: PollThread? = lifecycle.withLockedValue { state in
+        let thread: JoinableThread? = lifecycle.withLockedValue { state in
             defer { state = .closed }
             if case .running(let thread) = state { return thread }
             return nil

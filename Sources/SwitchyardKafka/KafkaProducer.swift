@@ -1,6 +1,7 @@
 import CRdKafka
 import NIOConcurrencyHelpers
 import NIOCore
+import SwitchyardCore
 
 /// What `KafkaProducer.produce` did with a record.
 public enum KafkaProduceResult: Sendable, Equatable {
@@ -25,10 +26,10 @@ public enum KafkaProduceResult: Sendable, Equatable {
 ///   it needs `acks = all`, so it is not set when the file asks for `acks = 0` or `1`).
 /// - A record with a null key goes to partition `nullKeyPartition` (default 0), so a single-segment subject
 ///   keeps its order and one epoch; nil lets the partitioner spread null keys.
-// @unchecked Sendable: `thread` is set once in init (PollThread is Sendable); topics and `closed` are in a locked box.
+// @unchecked Sendable: `thread` is set once in init (JoinableThread is Sendable); topics and `closed` are in a locked box.
 public final class KafkaProducer: @unchecked Sendable {
     private let client: RdKafkaClient
-    private var thread: PollThread?
+    private var thread: JoinableThread?
     private let nullKeyPartition: Int32?
 
     private struct State {
@@ -57,7 +58,9 @@ public final class KafkaProducer: @unchecked Sendable {
 
         let client = self.client
         let loop = ProducerLoop(client: client, onDelivery: onDelivery)
-        self.thread = PollThread(name: "kafka-producer") { loop.iterate() }
+        self.thread = JoinableThread(name: "kafka-producer") { thread in
+            while !thread.isStopping { loop.iterate() }
+        }
     }
 
     deinit {
@@ -147,7 +150,8 @@ public final class KafkaProducer: @unchecked Sendable {
 }
 
 /// The producer's poll loop, run on its own thread; holds no reference to the `KafkaProducer`.
-private final class ProducerLoop {
+// @unchecked Sendable: created in `KafkaProducer.init`, then touched only on the producer's poll thread.
+private final class ProducerLoop: @unchecked Sendable {
     let client: RdKafkaClient
     let onDelivery: @Sendable ([KafkaDeliveryReport]) -> Void
     let messages = UnsafeMutablePointer<UnsafePointer<rd_kafka_message_t>?>.allocate(capacity: 1024)

@@ -240,12 +240,9 @@ final class PublisherHandler: BenchConnectionHandler {
     private let firstSubject: Int
     private var context: ChannelHandlerContext?
     private var nextSubject = 0
-    private var running = false
-    private var startedAt: UInt64 = 0
-    private var stopAt: UInt64 = 0
+    private let publishRun = PublishRun()
     private var sentHere: UInt64 = 0
     private var inflightHere = 0
-    private var timer: RepeatedTask?
     /// Sends that a rate-limited publisher could not make because its window was full.
     private(set) var behind: UInt64 = 0
 
@@ -267,47 +264,30 @@ final class PublisherHandler: BenchConnectionHandler {
 
     override func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
-        timer?.cancel()
+        publishRun.cancel()
     }
 
     /// Starts publishing at `start` (monotonic) until `stop`. Call on the channel's event loop.
     func run(start: UInt64, stop: UInt64) {
         guard let context else { return }
-        startedAt = start
-        stopAt = stop
-        let delay = TimeAmount.nanoseconds(Int64(start > monotonicNanos() ? start - monotonicNanos() : 0))
-        context.eventLoop.scheduleTask(in: delay) { [self] in
-            running = true
-            // A timer both paces a rate-limited publisher and notices the end when no ack arrives.
-            let period: TimeAmount = ratePerSecond > 0 ? .milliseconds(1) : .milliseconds(20)
-            timer = context.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: period) { [self] task in
-                if !running { task.cancel(); return }
-                pump()
-                self.context?.flush()
-            }
+        // The timer both paces a rate-limited publisher and notices the end when no ack arrives.
+        let period: TimeAmount = ratePerSecond > 0 ? .milliseconds(1) : .milliseconds(20)
+        publishRun.start(on: context.eventLoop, from: start, until: stop, every: period) { [self] in
+            pump()
+            self.context?.flush()
         }
     }
 
     private func pump() {
-        guard running, let context else { return }
         let now = monotonicNanos()
-        if now >= stopAt {
-            running = false
-            return
-        }
+        guard publishRun.isRunning, let context, publishRun.goesOn(at: now) else { return }
         var budget = Int.max
         if ratePerSecond > 0 {
-            let due = UInt64(Double(now - startedAt) * ratePerSecond / 1e9)
-            if due <= sentHere { return }
-            var owed = due - sentHere
             // Do not burst more than 100 ms worth after a stall; count what was skipped.
-            let cap = UInt64(max(ratePerSecond / 10, 1))
-            if owed > cap {
-                behind += owed - cap
-                sentHere += owed - cap
-                owed = cap
-            }
-            budget = Int(owed)
+            let (owed, skipped) = publishRun.due(at: now, ratePerSecond: ratePerSecond, sent: &sentHere)
+            if owed == 0 { return }
+            behind += skipped
+            budget = Int(clamping: owed)
         }
         var sentNow = 0
         while inflightHere < window && sentNow < budget {

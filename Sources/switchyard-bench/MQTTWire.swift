@@ -1,3 +1,4 @@
+import IngressStage
 import NIOCore
 
 /// The MQTT 3.1.1 the bench speaks (over WebSocket, subprotocol `mqtt`): CONNECT with a clean session,
@@ -99,22 +100,11 @@ struct MQTTSession: PeerSession {
 }
 
 extension ByteBuffer {
-    /// An MQTT UTF-8 string: two length bytes, then the bytes.
-    mutating func writeMQTTString(_ string: String) {
-        writeInteger(UInt16(string.utf8.count))
-        writeString(string)
-    }
-
-    /// A packet: `type` (with its flags), the remaining length as a variable byte integer, then `body`.
+    /// A packet: `type` (with its flags), the remaining length as a variable byte integer, then `body` (the
+    /// bench's packets are far below MQTT's 256 MB limit).
     mutating func writeMQTTPacket(type: UInt8, body: ByteBuffer) {
         writeInteger(type)
-        var remaining = body.readableBytes
-        repeat {
-            var byte = UInt8(remaining & 0x7F)
-            remaining >>= 7
-            if remaining > 0 { byte |= 0x80 }
-            writeInteger(byte)
-        } while remaining > 0
+        writeMQTTVariableInteger(UInt32(body.readableBytes))
         writeImmutableBuffer(body)
     }
 }

@@ -116,6 +116,13 @@ struct Options {
             guard let number = Int(text), number >= min else { throw BenchError("\(name): '\(text)' is not an integer >= \(min)") }
             return number
         }
+        /// One of `Choice`'s raw values; `what` names it in the error.
+        func choice<Choice: RawRepresentable>(_ name: String, _ what: String) throws -> Choice
+        where Choice.RawValue == String {
+            let text = try value(name)
+            guard let choice = Choice(rawValue: text) else { throw BenchError("unknown \(what) '\(text)'") }
+            return choice
+        }
         func number(_ name: String, min: Double = 0) throws -> Double {
             let text = try value(name)
             guard let number = Double(text), number >= min, number.isFinite else {
@@ -129,10 +136,7 @@ struct Options {
             case "-h", "--help":
                 print(usage)
                 exit(0)
-            case "--scenario":
-                let text = try value(argument)
-                guard let scenario = Scenario(rawValue: text) else { throw BenchError("unknown scenario '\(text)'") }
-                options.scenario = scenario
+            case "--scenario": options.scenario = try choice(argument, "scenario")
             case "--target":
                 let text = try value(argument)
                 guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]) else {
@@ -141,10 +145,7 @@ struct Options {
                 options.host = String(text[..<colon]).benchTrimmingBrackets()
                 options.port = port
             case "--path": options.path = try value(argument)
-            case "--protocol":
-                let text = try value(argument)
-                guard let wire = WireProtocol(rawValue: text) else { throw BenchError("unknown protocol '\(text)'") }
-                options.wireProtocol = wire
+            case "--protocol": options.wireProtocol = try choice(argument, "protocol")
             case "--name":
                 let text = try value(argument)
                 guard !text.isEmpty, text.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {

@@ -139,12 +139,9 @@ final class PeerPublisherHandler: PeerConnectionHandler, BenchPublisher {
     private let ratePerSecond: Double
     private var seqs: [UInt64]
     private var nextSubject: Int
-    private var running = false
-    private var startedAt: UInt64 = 0
-    private var stopAt: UInt64 = 0
+    private let publishRun = PublishRun()
     /// Publishes sent or skipped so far (a stall skips what is more than 100 ms behind).
     private var counted: UInt64 = 0
-    private var timer: RepeatedTask?
 
     init(stats: LoopStats, session: PeerSession, subjectCount: Int, firstSubject: Int, payload: Int,
          ratePerSecond: Double) {
@@ -157,39 +154,22 @@ final class PeerPublisherHandler: PeerConnectionHandler, BenchPublisher {
     }
 
     override func handlerRemoved(context: ChannelHandlerContext) {
-        timer?.cancel()
+        publishRun.cancel()
         super.handlerRemoved(context: context)
     }
 
     func run(start: UInt64, stop: UInt64) {
         guard let context else { return }
-        startedAt = start
-        stopAt = stop
-        let delay = TimeAmount.nanoseconds(Int64(start > monotonicNanos() ? start - monotonicNanos() : 0))
-        context.eventLoop.scheduleTask(in: delay) { [self] in
-            running = true
-            timer = context.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(1)) { [self] task in
-                if !running { task.cancel(); return }
-                pump()
-            }
+        publishRun.start(on: context.eventLoop, from: start, until: stop, every: .milliseconds(1)) { [self] in
+            pump()
         }
     }
 
     private func pump() {
-        guard running, let context else { return }
         let now = monotonicNanos()
-        guard now < stopAt else {
-            running = false
-            return
-        }
-        let due = UInt64(Double(now &- startedAt) * ratePerSecond / 1e9)
-        guard due > counted else { return }
-        var owed = due - counted
-        let cap = UInt64(max(ratePerSecond / 10, 1))
-        if owed > cap {
-            counted += owed - cap
-            owed = cap
-        }
+        guard publishRun.isRunning, let context, publishRun.goesOn(at: now) else { return }
+        let owed = publishRun.due(at: now, ratePerSecond: ratePerSecond, sent: &counted).owed
+        guard owed > 0 else { return }
         for _ in 0..<owed {
             let subject = nextSubject
             nextSubject = nextSubject + 1 == subjectCount ? 0 : nextSubject + 1

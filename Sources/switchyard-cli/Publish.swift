@@ -45,8 +45,8 @@ struct Publish: ParsableCommand {
         let template = PublishTemplate(subject: subject, closure: closure, retained: retained, qos: qos)
         let input: PublishInput = content.map { .single($0) } ?? .standardInput
         try runSession { loop in
-            PublishSession(loop: loop, servers: connection.servers, token: connection.token, template: template,
-                           window: window, timeout: .seconds(Int64(timeout))).start(input)
+            PublishSession(loop: loop, servers: connection.servers, template: template, window: window,
+                           timeout: .seconds(Int64(timeout))).start(input)
         }
     }
 }
@@ -73,8 +73,7 @@ struct PublishTemplate {
 /// One `pub` run, confined to its event loop: connect, publish, count the answers, exit.
 final class PublishSession {
     private let loop: EventLoop
-    private let servers: [WebSocketURL]
-    private let token: String?
+    private let servers: ServerList
     private let template: PublishTemplate
     private let timeout: TimeAmount
     /// Publishes that may be unanswered at once; the standard-input reader waits on it.
@@ -90,11 +89,9 @@ final class PublishSession {
     private var lastProgress = NIODeadline.now()
     private var finished = false
 
-    init(loop: EventLoop, servers: [WebSocketURL], token: String?, template: PublishTemplate, window: Int,
-         timeout: TimeAmount) {
+    init(loop: EventLoop, servers: ServerList, template: PublishTemplate, window: Int, timeout: TimeAmount) {
         self.loop = loop
         self.servers = servers
-        self.token = token
         self.template = template
         self.timeout = timeout
         // Created empty and filled: libdispatch traps when a semaphore is freed below its initial value.
@@ -110,7 +107,7 @@ final class PublishSession {
 
     /// Tries the servers in turn, once each.
     private func connect(serverIndex: Int, input: PublishInput) {
-        let server = servers[serverIndex]
+        let server = servers.urls[serverIndex]
         WebSocketConnector.connect(on: loop, host: server.host, port: server.port, path: server.target) { _ in
             // The handler keeps the session alive until the connection is closed.
             ServerConnectionHandler(onFrame: { self.received($0) }, onEnd: { self.connectionEnded($0) })
@@ -120,7 +117,7 @@ final class PublishSession {
                 self.opened(channel, input: input)
             case .failure(let error):
                 note("cannot connect to \(server): \(error)")
-                if serverIndex + 1 < self.servers.count {
+                if serverIndex + 1 < self.servers.urls.count {
                     self.connect(serverIndex: serverIndex + 1, input: input)
                 } else {
                     self.finish(ExitStatus.unreachable)
@@ -131,7 +128,7 @@ final class PublishSession {
 
     private func opened(_ channel: Channel, input: PublishInput) {
         self.channel = channel
-        if let token { channel.send(.connect(token: token)) }
+        if let token = servers.token { channel.send(.connect(token: token)) }
         loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { task in
             guard !self.finished else { return task.cancel() }
             self.checkProgress()

@@ -45,12 +45,7 @@ struct Subscribe: ParsableCommand {
     }
 
     func run() throws {
-        let printer = MessagePrinter(format: format)
-        try runSession { loop in
-            SubscribeSession(loop: loop, servers: connection.servers, token: connection.token,
-                             tracker: SubscriptionTracker(subjects: subjects, history: history),
-                             count: count, keepalive: .seconds(Int64(keepalive)), printer: printer).start()
-        }
+        try runSession { loop in SubscribeSession(loop: loop, command: self).start() }
     }
 }
 
@@ -97,8 +92,7 @@ struct MessagePrinter {
 /// print, and reconnect whenever the connection ends, until `count` messages were printed.
 final class SubscribeSession {
     private let loop: EventLoop
-    private let servers: [WebSocketURL]
-    private let token: String?
+    private let servers: ServerList
     private var tracker: SubscriptionTracker
     private let count: Int?
     private let keepalive: TimeAmount
@@ -110,17 +104,16 @@ final class SubscribeSession {
     private var channel: Channel?
     private var finished = false
 
-    init(loop: EventLoop, servers: [WebSocketURL], token: String?, tracker: SubscriptionTracker, count: Int?,
-         keepalive: TimeAmount, printer: MessagePrinter) {
+    /// A session for a validated `sub` command.
+    init(loop: EventLoop, command: Subscribe) {
         self.loop = loop
-        self.servers = servers
-        self.token = token
-        self.tracker = tracker
-        self.count = count
-        self.keepalive = keepalive
-        self.printer = printer
+        servers = command.connection.servers
+        tracker = SubscriptionTracker(subjects: command.subjects, history: command.history)
+        count = command.count
+        keepalive = .seconds(Int64(command.keepalive))
+        printer = MessagePrinter(format: command.format)
         done = loop.makePromise()
-        serverIndex = Int.random(in: 0..<max(servers.count, 1))
+        serverIndex = Int.random(in: 0..<max(servers.urls.count, 1))
     }
 
     func start() -> EventLoopFuture<Int32> {
@@ -130,7 +123,7 @@ final class SubscribeSession {
 
     private func connect() {
         guard !finished else { return }
-        let server = servers[serverIndex]
+        let server = servers.urls[serverIndex]
         // The handler is added once the upgrade succeeded: its end is the end of a connection that worked. It
         // keeps the session alive until the connection is closed.
         WebSocketConnector.connect(on: loop, host: server.host, port: server.port, path: server.target,
@@ -154,7 +147,7 @@ final class SubscribeSession {
         }
         self.channel = channel
         note("connected to \(server)")
-        if let token { channel.send(.connect(token: token)) }
+        if let token = servers.token { channel.send(.connect(token: token)) }
         for request in tracker.subscribeRequests() { channel.send(request) }
     }
 
@@ -184,8 +177,8 @@ final class SubscribeSession {
         channel = nil
         guard !finished else { return }
         let delay = backoff.nextDelayMs(closeCode: end.closeCode, wasConnected: wasConnected)
-        note("\(servers[serverIndex]): \(end); reconnecting in \(delay) ms")
-        serverIndex = (serverIndex + 1) % servers.count
+        note("\(servers.urls[serverIndex]): \(end); reconnecting in \(delay) ms")
+        serverIndex = (serverIndex + 1) % servers.urls.count
         loop.scheduleTask(in: .milliseconds(Int64(delay))) { self.connect() }
     }
 

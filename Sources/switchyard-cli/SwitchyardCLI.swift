@@ -37,7 +37,13 @@ struct ConnectionOptions: ParsableArguments {
         }
     }
 
-    var servers: [WebSocketURL] { urls.compactMap(WebSocketURL.init) }
+    var servers: ServerList { ServerList(urls: urls.compactMap(WebSocketURL.init), token: token) }
+}
+
+/// The servers a session connects to (at least one, validated), and the token it sends on each connection.
+struct ServerList {
+    let urls: [WebSocketURL]
+    let token: String?
 }
 
 /// C's standard output stream, line-buffered by `runSession`.

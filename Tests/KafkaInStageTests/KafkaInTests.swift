@@ -176,6 +176,26 @@ final class DeepRecoveryQueueTests: XCTestCase {
         XCTAssertEqual(answers.withLockedValue { $0 }.sorted(), [1, 2, 3])
         XCTAssertEqual(reads.withLockedValue { $0 }, 2, "the merged request made no read of its own")
     }
+
+    func testStopReturnsOnceTheWorkersHaveFinishedTheirRead() {
+        let started = DispatchSemaphore(value: 0)
+        let finished = NIOLockedValueBox(false)
+        let worker = DeepRecoveryWorker(
+            maxRunning: 1,
+            perform: { _, request in
+                started.signal()
+                usleep(100_000)
+                finished.withLockedValue { $0 = true }
+                return KafkaIn.reply(to: request, .resync, epoch: "T.0", lastSeq: 0)
+            },
+            answer: { _, _ in })
+        XCTAssertEqual(worker.submit(recover("/n/a", after: 5, id: 1)), .queued)
+        started.wait()
+        worker.stop()
+        XCTAssertTrue(finished.withLockedValue { $0 }, "stop() returned while a worker was still reading")
+        XCTAssertEqual(worker.submit(recover("/n/b", after: 5, id: 2)), .refused)
+        worker.stop()
+    }
 }
 
 final class DeepRecoveryCollectorTests: XCTestCase {

@@ -4,6 +4,7 @@ stage is survived (the supervisor restarts it; clients of a killed ws-ingress re
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -251,3 +252,52 @@ def test_status_counts_connections_and_forgets_closed_ones(make_broker):
                                 "ws-ingress connections back to 0 after the clients closed")
 
     run(scenario(), 60)
+
+
+# The schema of every file in RunDir, as docs/OPERATIONS.md "Files in RunDir" documents it.
+SUPERVISOR_STATE_FIELDS = {"supervisorPid": int, "configFile": str, "clusterEngine": str, "updatedAt": (int, float),
+                           "instances": dict, "scaled": dict, "swapped": dict, "processes": list}
+PROCESS_FIELDS = {"name": str, "stage": str, "instance": int, "pid": (int, type(None)), "state": str,
+                  "restarts": int, "binary": str}
+STATS_FIELDS = {"stage": str, "instance": int, "pid": int, "ready": bool, "state": str, "startedAt": (int, float),
+                "messagesIn": int, "messagesOut": int, "rateIn": (int, float), "rateOut": (int, float)}
+
+
+def assert_fields(obj, fields: dict, where: str) -> None:
+    assert isinstance(obj, dict), f"{where}: not a JSON object"
+    for key, kind in fields.items():
+        assert key in obj, f"{where}: no '{key}'"
+        assert isinstance(obj[key], kind) and not (kind is int and isinstance(obj[key], bool)), \
+            f"{where}: '{key}' is {obj[key]!r}"
+
+
+def test_run_dir_files_match_their_documented_schema(broker):
+    run_dir = broker.run_dir
+    names = set(os.listdir(run_dir))
+    documented = re.compile(r"supervisor\.(json|pid|lock|sock)|topology\.json"
+                            r"|(ws-ingress|router|cache|fanout)-\d+\.(ipc|pid|stats\.json|prom|loglevel)")
+    assert all(documented.fullmatch(n) for n in names), f"undocumented files: {sorted(n for n in names if not documented.fullmatch(n))}"
+
+    with open(run_dir / "supervisor.json") as f:
+        state = json.load(f)
+    assert_fields(state, SUPERVISOR_STATE_FIELDS, "supervisor.json")
+    assert state["clusterEngine"] == "none"
+    for process in state["processes"]:
+        assert_fields(process, PROCESS_FIELDS, f"supervisor.json process {process.get('name')}")
+    with open(run_dir / "supervisor.pid") as f:
+        assert int(f.read().strip()) == state["supervisorPid"]
+
+    with open(run_dir / "topology.json") as f:
+        topology = json.load(f)
+    assert topology == state["instances"] and all(isinstance(v, int) for v in topology.values())
+
+    for stage in STAGES:
+        for n in range(topology[stage]):
+            name = f"{stage}-{n}"
+            with open(run_dir / f"{name}.pid") as f:
+                pid = int(f.read().strip())
+            with open(run_dir / f"{name}.stats.json") as f:
+                stats = json.load(f)
+            assert_fields(stats, STATS_FIELDS, f"{name}.stats.json")
+            assert (stats["stage"], stats["instance"], stats["pid"]) == (stage, n, pid)
+            assert f"{name}.ipc" in names

@@ -429,8 +429,10 @@ extension MQTTPacket {
     }
 }
 
+/// MQTT's field encodings; public for the bench's MQTT client, which speaks the same wire.
 extension ByteBuffer {
-    mutating func writeMQTTVariableInteger(_ value: UInt32) {
+    /// A variable byte integer: seven bits a byte, low first, the high bit set on all but the last.
+    public mutating func writeMQTTVariableInteger(_ value: UInt32) {
         var remaining = value
         repeat {
             var byte = UInt8(remaining & 0x7F)
@@ -441,7 +443,7 @@ extension ByteBuffer {
     }
 
     /// A string or binary field: a two-byte length, then the bytes (cut at 65,535: callers keep within it).
-    mutating func writeMQTTString(_ string: String) {
+    public mutating func writeMQTTString(_ string: String) {
         let bytes = string.utf8.prefix(Int(UInt16.max))
         writeInteger(UInt16(bytes.count))
         writeBytes(bytes)
