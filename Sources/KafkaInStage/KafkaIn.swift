@@ -143,15 +143,15 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
         return message
     }
 
-    /// A record's headers as a message's (docs/MQTT.md): a null value becomes empty; a header whose name or
-    /// value is not UTF-8 or holds U+0000 (which MQTT strings cannot carry) is dropped; of the rest, those up to
+    /// A record's headers as a message's (docs/MQTT.md): a null value becomes empty; a header whose value is not
+    /// UTF-8 or whose name or value holds U+0000 (which MQTT strings cannot carry) is dropped (so was one whose
+    /// name is not UTF-8, by the consumer); of the rest, those up to
     /// the first past `MessageHeader.maxCount` / `.maxBytes` are kept. Returns them and how many were dropped.
     static func headers(of record: KafkaRecord) -> (headers: [MessageHeader], dropped: Int) {
         var candidates: [MessageHeader] = []
         for header in record.headers {
             let value = header.value.map { String(validating: $0.readableBytesView, as: UTF8.self) } ?? ""
-            guard let value, !header.name.utf8.contains(0), !header.name.unicodeScalars.contains("\u{FFFD}"),
-                  !value.utf8.contains(0) else { continue }
+            guard let value, !header.name.utf8.contains(0), !value.utf8.contains(0) else { continue }
             candidates.append(MessageHeader(header.name, value))
         }
         let (kept, pastBounds) = MessageHeader.bounded(candidates)

@@ -279,7 +279,8 @@ private final class ConsumerLoop: @unchecked Sendable {
         return record
     }
 
-    /// Copies up to `KafkaRecord.maxHeaders` headers of `message` (librdkafka parses them only when asked).
+    /// Copies up to `KafkaRecord.maxHeaders` headers of `message` (librdkafka parses them only when asked); a
+    /// header whose name is not UTF-8 is counted in `headersNotRead` instead.
     private func readHeaders(of message: UnsafeMutablePointer<rd_kafka_message_t>, into record: inout KafkaRecord) {
         var list: OpaquePointer?
         guard rd_kafka_message_headers(message, &list) == RD_KAFKA_RESP_ERR_NO_ERROR, let list else { return }
@@ -290,14 +291,17 @@ private final class ConsumerLoop: @unchecked Sendable {
             var value: UnsafeRawPointer?
             var size = 0
             guard rd_kafka_header_get_all(list, index, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR,
-                  let name else { continue }
+                  let name, let validName = String(validatingCString: name) else {
+                record.headersNotRead += 1
+                continue
+            }
             var copy: ByteBuffer?
             if let value {
                 var buffer = allocator.buffer(capacity: size)
                 buffer.writeBytes(UnsafeRawBufferPointer(start: value, count: size))
                 copy = buffer
             }
-            record.headers.append(KafkaHeader(name: String(cString: name), value: copy))
+            record.headers.append(KafkaHeader(name: validName, value: copy))
         }
     }
 

@@ -125,7 +125,7 @@ public final class KafkaProducer: @unchecked Sendable {
 
     /// A librdkafka header list with copies of `headers`, for `rd_kafka_producev`.
     private static func makeHeaders(_ headers: [KafkaHeader]) -> OpaquePointer {
-        let list = rd_kafka_headers_new(headers.count)!
+        let list: OpaquePointer = rd_kafka_headers_new(headers.count)  // never NULL: librdkafka aborts out of memory
         for header in headers {
             let nameSize = header.name.utf8.count
             header.name.withCString { name in

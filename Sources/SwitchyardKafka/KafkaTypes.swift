@@ -162,10 +162,9 @@ public struct KafkaRecord: Sendable, Equatable {
     public var timestamp: Int64
     /// The partition's epoch (see `KafkaEpoch`), as assigned.
     public var epoch: String
-    /// The record's headers, in order: at most `maxHeaders` of them (a name that is not UTF-8 is repaired with
-    /// U+FFFD). Empty for most records, which costs nothing.
+    /// The record's headers, in order: at most `maxHeaders` of them. Empty for most records, which costs nothing.
     public var headers: [KafkaHeader] = []
-    /// Headers of the record past `maxHeaders`, not read.
+    /// Headers of the record not read: past `maxHeaders`, or with a name that is not UTF-8.
     public var headersNotRead = 0
 
     /// The most headers read of one record: bounds what a hostile record costs before the stage's own bounds.
