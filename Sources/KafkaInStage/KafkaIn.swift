@@ -144,9 +144,9 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
     }
 
     /// A record's headers as a message's (docs/MQTT.md): a null value becomes empty; a header whose value is not
-    /// UTF-8 or whose name or value holds U+0000 (which MQTT strings cannot carry) is dropped (so was one whose
-    /// name is not UTF-8, by the consumer); of the rest, those up to
-    /// the first past `MessageHeader.maxCount` / `.maxBytes` are kept. Returns them and how many were dropped.
+    /// UTF-8 or whose name or value holds U+0000 (which MQTT strings cannot carry) is dropped, as the consumer
+    /// dropped one whose name is not UTF-8; of the rest, those before the first past `MessageHeader.maxCount` /
+    /// `.maxBytes` are kept. Returns them and how many were dropped.
     static func headers(of record: KafkaRecord) -> (headers: [MessageHeader], dropped: Int) {
         var candidates: [MessageHeader] = []
         for header in record.headers {
