@@ -15,7 +15,7 @@ import shutil
 import struct
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ENVELOPE_VERSION = 2  # EnvelopeCodec.version
+ENVELOPE_VERSION = 3  # EnvelopeCodec.version
 
 # --- client frames ------------------------------------------------------------------------------------------------
 
@@ -60,11 +60,14 @@ CLIENT_RAW = [
 
 def u8(v): return struct.pack(">B", v)
 def u32(v): return struct.pack(">I", v)
+def u16(v): return struct.pack(">H", v)
 def u64(v): return struct.pack(">Q", v)
 def string(s): b = s.encode() if isinstance(s, str) else s; return u32(len(b)) + b
 
-def message(subject="/a/b", content=b"hello", seq=42, previous=41, epoch="e1", flags=0b11, closure="", ts=1_700_000_000_000_000_000):
-    return string(subject) + string(content) + u64(seq) + u64(previous) + string(epoch) + u8(flags) + string(closure) + u64(ts)
+def message(subject="/a/b", content=b"hello", seq=42, previous=41, epoch="e1", flags=0b11, closure="", ts=1_700_000_000_000_000_000,
+            headers=()):
+    return (string(subject) + string(content) + u64(seq) + u64(previous) + string(epoch) + u8(flags) + string(closure)
+            + u64(ts) + u16(len(headers)) + b"".join(string(name) + string(value) for name, value in headers))
 
 def envelope(kind, body): return u32(1 + len(body)) + u8(kind) + body
 
@@ -100,6 +103,8 @@ ENVELOPE_SEEDS.update({
     "length-too-big": b"SY" + u8(ENVELOPE_VERSION) + u8(0) + u32(1) + u32(0xFFFFFFF0) + u8(3),
     "reply-count-huge": batch([envelope(5, u64(9) + string("/a") + u8(2) + u8(1) + string("e1") + u64(42) + u32(0xFFFFFFFF))]),
     "old-version": batch([MESSAGE], version=1),
+    "headers": batch([envelope(3, message(headers=[("unit", "km/h"), ("unit", ""), ("\u00e9", "\U0001F600")]))]),
+    "header-count-huge": batch([envelope(3, message()[:-2] + u16(0xFFFF))]),
     "bad-bool": batch([envelope(6, string("/a/b") + u32(2) + u8(2))]),
     "bad-start": batch([envelope(4, u64(9) + string("ipc:///x") + string("/a") + u32(3) + u8(1) + u8(7))]),
     "trailing": batch([MESSAGE]) + b"\x00",

@@ -10,8 +10,8 @@ import SwitchyardCore
 /// `coveredAfter` remembers how far back it still reaches, which is what decides between a recovery
 /// (`DATA_SYNC`) and a resync.
 ///
-/// The whole store is bounded too, by content bytes (`maxBytes`) and by subjects (`maxSubjects`). Under either
-/// pressure whole subjects go, **least recently used first** (a message stored or an interest change counts as
+/// The whole store is bounded too, by content and header bytes (`maxBytes`) and by subjects (`maxSubjects`).
+/// Under either pressure whole subjects go, **least recently used first** (a message stored or an interest change counts as
 /// use): a subject nobody published to or subscribed to for the longest is the one least likely to be asked
 /// for next, a subject that stays is kept whole (its history still contiguous, its snapshot still there), and
 /// one order serves both bounds at O(1) amortised per message. Only when the subject being written is the last
@@ -51,10 +51,10 @@ public final class SubjectStore {
             return first.message.seq <= snapshot.seq
         }
 
-        /// Content bytes the entry holds.
+        /// Content and header bytes the entry holds.
         var bytes: Int {
-            history.reduce(0) { $0 + $1.message.content.readableBytes }
-                + (snapshotIsInHistory ? 0 : snapshot?.content.readableBytes ?? 0)
+            history.reduce(0) { $0 + $1.message.byteCount }
+                + (snapshotIsInHistory ? 0 : snapshot?.byteCount ?? 0)
         }
     }
 
@@ -94,7 +94,7 @@ public final class SubjectStore {
     private var generation = 0
     private let allocator = ByteBufferAllocator()
     public private(set) var messageCount = 0
-    /// Content bytes of history messages and snapshots (one shared by both counts once).
+    /// Content and header bytes of history messages and snapshots (one shared by both counts once).
     public private(set) var bytesHeld = 0
     /// Subjects dropped by the bounds (bytes, subjects) or as idle, since start.
     public private(set) var evictedSubjects = 0
@@ -104,7 +104,7 @@ public final class SubjectStore {
     /// - Parameters:
     ///   - epoch: the epoch of messages this store numbers itself (standalone mode).
     ///   - maxAge: nanoseconds a message stays in the history after it was stored.
-    ///   - maxBytes: content bytes held across subjects (`CacheMaxBytes`).
+    ///   - maxBytes: content and header bytes held across subjects (`CacheMaxBytes`).
     ///   - maxSubjects: subjects held (`CacheMaxSubjects`).
     ///   - backedByKafka: messages come numbered from Kafka, which holds more history than the store.
     public init(epoch: String, maxMessagesPerSubject: Int, maxAge: UInt64, maxBytes: Int = .max,
@@ -194,12 +194,13 @@ public final class SubjectStore {
         let isRetained = message.flags.contains(.retained)
         let isKept = message.flags.contains(.guaranteed) && maxMessagesPerSubject > 0
         if isRetained || isKept { message.content = ownCopy(of: message.content) }
-        let size = message.content.readableBytes
+        let size = message.byteCount
+        let clearsSnapshot = message.flags.contains(.clearsSnapshot) && message.content.readableBytes == 0
         if isRetained {
             if let old = entries[subject]!.snapshot, !entries[subject]!.snapshotIsInHistory {
-                bytesHeld -= old.content.readableBytes
+                bytesHeld -= old.byteCount
             }
-            entries[subject]!.snapshot = message.flags.contains(.clearsSnapshot) && size == 0 ? nil : message
+            entries[subject]!.snapshot = clearsSnapshot ? nil : message
         }
         if isKept {
             entries[subject]!.history.append(Stored(message: message, storedAt: now))
@@ -209,7 +210,7 @@ public final class SubjectStore {
         } else if message.flags.contains(.guaranteed) {
             entries[subject]!.coveredAfter = message.seq
         }
-        if isRetained || isKept { bytesHeld += size }
+        if isKept || (isRetained && !clearsSnapshot) { bytesHeld += size }
         use(subject, now: now)
         scheduleIdleCheck(subject, unusedSince: now)
         while bytesHeld > maxBytes {
@@ -233,7 +234,7 @@ public final class SubjectStore {
         entry.coveredAfter = max(entry.coveredAfter, dropped.message.seq)
         // A message that is also the snapshot stays held, as the snapshot.
         if entry.snapshot?.seq != dropped.message.seq {
-            bytesHeld -= dropped.message.content.readableBytes
+            bytesHeld -= dropped.message.byteCount
         }
     }
 
@@ -244,7 +245,7 @@ public final class SubjectStore {
             dropOldestMessage(from: &entries[subject]!)
             scheduleIdleCheck(subject, unusedSince: entry.lastUsed)
         } else if let snapshot = entry.snapshot {
-            bytesHeld -= snapshot.content.readableBytes
+            bytesHeld -= snapshot.byteCount
             entries[subject]!.snapshot = nil
             scheduleIdleCheck(subject, unusedSince: entry.lastUsed)
         } else {

@@ -88,8 +88,9 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
         let arrival = monotonicNanoseconds()
         let router = context.topology.address(.router, 0)
         var skipped = 0
+        var droppedHeaders = 0
         for record in records {
-            guard var message = Self.message(from: record) else {
+            guard var message = Self.message(from: record, droppedHeaders: &droppedHeaders) else {
                 skipped += 1
                 continue
             }
@@ -102,6 +103,11 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
             context.logger.warning("records whose key makes no valid subject skipped",
                                    metadata: ["count": "\(skipped)"])
             context.metrics.addToGauge("skippedRecords", skipped)
+        }
+        if droppedHeaders > 0 {
+            context.logger.debug("record headers dropped (not UTF-8, or past the bounds)",
+                                 metadata: ["count": "\(droppedHeaders)"])
+            context.metrics.addToGauge("droppedHeaders", droppedHeaders)
         }
         recordOutbox.flush()
         recordLatencies(of: records, arrival: arrival)
@@ -117,7 +123,13 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
     }
 
     /// The message a record becomes; nil when its key does not make a valid subject (not UTF-8, `a//b`, ...).
+    /// Headers that cannot be kept (see `headers(of:)`) are added to `droppedHeaders`.
     static func message(from record: KafkaRecord) -> Message? {
+        var droppedHeaders = 0
+        return message(from: record, droppedHeaders: &droppedHeaders)
+    }
+
+    static func message(from record: KafkaRecord, droppedHeaders: inout Int) -> Message? {
         var key: String?
         if let keyBytes = record.key {
             guard let text = String(validating: keyBytes.readableBytesView, as: UTF8.self) else { return nil }
@@ -128,8 +140,29 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
         var flags: MessageFlags = [.retained, .guaranteed]
         if String(validating: record.value.readableBytesView, as: UTF8.self) == nil { flags.insert(.binary) }
         guard let seq = UInt64(exactly: record.offset) else { return nil }
-        return Message(subject: subject, content: record.value, seq: seq, epoch: record.epoch,
-                       flags: flags, timestamp: timestamp(of: record))
+        var message = Message(subject: subject, content: record.value, seq: seq, epoch: record.epoch,
+                              flags: flags, timestamp: timestamp(of: record))
+        if !record.headers.isEmpty || record.headersNotRead > 0 {
+            let (headers, dropped) = headers(of: record)
+            message.headers = headers
+            droppedHeaders += dropped
+        }
+        return message
+    }
+
+    /// A record's headers as a message's (docs/MQTT.md): a null value becomes empty; a header whose value is not
+    /// UTF-8 or whose name or value holds U+0000 (which MQTT strings cannot carry) is dropped, as the consumer
+    /// dropped one whose name is not UTF-8; of the rest, those before the first past `MessageHeader.maxCount` /
+    /// `.maxBytes` are kept. Returns them and how many were dropped.
+    static func headers(of record: KafkaRecord) -> (headers: [MessageHeader], dropped: Int) {
+        var candidates: [MessageHeader] = []
+        for header in record.headers {
+            let value = header.value.map { String(validating: $0.readableBytesView, as: UTF8.self) } ?? ""
+            guard let value, !header.name.utf8.contains(0), !value.utf8.contains(0) else { continue }
+            candidates.append(MessageHeader(header.name, value))
+        }
+        let (kept, pastBounds) = MessageHeader.bounded(candidates)
+        return (kept, record.headersNotRead + record.headers.count - candidates.count + pastBounds)
     }
 
     /// The record's timestamp in nanoseconds; the arrival time when it has none or one too far out to count in

@@ -65,9 +65,13 @@ public final class KafkaOut: EnvelopeHandler, @unchecked Sendable {
             waiting.withLockedValue { $0[id] = waiter }
         }
         let keyBuffer = key.map { ByteBuffer(string: String($0)) }
+        let headers = publish.message.headers.isEmpty ? [] : publish.message.headers.map {
+            KafkaHeader(name: $0.name, value: ByteBuffer(string: $0.value))
+        }
         let giveUp = monotonicNanoseconds() + UInt64(context.config.publishTimeout) * 1_000_000_000
         while true {
-            var result = producer.produce(topic: String(topic), key: keyBuffer, value: publish.message.content, id: id)
+            var result = producer.produce(topic: String(topic), key: keyBuffer, value: publish.message.content,
+                                          headers: headers, id: id)
             if result == .queueFull && monotonicNanoseconds() > giveUp {
                 result = .failed(KafkaError(code: KafkaError.queueFullCode, name: "QUEUE_FULL",
                                             message: "the producer queue stayed full"))

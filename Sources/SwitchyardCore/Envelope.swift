@@ -49,9 +49,14 @@ public struct Message: Equatable, Sendable {
     public var closure: String
     /// Nanoseconds since the Unix epoch when the message entered the broker.
     public var timestamp: UInt64
+    /// (name, value) pairs carried with the content: MQTT 5 user properties, Kafka record headers. Empty for
+    /// most messages, which costs nothing (an empty array does not allocate). Bounded by `MessageHeader.maxCount`
+    /// and `.maxBytes` wherever a message enters the broker.
+    public var headers: [MessageHeader]
 
     public init(subject: String, content: ByteBuffer, seq: UInt64 = 0, previousSeq: UInt64 = 0, epoch: String = "",
-                flags: MessageFlags = [.retained, .guaranteed], closure: String = "", timestamp: UInt64 = 0) {
+                flags: MessageFlags = [.retained, .guaranteed], closure: String = "", timestamp: UInt64 = 0,
+                headers: [MessageHeader] = []) {
         self.subject = subject
         self.content = content
         self.seq = seq
@@ -60,6 +65,52 @@ public struct Message: Equatable, Sendable {
         self.flags = flags
         self.closure = closure
         self.timestamp = timestamp
+        self.headers = headers
+    }
+
+    /// The bytes the message holds: its content and its headers' names and values.
+    public var byteCount: Int {
+        headers.isEmpty ? content.readableBytes : content.readableBytes + MessageHeader.byteCount(of: headers)
+    }
+}
+
+/// One (name, value) pair of a message's headers: both UTF-8 strings without U+0000 (MQTT 5 strings); names
+/// need not be unique, and their order is kept.
+public struct MessageHeader: Equatable, Hashable, Sendable {
+    public var name: String
+    public var value: String
+
+    public init(_ name: String, _ value: String) {
+        self.name = name
+        self.value = value
+    }
+
+    /// At most this many headers per message.
+    public static let maxCount = 32
+    /// At most this many bytes of names and values (UTF-8) per message, counted in `MessageSizeLimit` too.
+    public static let maxBytes = 4096
+
+    /// The UTF-8 bytes of the names and values of `headers`.
+    public static func byteCount(of headers: [MessageHeader]) -> Int {
+        headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count }
+    }
+
+    /// Whether `headers` keep within `maxCount` and `maxBytes`.
+    public static func areWithinBounds(_ headers: [MessageHeader]) -> Bool {
+        headers.count <= maxCount && byteCount(of: headers) <= maxBytes
+    }
+
+    /// The headers of `candidates`, in order, up to the first that would cross `maxCount` or `maxBytes`, and
+    /// how many were dropped from there on.
+    public static func bounded(_ candidates: [MessageHeader]) -> (kept: [MessageHeader], dropped: Int) {
+        var bytes = 0
+        for (index, header) in candidates.enumerated() {
+            bytes += header.name.utf8.count + header.value.utf8.count
+            if index == maxCount || bytes > maxBytes {
+                return (Array(candidates[..<index]), candidates.count - index)
+            }
+        }
+        return (candidates, 0)
     }
 }
 

@@ -8,18 +8,27 @@ import NIOCore
 /// envelope := length u32 · kind u8 · body          (length counts kind and body)
 /// string   := length u32 · UTF-8 bytes             bytes := length u32 · bytes
 /// message  := subject · content bytes · seq u64 · previous seq u64 · epoch · flags u8 · closure · timestamp u64
+///             · headers                         (headers from version 3 on)
+/// headers  := count u16 · (name string · value string)*
 /// ```
 /// Integers are big-endian. A reader skips envelopes of kinds it does not know, so a newer stage can add kinds
 /// without breaking an older peer; anything malformed is a `CodecError`, never a crash.
 public enum EnvelopeCodec {
-    /// 2: messages carry their previous seq. Stages of different versions refuse each other's batches with a
-    /// clear error, so a change of version needs every stage restarted, not a rolling upgrade.
-    public static let version: UInt8 = 2
+    /// 2: messages carry their previous seq. 3: messages carry their headers. A stage writes `version` and reads
+    /// `readableVersions` (a version 2 message has no headers); an older stage refuses a newer batch with a clear
+    /// error, so a change of version needs every stage of a node restarted together, not a rolling upgrade.
+    public static let version: UInt8 = 3
+    public static let readableVersions: ClosedRange<UInt8> = 2...3
+    /// The first version whose messages carry headers.
+    static let headersVersion: UInt8 = 3
     static let magic: UInt16 = 0x5359  // "SY"
     static let headerSize = 8
     static let countOffset = 4
-    /// The smallest encoded message (every string and the content empty): bounds a count read from the wire.
+    /// The smallest encoded message (every string and the content empty, version 2): bounds a count read from
+    /// the wire.
     static let minimumMessageBytes = 4 + 4 + 8 + 8 + 4 + 1 + 4 + 8
+    /// The smallest encoded header (name and value empty): bounds a header count read from the wire.
+    static let minimumHeaderBytes = 4 + 4
 
     /// A length or count as the format writes it, or `CodecError.tooLarge` naming `field`.
     static func checkedLength(_ length: Int, of field: String) throws -> UInt32 {
@@ -58,7 +67,8 @@ public enum EnvelopeCodec {
         var reader = batch
         guard let magic = reader.readInteger(as: UInt16.self), magic == Self.magic else { throw CodecError.badMagic }
         guard let version = reader.readInteger(as: UInt8.self) else { throw CodecError.truncated }
-        guard version == Self.version else { throw CodecError.unsupportedVersion(version) }
+        guard readableVersions.contains(version) else { throw CodecError.unsupportedVersion(version) }
+        let hasHeaders = version >= headersVersion
         guard reader.readInteger(as: UInt8.self) != nil, let count = reader.readInteger(as: UInt32.self) else {
             throw CodecError.truncated
         }
@@ -75,7 +85,7 @@ public enum EnvelopeCodec {
                 skipped += 1
                 continue
             }
-            envelopes.append(try body.readEnvelope(kind))
+            envelopes.append(try body.readEnvelope(kind, hasHeaders: hasHeaders))
             guard body.readableBytes == 0 else { throw CodecError.trailingBytes }
         }
         guard reader.readableBytes == 0 else { throw CodecError.trailingBytes }
@@ -224,6 +234,12 @@ extension ByteBuffer {
         writeInteger(message.flags.rawValue)
         try writeLengthPrefixed(message.closure)
         writeInteger(message.timestamp)
+        guard let count = UInt16(exactly: message.headers.count) else { throw CodecError.tooLarge("header count") }
+        writeInteger(count)
+        for header in message.headers {
+            try writeLengthPrefixed(header.name)
+            try writeLengthPrefixed(header.value)
+        }
     }
 
     private mutating func writeLengthPrefixed(_ string: String) throws {
@@ -231,12 +247,13 @@ extension ByteBuffer {
         writeString(string)
     }
 
-    fileprivate mutating func readEnvelope(_ kind: EnvelopeCodec.Kind) throws -> Envelope {
+    fileprivate mutating func readEnvelope(_ kind: EnvelopeCodec.Kind, hasHeaders: Bool) throws -> Envelope {
         switch kind {
         case .publish:
             let requestID = try readRequired(UInt64.self)
             let replyTo = try readLengthPrefixedString()
-            return .publish(Publish(requestID: requestID, replyTo: replyTo, message: try readMessage()))
+            let message = try readMessage(hasHeaders: hasHeaders)
+            return .publish(Publish(requestID: requestID, replyTo: replyTo, message: message))
         case .publishAck:
             let requestID = try readRequired(UInt64.self)
             guard let status = PublishAck.Status(rawValue: try readRequired(UInt8.self)) else {
@@ -244,7 +261,7 @@ extension ByteBuffer {
             }
             return .publishAck(PublishAck(requestID: requestID, status: status, reason: try readLengthPrefixedString()))
         case .message:
-            return .message(try readMessage())
+            return .message(try readMessage(hasHeaders: hasHeaders))
         case .subscribe:
             let requestID = try readRequired(UInt64.self)
             let replyTo = try readLengthPrefixedString()
@@ -275,7 +292,7 @@ extension ByteBuffer {
             guard Int(count) <= readableBytes / EnvelopeCodec.minimumMessageBytes else { throw CodecError.truncated }
             var messages: [Message] = []
             messages.reserveCapacity(Int(count))
-            for _ in 0..<count { messages.append(try readMessage()) }
+            for _ in 0..<count { messages.append(try readMessage(hasHeaders: hasHeaders)) }
             return .subscribeReply(SubscribeReply(requestID: requestID, subject: subject, kind: kind, status: status,
                                                   messages: messages, epoch: epoch, lastSeq: lastSeq))
         case .interest:
@@ -288,7 +305,7 @@ extension ByteBuffer {
         }
     }
 
-    private mutating func readMessage() throws -> Message {
+    private mutating func readMessage(hasHeaders: Bool) throws -> Message {
         let subject = try readLengthPrefixedString()
         guard let content = readSlice(length: try readLength()) else { throw CodecError.truncated }
         let seq = try readRequired(UInt64.self)
@@ -298,7 +315,21 @@ extension ByteBuffer {
         let closure = try readLengthPrefixedString()
         let timestamp = try readRequired(UInt64.self)
         return Message(subject: subject, content: content, seq: seq, previousSeq: previousSeq, epoch: epoch,
-                       flags: flags, closure: closure, timestamp: timestamp)
+                       flags: flags, closure: closure, timestamp: timestamp,
+                       headers: hasHeaders ? try readHeaders() : [])
+    }
+
+    private mutating func readHeaders() throws -> [MessageHeader] {
+        let count = Int(try readRequired(UInt16.self))
+        guard count > 0 else { return [] }
+        guard count <= readableBytes / EnvelopeCodec.minimumHeaderBytes else { throw CodecError.truncated }
+        var headers: [MessageHeader] = []
+        headers.reserveCapacity(count)
+        for _ in 0..<count {
+            let name = try readLengthPrefixedString()
+            headers.append(MessageHeader(name, try readLengthPrefixedString()))
+        }
+        return headers
     }
 
     fileprivate mutating func readLength() throws -> Int {

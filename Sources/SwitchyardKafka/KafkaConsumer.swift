@@ -276,8 +276,36 @@ private final class ConsumerLoop: @unchecked Sendable {
         if let p = m.payload, m.len > 0 {
             value.writeBytes(UnsafeRawBufferPointer(start: p, count: m.len))
         }
-        return KafkaRecord(topic: info.topic, partition: m.partition, offset: m.offset, key: key, value: value,
-                           timestamp: rd_kafka_message_timestamp(message, nil), epoch: info.epoch)
+        var record = KafkaRecord(topic: info.topic, partition: m.partition, offset: m.offset, key: key, value: value,
+                                 timestamp: rd_kafka_message_timestamp(message, nil), epoch: info.epoch)
+        readHeaders(of: message, into: &record)
+        return record
+    }
+
+    /// Copies up to `KafkaRecord.maxHeaders` headers of `message` (librdkafka parses them only when asked); a
+    /// header whose name is not UTF-8 is counted in `headersNotRead` instead.
+    private func readHeaders(of message: UnsafeMutablePointer<rd_kafka_message_t>, into record: inout KafkaRecord) {
+        var list: OpaquePointer?
+        guard rd_kafka_message_headers(message, &list) == RD_KAFKA_RESP_ERR_NO_ERROR, let list else { return }
+        let count = rd_kafka_header_cnt(list)
+        record.headersNotRead = max(0, count - KafkaRecord.maxHeaders)
+        for index in 0..<min(count, KafkaRecord.maxHeaders) {
+            var name: UnsafePointer<CChar>?
+            var value: UnsafeRawPointer?
+            var size = 0
+            guard rd_kafka_header_get_all(list, index, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR,
+                  let name, let validName = String(validatingCString: name) else {
+                record.headersNotRead += 1
+                continue
+            }
+            var copy: ByteBuffer?
+            if let value {
+                var buffer = allocator.buffer(capacity: size)
+                buffer.writeBytes(UnsafeRawBufferPointer(start: value, count: size))
+                copy = buffer
+            }
+            record.headers.append(KafkaHeader(name: validName, value: copy))
+        }
     }
 
     private func partitionInfo(_ rkt: OpaquePointer, _ partition: Int32) -> KafkaPartitionInfo? {

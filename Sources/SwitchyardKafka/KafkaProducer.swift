@@ -72,10 +72,11 @@ public final class KafkaProducer: @unchecked Sendable {
         client.effectiveProperty(key)
     }
 
-    /// Queues one record. `id` comes back in its delivery report. Key and value are copied.
-    /// A nil key is a null key; an empty buffer is an empty (not null) key or value.
+    /// Queues one record. `id` comes back in its delivery report. Key, value and headers are copied.
+    /// A nil key is a null key; an empty buffer is an empty (not null) key or value; a header with a nil value
+    /// has a null value.
     public func produce(topic: String, key: UnsafeRawBufferPointer?, value: UnsafeRawBufferPointer,
-                        id: UInt64) -> KafkaProduceResult {
+                        headers: [KafkaHeader] = [], id: UInt64) -> KafkaProduceResult {
         state.withLockedValue { state -> KafkaProduceResult in
             if state.closed {
                 return .failed(KafkaError(RD_KAFKA_RESP_ERR__DESTROY, reason: "the producer is closed"))
@@ -92,29 +93,57 @@ public final class KafkaProducer: @unchecked Sendable {
             }
             let partition = key == nil ? (nullKeyPartition ?? SY_RD_KAFKA_PARTITION_UA) : SY_RD_KAFKA_PARTITION_UA
             // librdkafka reads a NULL pointer as a null key/value; a zero-length buffer may have no base address.
-            let rc = withUnsafeBytes(of: UInt8(0)) { empty -> Int32 in
-                let valuePtr = value.baseAddress ?? empty.baseAddress!
+            let opaque = UnsafeMutableRawPointer(bitPattern: UInt(truncatingIfNeeded: id))
+            let err = withUnsafeBytes(of: UInt8(0)) { empty -> rd_kafka_resp_err_t in
+                let valuePtr = UnsafeMutableRawPointer(mutating: value.baseAddress ?? empty.baseAddress!)
                 let keyPtr = key.map { $0.baseAddress ?? empty.baseAddress! }
-                return rd_kafka_produce(rkt, partition, SY_RD_KAFKA_MSG_F_COPY,
-                                        UnsafeMutableRawPointer(mutating: valuePtr), value.count,
-                                        keyPtr, key?.count ?? 0,
-                                        UnsafeMutableRawPointer(bitPattern: UInt(truncatingIfNeeded: id)))
+                guard !headers.isEmpty else {
+                    let rc = rd_kafka_produce(rkt, partition, SY_RD_KAFKA_MSG_F_COPY, valuePtr, value.count,
+                                              keyPtr, key?.count ?? 0, opaque)
+                    return rc == 0 ? RD_KAFKA_RESP_ERR_NO_ERROR : rd_kafka_last_error()
+                }
+                let recordHeaders = Self.makeHeaders(headers)
+                let err = sy_rd_kafka_produce_with_headers(client.handle, rkt, partition, valuePtr, value.count,
+                                                           keyPtr, key?.count ?? 0, recordHeaders, opaque)
+                // librdkafka owns the headers once the record is queued.
+                if err != RD_KAFKA_RESP_ERR_NO_ERROR { rd_kafka_headers_destroy(recordHeaders) }
+                return err
             }
-            if rc == 0 { return .queued }
-            let err = rd_kafka_last_error()
+            if err == RD_KAFKA_RESP_ERR_NO_ERROR { return .queued }
             if err == RD_KAFKA_RESP_ERR__QUEUE_FULL { return .queueFull }
             return .failed(KafkaError(err))
         }
     }
 
-    /// Queues one record from `ByteBuffer`s (see `produce(topic:key:value:id:)`).
-    public func produce(topic: String, key: ByteBuffer?, value: ByteBuffer, id: UInt64) -> KafkaProduceResult {
+    /// Queues one record from `ByteBuffer`s (see `produce(topic:key:value:headers:id:)`).
+    public func produce(topic: String, key: ByteBuffer?, value: ByteBuffer, headers: [KafkaHeader] = [],
+                        id: UInt64) -> KafkaProduceResult {
         value.withUnsafeReadableBytes { v in
             if let key {
-                return key.withUnsafeReadableBytes { k in produce(topic: topic, key: k, value: v, id: id) }
+                return key.withUnsafeReadableBytes { k in produce(topic: topic, key: k, value: v, headers: headers, id: id) }
             }
-            return produce(topic: topic, key: nil, value: v, id: id)
+            return produce(topic: topic, key: nil, value: v, headers: headers, id: id)
         }
+    }
+
+    /// A librdkafka header list with copies of `headers`, for `rd_kafka_producev`.
+    private static func makeHeaders(_ headers: [KafkaHeader]) -> OpaquePointer {
+        let list: OpaquePointer = rd_kafka_headers_new(headers.count)  // never NULL: librdkafka aborts out of memory
+        for header in headers {
+            let nameSize = header.name.utf8.count
+            header.name.withCString { name in
+                guard let value = header.value else {
+                    _ = rd_kafka_header_add(list, name, nameSize, nil, 0)
+                    return
+                }
+                withUnsafeBytes(of: UInt8(0)) { empty in
+                    value.withUnsafeReadableBytes { bytes in
+                        _ = rd_kafka_header_add(list, name, nameSize, bytes.baseAddress ?? empty.baseAddress!, bytes.count)
+                    }
+                }
+            }
+        }
+        return list
     }
 
     /// librdkafka's `rd_kafka_outq_len`: records queued or in flight whose delivery reports have not been

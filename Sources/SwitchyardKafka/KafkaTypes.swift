@@ -138,7 +138,19 @@ public enum KafkaEpoch {
     }
 }
 
-/// One record read from Kafka. Key and value are copies, owned by the record.
+/// One header of a Kafka record, as Kafka has it: a name and a value of any bytes, or a null value.
+public struct KafkaHeader: Sendable, Equatable {
+    public var name: String
+    /// nil for a null value.
+    public var value: ByteBuffer?
+
+    public init(name: String, value: ByteBuffer?) {
+        self.name = name
+        self.value = value
+    }
+}
+
+/// One record read from Kafka. Key, value and headers are copies, owned by the record.
 public struct KafkaRecord: Sendable, Equatable {
     public var topic: String
     public var partition: Int32
@@ -150,6 +162,13 @@ public struct KafkaRecord: Sendable, Equatable {
     public var timestamp: Int64
     /// The partition's epoch (see `KafkaEpoch`), as assigned.
     public var epoch: String
+    /// The record's headers, in order: at most `maxHeaders` of them. Empty for most records, which costs nothing.
+    public var headers: [KafkaHeader] = []
+    /// Headers of the record not read: past `maxHeaders`, or with a name that is not UTF-8.
+    public var headersNotRead = 0
+
+    /// The most headers read of one record: bounds what a hostile record costs before the stage's own bounds.
+    public static let maxHeaders = 64
 }
 
 /// The result of a delivery: the record is stored in Kafka (error nil) or failed for good.

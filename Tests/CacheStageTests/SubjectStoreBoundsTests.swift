@@ -30,6 +30,20 @@ final class SubjectStoreBoundsTests: XCTestCase {
         XCTAssertEqual(store.bytesHeld, 13, "history 1 + 5, snapshot 7 on its own")
     }
 
+    func testHeadersAreKeptWithTheMessageAndCountInTheBytesHeld() {
+        let store = SubjectStore(epoch: "E", maxMessagesPerSubject: 2, maxAge: 60 * second)
+        var message = published("/a", bytes: 10)
+        message.headers = [MessageHeader("unit", "km/h")]
+        _ = store.append(message, now: 1)
+        XCTAssertEqual(store.bytesHeld, 18)
+        XCTAssertEqual(reply(store, "/a", .snapshot)?.messages.map(\.headers), [[MessageHeader("unit", "km/h")]])
+        XCTAssertEqual(reply(store, "/a", .history(count: 1))?.messages.map(\.headers), [[MessageHeader("unit", "km/h")]])
+        var clearing = published("/a", bytes: 0, flags: [.retained, .clearsSnapshot])
+        clearing.headers = [MessageHeader("why", "gone")]
+        _ = store.append(clearing, now: 2)
+        XCTAssertEqual(store.bytesHeld, 18, "the first stays in the history; the clearing message is held nowhere")
+    }
+
     func testTheByteBoundDropsTheLeastRecentlyUsedSubjects() {
         let store = SubjectStore(epoch: "E", maxMessagesPerSubject: 100, maxAge: 60 * second, maxBytes: 1000)
         _ = store.append(published("/old", bytes: 400), now: 1)

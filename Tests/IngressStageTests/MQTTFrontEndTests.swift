@@ -67,6 +67,36 @@ final class MQTTSessionTests: XCTestCase {
         XCTAssertEqual(small.unacknowledgedCount, 0)
     }
 
+    func testHeadersGoToV5SubscribersAsUserPropertiesAndNotTo311() throws {
+        let headers = [MessageHeader("unit", "km/h"), MessageHeader("unit", "m/s"), MessageHeader("é", "")]
+        let message = Message(subject: "/a/b", content: ByteBuffer(string: "hi"), seq: 4, epoch: "e", headers: headers)
+        var publish = MQTTOutgoingPublish(message: message, retain: false)
+        let allocator = ByteBufferAllocator()
+        let v5 = MQTTSession(version: .v5, clientID: "5", keepAliveSeconds: 0, will: nil)
+        v5.grantedQoS["/a/b"] = 1
+        let v311 = MQTTSession(version: .v311, clientID: "3", keepAliveSeconds: 0, will: nil)
+        v311.grantedQoS["/a/b"] = 1
+        for id: UInt16 in [1, 2] {
+            XCTAssertEqual(try decode(XCTUnwrap(publish.packet(for: v5, allocator: allocator)), .v5),
+                           .publish(MQTTPublish(topic: "a/b", payload: ByteBuffer(string: "hi"), qos: 1, retain: false,
+                                                dup: false, packetID: id,
+                                                properties: MQTTProperties(userProperties: headers))))
+        }
+        XCTAssertEqual(try decode(XCTUnwrap(publish.packet(for: v311, allocator: allocator)), .v311),
+                       .publish(MQTTPublish(topic: "a/b", payload: ByteBuffer(string: "hi"), qos: 1, retain: false,
+                                            dup: false, packetID: 1)))
+        XCTAssertEqual(MQTTProperties(userProperties: headers).userProperties, headers)
+    }
+
+    func testThePacketIdentifierIsFoundAfterLongRemainingLengthsAndTopics() throws {
+        for (topic, size) in [("a", 0), (String(repeating: "t", count: 300), 200), ("b", 20_000), ("c", 3_000_000)] {
+            let publish = MQTTPublish(topic: topic, payload: ByteBuffer(repeating: 1, count: size), qos: 1, retain: false,
+                                      dup: false, packetID: 0x1234)
+            let packet = MQTTCodec.encode(.publish(publish), version: .v5)
+            XCTAssertEqual(packet.getInteger(at: MQTTCodec.packetIDOffset(ofPublish: packet), as: UInt16.self), 0x1234)
+        }
+    }
+
     func decode(_ buffer: ByteBuffer, _ version: MQTTVersion) throws -> MQTTPacket {
         var buffer = buffer
         return try MQTTCodec.decode(XCTUnwrap(MQTTFraming.next(from: &buffer, maxBodySize: .max)), version: version)
@@ -156,6 +186,23 @@ final class MQTTChannelTests: XCTestCase, MQTTPipelineTest {
                                       retain: false, dup: false, packetID: 10)), .v5)
         guard case .puback(let tooLarge) = try received(.v5).first else { return XCTFail("no PUBACK") }
         XCTAssertEqual(tooLarge.reason, .quotaExceeded, "above MessageSizeLimit")
+        XCTAssertTrue(channel.isActive)
+    }
+
+    func testV5PublishWithUserPropertiesBeyondTheBoundsGetsQuotaExceeded() throws {
+        _ = try connect(.v5)
+        let tooMany = MQTTProperties(userProperties: Array(repeating: MessageHeader("k", "v"), count: MessageHeader.maxCount + 1))
+        try send(.publish(MQTTPublish(topic: "a", payload: ByteBuffer(string: "x"), qos: 1, retain: false, dup: false,
+                                      packetID: 11, properties: tooMany)), .v5)
+        guard case .puback(let countAck) = try received(.v5).first else { return XCTFail("no PUBACK") }
+        XCTAssertEqual(countAck.reason, .quotaExceeded, "more than \(MessageHeader.maxCount) user properties")
+        // 1000 bytes of payload and 30 of properties: above MessageSizeLimit (1024) together.
+        let some = MQTTProperties([(MQTTProperties.ID.userProperty, .stringPair("name", String(repeating: "v", count: 26)))])
+        try send(.publish(MQTTPublish(topic: "a", payload: ByteBuffer(repeating: 1, count: 1000), qos: 1, retain: false,
+                                      dup: false, packetID: 12, properties: some)), .v5)
+        guard case .puback(let sizeAck) = try received(.v5).first else { return XCTFail("no PUBACK") }
+        XCTAssertEqual(sizeAck.packetID, 12)
+        XCTAssertEqual(sizeAck.reason, .quotaExceeded, "payload and user properties above MessageSizeLimit")
         XCTAssertTrue(channel.isActive)
     }
 

@@ -31,6 +31,36 @@ final class KafkaInTests: XCTestCase {
         XCTAssertNil(KafkaIn.message(from: record(3, key: [0xc3, 0x28])))
     }
 
+    func testHeadersBecomeMessageHeadersWithinTheBoundsAndHostileOnesAreDropped() throws {
+        var withHeaders = record(11, key: nil)
+        withHeaders.headers = [
+            KafkaHeader(name: "unit", value: ByteBuffer(string: "km/h")), KafkaHeader(name: "null", value: nil),
+            KafkaHeader(name: "binary", value: ByteBuffer(bytes: [0xc3, 0x28])),
+            KafkaHeader(name: "nul", value: ByteBuffer(bytes: [0x61, 0x00])),
+            KafkaHeader(name: "nul\u{0}name", value: ByteBuffer(string: "x")),
+            KafkaHeader(name: "unit", value: ByteBuffer(string: "")),
+        ]
+        withHeaders.headersNotRead = 2
+        var dropped = 0
+        let message = try XCTUnwrap(KafkaIn.message(from: withHeaders, droppedHeaders: &dropped))
+        XCTAssertEqual(message.headers, [MessageHeader("unit", "km/h"), MessageHeader("null", ""), MessageHeader("unit", "")])
+        XCTAssertEqual(dropped, 3 + 2)
+
+        var many = record(12, key: nil)
+        many.headers = (0..<40).map { KafkaHeader(name: "h\($0)", value: ByteBuffer(string: "v")) }
+        dropped = 0
+        XCTAssertEqual(KafkaIn.message(from: many, droppedHeaders: &dropped)?.headers.count, MessageHeader.maxCount)
+        XCTAssertEqual(dropped, 40 - MessageHeader.maxCount)
+
+        var large = record(13, key: nil)
+        large.headers = [KafkaHeader(name: "a", value: ByteBuffer(repeating: 0x61, count: 5000)),
+                         KafkaHeader(name: "b", value: ByteBuffer(string: "c"))]
+        dropped = 0
+        XCTAssertEqual(KafkaIn.message(from: large, droppedHeaders: &dropped)?.headers, [], "past the byte bound: dropped from there on")
+        XCTAssertEqual(dropped, 2)
+        XCTAssertEqual(KafkaIn.message(from: record(14, key: nil))?.headers, [])
+    }
+
     func testPreviousOffsetsChainEachSubjectAndIgnoreRereads() {
         let offsets = PreviousOffsets()
         func message(_ subject: String, _ seq: UInt64, epoch: String = "T.2") -> Message {

@@ -23,6 +23,10 @@ final class EnvelopeCodecTests: XCTestCase {
         .peerUp(PeerUp(stage: "fanout", instance: 1)),
     ]
 
+    static let withHeaders = Message(subject: "/a/b", content: ByteBuffer(string: "x"), seq: 3, epoch: "e1",
+                                     headers: [MessageHeader("unit", "km/h"), MessageHeader("unit", ""),
+                                               MessageHeader("é", "中\u{1F600}")])
+
     func encode(_ envelopes: [Envelope]) -> ByteBuffer {
         var writer = BatchWriter()
         for envelope in envelopes { writer.append(envelope) }
@@ -65,6 +69,67 @@ final class EnvelopeCodecTests: XCTestCase {
         XCTAssertThrowsError(try EnvelopeCodec.decodeBatch(batch)) {
             XCTAssertEqual($0 as? CodecError, .unsupportedVersion(99))
         }
+    }
+
+    func testHeadersRoundTripInMessagesPublishesAndReplies() throws {
+        let envelopes: [Envelope] = [
+            .message(Self.withHeaders),
+            .publish(Publish(requestID: 1, replyTo: "ipc:///x", message: Self.withHeaders)),
+            .subscribeReply(SubscribeReply(requestID: 2, subject: "/a/b", kind: .historical, status: .none,
+                                           messages: [Self.sample, Self.withHeaders], epoch: "e1", lastSeq: 3)),
+        ]
+        let batch = encode(envelopes)
+        XCTAssertEqual(try EnvelopeCodec.decodeBatch(batch).envelopes, envelopes)
+        for length in 0..<batch.readableBytes {
+            XCTAssertThrowsError(try EnvelopeCodec.decodeBatch(batch.getSlice(at: 0, length: length)!))
+        }
+    }
+
+    /// Version 2 batches (no headers after the timestamp) still decode, as messages without headers.
+    func testVersionTwoMessagesDecodeWithoutHeaders() throws {
+        var v2 = ByteBuffer()
+        v2.writeInteger(EnvelopeCodec.magic)
+        v2.writeInteger(UInt8(2))
+        v2.writeInteger(UInt8(0))
+        v2.writeInteger(UInt32(1))
+        var body = encode([.message(Self.sample)])
+        body.moveReaderIndex(forwardBy: EnvelopeCodec.headerSize)
+        let length = try XCTUnwrap(body.readInteger(as: UInt32.self))
+        var envelope = try XCTUnwrap(body.readSlice(length: Int(length) - 2))  // without the header count u16
+        XCTAssertEqual(body.readInteger(as: UInt16.self), 0)
+        v2.writeInteger(length - 2)
+        v2.writeBuffer(&envelope)
+        XCTAssertEqual(try EnvelopeCodec.decodeBatch(v2).envelopes, [.message(Self.sample)])
+        v2.setInteger(UInt8(1), at: 2)
+        XCTAssertThrowsError(try EnvelopeCodec.decodeBatch(v2)) { XCTAssertEqual($0 as? CodecError, .unsupportedVersion(1)) }
+    }
+
+    func testAHeaderCountTheBatchCannotHoldIsAnError() throws {
+        var batch = encode([.message(Self.withHeaders)])
+        // The header count follows the timestamp; the first header's name length follows it.
+        let countOffset = try XCTUnwrap(batch.readableBytesView.firstRange(of: Array([0, 0, 0, 4] + "unit".utf8)))
+            .lowerBound - batch.readerIndex - 2
+        XCTAssertEqual(batch.getInteger(at: countOffset, as: UInt16.self), 3)
+        batch.setInteger(UInt16.max, at: countOffset)
+        XCTAssertThrowsError(try EnvelopeCodec.decodeBatch(batch)) { XCTAssertEqual($0 as? CodecError, .truncated) }
+    }
+
+    func testHeaderBounds() {
+        let small = (0..<40).map { MessageHeader("k\($0)", "v") }
+        XCTAssertTrue(MessageHeader.areWithinBounds(Array(small.prefix(32))))
+        XCTAssertFalse(MessageHeader.areWithinBounds(Array(small.prefix(33))))
+        let kept = MessageHeader.bounded(small)
+        XCTAssertEqual(kept.kept, Array(small.prefix(32)))
+        XCTAssertEqual(kept.dropped, 8)
+        let big = [MessageHeader("a", String(repeating: "x", count: 4000)), MessageHeader("b", String(repeating: "y", count: 94)),
+                   MessageHeader("c", "z")]
+        XCTAssertEqual(MessageHeader.byteCount(of: Array(big.prefix(2))), 4096)
+        XCTAssertTrue(MessageHeader.areWithinBounds(Array(big.prefix(2))))
+        XCTAssertFalse(MessageHeader.areWithinBounds(big))
+        XCTAssertEqual(MessageHeader.bounded(big).kept, Array(big.prefix(2)))
+        XCTAssertEqual(MessageHeader.bounded(big).dropped, 1)
+        XCTAssertEqual(Self.withHeaders.byteCount, 1 + 4 + 4 + 4 + 2 + 3 + 4)
+        XCTAssertEqual(Self.sample.byteCount, Self.sample.content.readableBytes)
     }
 
     func testUnknownKindsAreSkipped() throws {

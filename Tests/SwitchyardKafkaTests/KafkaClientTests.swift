@@ -109,6 +109,38 @@ final class KafkaClientTests: XCTestCase {
         producer.close()
     }
 
+    func testHeadersAreProducedAndConsumedInOrderWithNullValues() throws {
+        let cluster = try KafkaMockCluster(brokers: 1)
+        try cluster.createTopic("h", partitions: 1)
+        let producer = try KafkaProducer(config: producerConfig(cluster), onDelivery: { _ in })
+        let headers = [KafkaHeader(name: "unit", value: ByteBuffer(string: "km/h")),
+                       KafkaHeader(name: "unit", value: ByteBuffer()), KafkaHeader(name: "null", value: nil),
+                       KafkaHeader(name: "bin", value: ByteBuffer(bytes: [0xff, 0x00, 0xfe]))]
+        XCTAssertEqual(producer.produce(topic: "h", key: ByteBuffer(string: "k"), value: ByteBuffer(string: "v"),
+                                        headers: headers, id: 1), .queued)
+        let many = (0..<(KafkaRecord.maxHeaders + 3)).map { KafkaHeader(name: "h\($0)", value: nil) }
+        XCTAssertEqual(producer.produce(topic: "h", key: nil, value: ByteBuffer(string: "w"), headers: many, id: 2), .queued)
+        XCTAssertEqual(producer.produce(topic: "h", key: nil, value: ByteBuffer(string: "x"), id: 3), .queued)
+        XCTAssertTrue(producer.flush(timeout: .seconds(10)))
+
+        let records = Collector<KafkaRecord>()
+        var consumerConfig = KafkaConfig(properties: ["bootstrap.servers": cluster.bootstrapServers],
+                                         topics: KafkaTopicSelection(names: ["h"]))
+        quiet(&consumerConfig)
+        let consumer = try KafkaConsumer(config: consumerConfig, options: mockOptions, startOffset: { _ in .beginning },
+                                         onRecords: { records.append($0) })
+        consumer.start()
+        waitUntil("the three records") { records.items.count == 3 }
+        let got = records.items
+        XCTAssertEqual(got.first?.headers, headers)
+        XCTAssertEqual(got.first?.headersNotRead, 0)
+        XCTAssertEqual(got.dropFirst().first?.headers, Array(many.prefix(KafkaRecord.maxHeaders)))
+        XCTAssertEqual(got.dropFirst().first?.headersNotRead, 3)
+        XCTAssertEqual(got.last?.headers, [])
+        consumer.close()
+        producer.close()
+    }
+
     func testTailStartSeekAndNewTopicsByRegex() throws {
         let cluster = try KafkaMockCluster(brokers: 1)
         try cluster.createTopic("veh.a", partitions: 1)

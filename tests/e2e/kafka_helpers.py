@@ -235,6 +235,7 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
+    headers: list[tuple[str, bytes | None]] | None = None  # as confluent-kafka gives them (read_topic only)
 
     @property
     def epoch_suffix(self) -> str:
@@ -243,9 +244,11 @@ class Record:
 
 def produce(bootstrap: str, topic: str, records: Sequence[tuple[bytes | str | None, bytes | str]],
             partitioner: str | None = SWITCHYARD_PARTITIONER, partition: int | None = None,
-            timeout: float = KAFKA_WAIT, **conf) -> list[Record]:
-    """Produces (key, value) pairs in order with one confluent-kafka producer; returns them as delivered
-    (partition, offset), in the order given. Fails if any is not delivered within `timeout`."""
+            timeout: float = KAFKA_WAIT, headers: list[tuple[str, bytes | str | None]] | None = None,
+            **conf) -> list[Record]:
+    """Produces (key, value) pairs in order with one confluent-kafka producer (each with `headers`, if given);
+    returns them as delivered (partition, offset), in the order given. Fails if any is not delivered within
+    `timeout`."""
     config = {"bootstrap.servers": bootstrap, "client.id": "e2e-producer", "linger.ms": 5,
               "message.timeout.ms": int(timeout * 1000), **conf}
     if partitioner:
@@ -261,6 +264,8 @@ def produce(bootstrap: str, topic: str, records: Sequence[tuple[bytes | str | No
 
     for i, (key, value) in enumerate(records):
         kw = {} if partition is None else {"partition": partition}
+        if headers:
+            kw["headers"] = headers
         p.produce(topic, key=enc(key), value=enc(value), on_delivery=report(i), **kw)
     left = p.flush(timeout)
     assert left == 0 and len(reports) == len(records), \
@@ -334,7 +339,7 @@ def read_topic(bootstrap: str, topic: str, timeout: float = KAFKA_WAIT) -> list[
                     continue
                 raise AssertionError(f"reading {topic}: {m.error()}")
             eof.discard(m.partition())
-            got.append(Record(m.topic(), m.partition(), m.offset(), m.key(), m.value()))
+            got.append(Record(m.topic(), m.partition(), m.offset(), m.key(), m.value(), m.headers()))
         return sorted(got, key=lambda r: (r.partition, r.offset))
     finally:
         c.close()

@@ -10,6 +10,8 @@ import threading
 import uuid
 
 import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 VERSIONS = {"mqttv311": paho.MQTTv311, "mqttv5": paho.MQTTv5}
 
@@ -92,8 +94,14 @@ class Paho:
         self.client.subscribe(filters)
         return self.subacks.get(timeout=10)
 
-    def publish_and_wait(self, topic: str, payload: str, qos: int = 1, retain: bool = False):
-        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+    def publish_and_wait(self, topic: str, payload: str, qos: int = 1, retain: bool = False,
+                         user_properties: list[tuple[str, str]] | None = None):
+        """`user_properties`: MQTT 5 User Properties of the PUBLISH."""
+        properties = None
+        if user_properties:
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.UserProperty = user_properties
+        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         info.wait_for_publish(timeout=10)
         assert info.is_published(), "no PUBACK"
         return self.pubacks.get(info.mid)
@@ -101,3 +109,8 @@ class Paho:
     def close(self):
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def user_properties(msg) -> list[tuple[str, str]]:
+    """The User Properties of a message paho received (none for 3.1.1 or a PUBLISH without them)."""
+    return list(getattr(msg.properties, "UserProperty", None) or []) if msg.properties else []

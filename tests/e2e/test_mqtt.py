@@ -12,7 +12,7 @@ import time
 import pytest
 
 from e2e_helpers import Broker, Client, free_port, run, running, unique_subject
-from mqtt_helpers import Paho, connect_packet, mqtt_string, packet, raw_connect, topic_of
+from mqtt_helpers import Paho, connect_packet, mqtt_string, packet, raw_connect, topic_of, user_properties
 
 pytestmark = pytest.mark.skipif(not shutil.which("mosquitto_pub") or not shutil.which("mosquitto_sub"),
                                 reason="mosquitto-clients is not installed (scripts/setup.sh installs it)")
@@ -120,6 +120,42 @@ def test_paho_qos1_round_trip_and_websocket_subscribers_see_the_same_message(mqt
                 client.close()
             (frame,) = await ws.messages(s, 1)
             assert frame["content"] == "q1" and frame["seq"] >= 1
+
+    run(scenario())
+
+
+def test_user_properties_reach_v5_subscribers_live_and_from_the_cache_but_not_311_nor_websocket(mqtt_broker):
+    s = unique_subject("mqttprops")
+    props = [("unit", "km/h"), ("unit", "m/s"), ("sensor", "\u00e9-7")]
+
+    async def scenario():
+        publisher = Paho(mqtt_broker.mqtt_port, "mqttv5")
+        v5 = v311 = None
+        try:
+            rc = publisher.publish_and_wait(topic_of(s), "retained", qos=1, retain=True, user_properties=props)
+            assert int(rc.value) == 0
+            async with await Client.connect(mqtt_broker.url) as ws:
+                await ws.subscribe([s])
+                v5, v311 = Paho(mqtt_broker.mqtt_port, "mqttv5"), Paho(mqtt_broker.mqtt_port, "mqttv311")
+                for client in (v5, v311):
+                    assert client.subscribe([(topic_of(s), 1)]) == [1]
+                snapshot = v5.messages.get(timeout=10)
+                assert (snapshot.payload, snapshot.retain, user_properties(snapshot)) == (b"retained", True, props)
+                assert v311.messages.get(timeout=10).payload == b"retained"
+                publisher.publish_and_wait(topic_of(s), "live", qos=1, user_properties=props[:1])
+                live = v5.messages.get(timeout=10)
+                assert (live.payload, user_properties(live)) == (b"live", props[:1])
+                assert v311.messages.get(timeout=10).payload == b"live"
+                publisher.publish_and_wait(topic_of(s), "plain", qos=1)
+                plain = v5.messages.get(timeout=10)
+                assert (plain.payload, user_properties(plain)) == (b"plain", [])
+                frames = await ws.messages(s, 3)
+                assert [f["content"] for f in frames] == ["retained", "live", "plain"]
+                assert all(set(f) == set(frames[2]) for f in frames), "WebSocket frames carry no headers"
+        finally:
+            for client in (publisher, v5, v311):
+                if client:
+                    client.close()
 
     run(scenario())
 

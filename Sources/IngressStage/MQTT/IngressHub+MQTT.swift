@@ -46,7 +46,9 @@ extension IngressHub {
             }
             guard permissions.allows(.publish, subject) else { return refusal(v311: 0x05, v5: .notAuthorized) }
             guard will.qos < 2 || !v5 else { return refusal(v311: 0x05, v5: .qosNotSupported) }
-            guard will.payload.readableBytes <= config.messageSizeLimit else {
+            let headers = will.properties.userProperties
+            guard MessageHeader.areWithinBounds(headers),
+                  will.payload.readableBytes + MessageHeader.byteCount(of: headers) <= config.messageSizeLimit else {
                 return refusal(v311: 0x05, v5: .packetTooLarge)
             }
         }
@@ -224,8 +226,13 @@ extension IngressHub {
         }
         // 3.1.1 QoS 1 and 2: the connection is closed, as MQTT-3.3.5-2 allows (docs/MQTT.md).
         guard connection.permissions.allows(.publish, subject) else { return refuse(.notAuthorized, Self.notPermitted) }
-        guard publish.payload.readableBytes <= config.messageSizeLimit else {
-            return refuse(.quotaExceeded, "the payload is \(publish.payload.readableBytes) bytes; the limit is \(config.messageSizeLimit)")
+        let headers = publish.properties.userProperties
+        guard MessageHeader.areWithinBounds(headers) else {
+            return refuse(.quotaExceeded, "at most \(MessageHeader.maxCount) user properties of \(MessageHeader.maxBytes) bytes in all")
+        }
+        let size = publish.payload.readableBytes + MessageHeader.byteCount(of: headers)
+        guard size <= config.messageSizeLimit else {
+            return refuse(.quotaExceeded, "the payload and user properties are \(size) bytes; the limit is \(config.messageSizeLimit)")
         }
         guard !link.isCongested else { return refuse(.unspecifiedError, "the broker is overloaded; try again") }
         var flags = MessageFlags(mqttRetain: publish.retain, qos: publish.qos, payload: publish.payload)
@@ -235,7 +242,8 @@ extension IngressHub {
             pendingPublishes.add(requestID: requestID, connectionID: connection.id, closure: "",
                                  mqtt: MQTTPublishReceipt(packetID: packetID, exactlyOnce: publish.qos == 2), now: now)
         }
-        let message = Message(subject: subject, content: publish.payload, flags: flags, timestamp: wallClockNanoseconds())
+        let message = Message(subject: subject, content: publish.payload, flags: flags, timestamp: wallClockNanoseconds(),
+                              headers: headers)
         link.send(.publish(Publish(requestID: requestID, replyTo: inboundAddress, message: message)))
     }
 
@@ -266,7 +274,8 @@ extension IngressHub {
         session.will = nil
         let flags = MessageFlags(mqttRetain: will.retain, qos: will.qos, payload: will.payload)
         logger.debug("MQTT will published", metadata: ["connection": "\(connection.id)", "subject": "\(subject)"])
-        let message = Message(subject: subject, content: will.payload, flags: flags, timestamp: wallClockNanoseconds())
+        let message = Message(subject: subject, content: will.payload, flags: flags, timestamp: wallClockNanoseconds(),
+                              headers: will.properties.userProperties)
         link.send(.publish(Publish(requestID: table.makeRequestID(), replyTo: inboundAddress, message: message)))
     }
 

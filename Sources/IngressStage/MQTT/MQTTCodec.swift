@@ -323,6 +323,18 @@ public enum MQTTCodec {
 
     // MARK: Encoding
 
+    /// Where the packet identifier of an encoded QoS > 0 PUBLISH is, from the packet's start: after the fixed
+    /// header (type byte, remaining length of one to four bytes) and the topic name.
+    static func packetIDOffset(ofPublish packet: ByteBuffer) -> Int {
+        var offset = 1
+        while let byte = packet.getInteger(at: packet.readerIndex + offset, as: UInt8.self), byte & 0x80 != 0, offset < 4 {
+            offset += 1
+        }
+        offset += 1
+        let topicLength = packet.getInteger(at: packet.readerIndex + offset, as: UInt16.self) ?? 0
+        return offset + 2 + Int(topicLength)
+    }
+
     /// Encodes `packet` for a connection speaking `version` (CONNECT carries its own).
     public static func encode(_ packet: MQTTPacket, version: MQTTVersion,
                               allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {

@@ -1,4 +1,5 @@
 import NIOCore
+import SwitchyardCore
 
 /// The MQTT versions ws-ingress speaks, by their CONNECT protocol level.
 public enum MQTTVersion: UInt8, Sendable {
@@ -102,6 +103,19 @@ public struct MQTTProperties: Equatable, Sendable {
 
     public mutating func append(_ id: UInt8, _ value: Value) {
         entries.append((id, value))
+    }
+
+    /// The User Properties (0x26), in order: a message's headers.
+    public var userProperties: [MessageHeader] {
+        entries.compactMap {
+            guard $0.id == ID.userProperty, case .stringPair(let name, let value) = $0.value else { return nil }
+            return MessageHeader(name, value)
+        }
+    }
+
+    /// `headers` as User Properties.
+    public init(userProperties headers: [MessageHeader]) {
+        self.init(headers.map { (ID.userProperty, Value.stringPair($0.name, $0.value)) })
     }
 
     /// The wire type of each property identifier MQTT 5 defines (section 2.2.2.2).

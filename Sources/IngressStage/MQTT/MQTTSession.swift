@@ -94,11 +94,13 @@ struct MQTTOutgoingPublish {
 
     private func encode(version: MQTTVersion, qos: UInt8, allocator: ByteBufferAllocator)
         -> (packet: ByteBuffer, packetIDOffset: Int) {
-        let publish = MQTTPublish(topic: MQTTTopic.topic(of: message.subject), payload: message.content, qos: qos,
+        var publish = MQTTPublish(topic: MQTTTopic.topic(of: message.subject), payload: message.content, qos: qos,
                                   retain: retain, dup: false, packetID: qos > 0 ? 0 : nil)
+        // v5 subscribers get the headers as User Properties; 3.1.1 has no way to carry them.
+        if version == .v5 && !message.headers.isEmpty {
+            publish.properties = MQTTProperties(userProperties: message.headers)
+        }
         let packet = MQTTCodec.encode(.publish(publish), version: version, allocator: allocator)
-        // The identifier is followed by the (v5: empty) properties and the payload.
-        let offset = packet.readableBytes - message.content.readableBytes - (version == .v5 ? 1 : 0) - 2
-        return (packet, offset)
+        return (packet, MQTTCodec.packetIDOffset(ofPublish: packet))
     }
 }
