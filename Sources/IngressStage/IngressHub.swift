@@ -57,6 +57,11 @@ final class IngressHub: @unchecked Sendable {
     }
 
     var connectionCount: Int { connections.count }
+    /// Set by `closeAll`: a connection accepted before the listeners closed whose upgrade (or MQTT CONNECT)
+    /// completes afterwards is closed the same way as soon as it registers, rather than cut when the process exits.
+    private var restartReason: String?
+    /// The connections closed that way, for the shutdown to wait for.
+    private(set) var lateRestartCloses: [EventLoopFuture<Void>] = []
 
     func now() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
 
@@ -76,6 +81,13 @@ final class IngressHub: @unchecked Sendable {
         metrics.setGauge("connections", connections.count)
         logger.debug("client connected",
                      metadata: ["connection": "\(connection.id)", "remote": .string(Self.describe(channel))])
+        if let restartReason {
+            // Next tick: the caller sets the connection up (and answers an MQTT CONNECT) first.
+            channel.eventLoop.assumeIsolated().execute { [self] in
+                close(connection, code: .unknown(1012), reason: restartReason)
+            }
+            lateRestartCloses.append(channel.closeFuture)
+        }
         return connection
     }
 
@@ -93,7 +105,8 @@ final class IngressHub: @unchecked Sendable {
     /// Closes every connection with `1012 Service Restart`: clients reconnect (to another instance) and recover.
     /// Returns when each connection is closed.
     func closeAll(reason: String) -> [EventLoopFuture<Void>] {
-        connections.values.map { connection in
+        restartReason = reason
+        return connections.values.map { connection in
             close(connection, code: .unknown(1012), reason: reason)
             return connection.channel.closeFuture
         }

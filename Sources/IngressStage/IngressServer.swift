@@ -160,12 +160,19 @@ public final class IngressServer: @unchecked Sendable {
             for channel in serverChannels { channel.close(promise: nil) }
             return hub.closeAll(reason: "service restart: reconnect")
         }
+        let deadline = DispatchTime.now() + 2
         let closed = DispatchGroup()
-        for future in (try? closing.wait()) ?? [] {
-            closed.enter()
-            future.whenComplete { _ in closed.leave() }
+        func awaitClosed(_ futures: [EventLoopFuture<Void>]) -> Bool {
+            for future in futures {
+                closed.enter()
+                future.whenComplete { _ in closed.leave() }
+            }
+            return closed.wait(timeout: deadline) == .success
         }
-        if closed.wait(timeout: .now() + 2) == .timedOut {
+        // Then the connections whose upgrade completed after closeAll (accepted before the listeners closed).
+        let allClosed = awaitClosed((try? closing.wait()) ?? [])
+            && awaitClosed((try? eventLoop.submit { [hub] in hub.lateRestartCloses }.wait()) ?? [])
+        if !allClosed {
             context.logger.warning("some clients did not take their close frame in time")
         }
         if !entitlement.awaitVerifications(timeout: 2) {

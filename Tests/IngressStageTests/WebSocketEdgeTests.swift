@@ -247,6 +247,24 @@ final class ClientChannelTests: XCTestCase {
             + "Sec-WebSocket-Key: \(HandshakeTests.key)\r\nSec-WebSocket-Version: \(version)\r\n\r\n"
     }
 
+    func testAnUpgradeCompletingAfterCloseAllIsClosedWith1012() throws {
+        try configure()
+        XCTAssertTrue(hub.closeAll(reason: "service restart: reconnect").isEmpty, "no connection yet")
+        // Accepted before the listeners closed, its upgrade request arrives after: it must not be left open
+        // until the process exits (the client would see 1006).
+        try send(upgradeRequest())
+        let bytes = try output()
+        let response = String(decoding: bytes, as: UTF8.self)
+        XCTAssertTrue(response.hasPrefix("HTTP/1.1 101"), response)
+        // The response is ASCII, so the first 0x88 byte starts the close frame.
+        guard let start = bytes.firstIndex(of: 0x88) else { return XCTFail("no close frame after the 101") }
+        let close = Array(bytes[start...])
+        XCTAssertEqual(Array(close.prefix(4)), [0x88, UInt8(truncatingIfNeeded: close.count - 2), 0x03, 0xF4],
+                       "a close frame with 1012")
+        XCTAssertEqual(hub.lateRestartCloses.count, 1, "the shutdown waits for it")
+        XCTAssertEqual(hub.connectionCount, 0)
+    }
+
     func testUpgradeThenPingPongAndTheTimeoutNoLongerApplies() throws {
         try configure(handshakeTimeout: 1)
         try send(upgradeRequest())
