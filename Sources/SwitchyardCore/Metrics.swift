@@ -57,8 +57,8 @@ public final class StageMetrics: @unchecked Sendable {
     /// A short word on the instance's health beyond up/down (e.g. "kafka unreachable"); "ok" by default.
     public func setState(_ state: String) { lock.withLock { self.state = state } }
 
-    /// The stats file's object; brings the swift-metrics copies of its figures up to date on the way.
-    func snapshot(stage: String, instance: Int, now: Double = Date().timeIntervalSince1970) -> [String: Any] {
+    /// The stats file; brings the swift-metrics copies of its figures up to date on the way.
+    func snapshot(stage: String, instance: Int, now: Double = Date().timeIntervalSince1970) -> StageStatsFile {
         lock.withLock {
             let current = Sample(time: now, messagesIn: messagesIn, messagesOut: messagesOut)
             samples.append(current)
@@ -67,15 +67,11 @@ public final class StageMetrics: @unchecked Sendable {
             let span = max(now - oldest.time, 1)
             let rateIn = Double(messagesIn - oldest.messagesIn) / span
             let rateOut = Double(messagesOut - oldest.messagesOut) / span
-            var object: [String: Any] = [
-                "stage": stage, "instance": instance, "pid": Int(getpid()), "ready": ready, "state": state,
-                "startedAt": startedAt, "messagesIn": messagesIn, "messagesOut": messagesOut,
-                "rateIn": rateIn, "rateOut": rateOut,
-            ]
-            for (name, value) in gauges { object[name] = value }
             exported.update(messagesIn: messagesIn, messagesOut: messagesOut, rateIn: rateIn, rateOut: rateOut,
                             uptime: now - startedAt, ready: ready, gauges: gauges)
-            return object
+            return StageStatsFile(stage: stage, instance: instance, pid: Int(getpid()), ready: ready, state: state,
+                                  startedAt: startedAt, messagesIn: messagesIn, messagesOut: messagesOut,
+                                  rateIn: rateIn, rateOut: rateOut, figures: gauges)
         }
     }
 }
@@ -180,15 +176,12 @@ public final class StatsPublisher: @unchecked Sendable {
 
     public init(metrics: StageMetrics, registry: PrometheusCollectorRegistry, stage: String, instance: Int,
                 runDir: String) {
-        let statsPath = (runDir as NSString).appendingPathComponent("\(stage)-\(instance).stats.json")
+        let statsPath = (runDir as NSString).appendingPathComponent(StageStatsFile.name(stage: stage, instance: instance))
         let promPath = (runDir as NSString).appendingPathComponent("\(stage)-\(instance).prom")
         timer = DispatchSource.makeTimerSource(queue: queue)
         timer.schedule(deadline: .now(), repeating: 1.0)
         timer.setEventHandler {
-            let object = metrics.snapshot(stage: stage, instance: instance)
-            if let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) {
-                try? data.write(to: URL(fileURLWithPath: statsPath), options: .atomic)
-            }
+            try? metrics.snapshot(stage: stage, instance: instance).write(to: statsPath)
             try? Data(registry.emitToBuffer()).write(to: URL(fileURLWithPath: promPath), options: .atomic)
         }
         timer.resume()

@@ -13,11 +13,11 @@ public enum Readiness {
     /// What is known of one instance: its parsed stats file (nil if missing or unreadable), the file's age in
     /// seconds, and whether the pid it names is alive.
     public struct InstanceReport {
-        public var stats: [String: Any]?
+        public var stats: StageStatsFile?
         public var ageSeconds: Double
         public var pidAlive: Bool
 
-        public init(stats: [String: Any]?, ageSeconds: Double, pidAlive: Bool) {
+        public init(stats: StageStatsFile?, ageSeconds: Double, pidAlive: Bool) {
             self.stats = stats
             self.ageSeconds = ageSeconds
             self.pidAlive = pidAlive
@@ -38,10 +38,10 @@ public enum Readiness {
         guard report.ageSeconds <= staleAfterSeconds else {
             return "\(name): no figures for \(Int(report.ageSeconds)) s (stopped, hung or restarting)"
         }
-        guard stats["ready"] as? Bool == true else {
+        guard stats.ready else {
             return name.hasPrefix(StageName.kafkaIn.rawValue) ? "\(name): warming up the caches" : "\(name): starting"
         }
-        if let state = stats["state"] as? String, state != "ok" { return "\(name): \(state)" }
+        if stats.state != "ok" { return "\(name): \(stats.state)" }
         return nil
     }
 
@@ -56,11 +56,11 @@ public enum Readiness {
 
     static func report(for name: String, runDir: String, now: Date) -> InstanceReport {
         let path = (runDir as NSString).appendingPathComponent("\(name).stats.json")
-        guard let data = FileManager.default.contents(atPath: path),
-              let stats = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+        // A file being replaced, or one of another version, reads as missing: the instance counts as not running.
+        guard let stats = try? StageStatsFile.read(from: path),
               let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
         else { return InstanceReport(stats: nil, ageSeconds: 0, pidAlive: false) }
-        let pidAlive = (stats["pid"] as? Int).flatMap(pid_t.init(exactly:)).map(isAlive) ?? false
+        let pidAlive = pid_t(exactly: stats.pid).map(isAlive) ?? false
         return InstanceReport(stats: stats, ageSeconds: max(0, now.timeIntervalSince(modified)), pidAlive: pidAlive)
     }
 

@@ -82,6 +82,97 @@ public struct OffsetCheckpointFile: RunDirJSONFile {
     }
 }
 
+/// `<stage>-<n>.stats.json`: an instance's figures, rewritten every second by its `StatsPublisher`; read by the
+/// supervisor (`status`, readiness) and by ws-ingress (`/ready`). One JSON object: the fixed fields below, and each
+/// of the stage's own figures (`queueDepth`, `connections`, ...: `figures`) as an integer beside them.
+public struct StageStatsFile: RunDirJSONFile {
+    public static func name(stage: String, instance: Int) -> String { "\(stage)-\(instance).stats.json" }
+
+    public var stage: String
+    public var instance: Int
+    public var pid: Int
+    /// The supervisor's `start` waits until every instance is ready.
+    public var ready: Bool
+    /// "ok", or a short word on the instance's health, e.g. "kafka unreachable".
+    public var state: String
+    /// Unix time in seconds.
+    public var startedAt: Double
+    /// Envelopes received and sent since the start (kafka-in: records consumed).
+    public var messagesIn: Int
+    public var messagesOut: Int
+    /// Envelopes per second over the last 10 s.
+    public var rateIn: Double
+    public var rateOut: Double
+    /// The stage's own figures, by name.
+    public var figures: [String: Int]
+
+    public init(stage: String, instance: Int, pid: Int, ready: Bool, state: String, startedAt: Double,
+                messagesIn: Int, messagesOut: Int, rateIn: Double, rateOut: Double, figures: [String: Int]) {
+        self.stage = stage
+        self.instance = instance
+        self.pid = pid
+        self.ready = ready
+        self.state = state
+        self.startedAt = startedAt
+        self.messagesIn = messagesIn
+        self.messagesOut = messagesOut
+        self.rateIn = rateIn
+        self.rateOut = rateOut
+        self.figures = figures
+    }
+
+    private enum Field: String, CodingKey, CaseIterable {
+        case stage, instance, pid, ready, state, startedAt, messagesIn, messagesOut, rateIn, rateOut
+    }
+
+    /// Any key: the stage's figures sit beside the fixed fields.
+    private struct FigureKey: CodingKey {
+        let stringValue: String
+        init(stringValue: String) { self.stringValue = stringValue }
+        var intValue: Int? { nil }
+        init?(intValue: Int) { nil }
+    }
+
+    public init(from decoder: Decoder) throws {
+        let fields = try decoder.container(keyedBy: Field.self)
+        stage = try fields.decode(String.self, forKey: .stage)
+        instance = try fields.decode(Int.self, forKey: .instance)
+        pid = try fields.decode(Int.self, forKey: .pid)
+        ready = try fields.decode(Bool.self, forKey: .ready)
+        state = try fields.decode(String.self, forKey: .state)
+        startedAt = try fields.decode(Double.self, forKey: .startedAt)
+        messagesIn = try fields.decode(Int.self, forKey: .messagesIn)
+        messagesOut = try fields.decode(Int.self, forKey: .messagesOut)
+        rateIn = try fields.decode(Double.self, forKey: .rateIn)
+        rateOut = try fields.decode(Double.self, forKey: .rateOut)
+        let all = try decoder.container(keyedBy: FigureKey.self)
+        let fixed = Set(Field.allCases.map(\.rawValue))
+        figures = [:]
+        for key in all.allKeys where !fixed.contains(key.stringValue) {
+            figures[key.stringValue] = try all.decode(Int.self, forKey: key)
+        }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var fields = encoder.container(keyedBy: Field.self)
+        try fields.encode(stage, forKey: .stage)
+        try fields.encode(instance, forKey: .instance)
+        try fields.encode(pid, forKey: .pid)
+        try fields.encode(ready, forKey: .ready)
+        try fields.encode(state, forKey: .state)
+        try fields.encode(startedAt, forKey: .startedAt)
+        try fields.encode(messagesIn, forKey: .messagesIn)
+        try fields.encode(messagesOut, forKey: .messagesOut)
+        try fields.encode(rateIn, forKey: .rateIn)
+        try fields.encode(rateOut, forKey: .rateOut)
+        let fixed = Set(Field.allCases.map(\.rawValue))
+        var all = encoder.container(keyedBy: FigureKey.self)
+        for (name, value) in figures where !fixed.contains(name) {
+            try all.encode(value, forKey: FigureKey(stringValue: name))
+        }
+    }
+}
+
 extension DecodingError {
     /// One line: what was wrong and where in the document.
     var summary: String {

@@ -147,7 +147,7 @@ final class ServerTLSTests: XCTestCase {
     }
 
     func gauge(_ name: String) -> Int? {
-        metrics.snapshot(stage: "test", instance: 0)[name] as? Int
+        metrics.snapshot(stage: "test", instance: 0).figures[name]
     }
 
     /// The errors that reach the end of the client's pipeline.

@@ -13,12 +13,33 @@ final class MetricsTests: XCTestCase {
         metrics.setReady(true)
         _ = metrics.snapshot(stage: "cache", instance: 0, now: 1000)
         metrics.countIn(20)
-        let object = metrics.snapshot(stage: "cache", instance: 0, now: 1002)
-        XCTAssertEqual(object["messagesIn"] as? Int, 30)
-        XCTAssertEqual(object["messagesOut"] as? Int, 4)
-        XCTAssertEqual(object["connections"] as? Int, 3)
+        let stats = metrics.snapshot(stage: "cache", instance: 0, now: 1002)
+        XCTAssertEqual(stats.messagesIn, 30)
+        XCTAssertEqual(stats.messagesOut, 4)
+        XCTAssertEqual(stats.figures["connections"], 3)
+        XCTAssertEqual(stats.ready, true)
+        XCTAssertEqual(stats.rateIn, 10)
+    }
+
+    /// The stats file keeps its one flat object: the fixed fields and the stage's figures side by side.
+    func testTheStatsFileIsOneFlatObjectAndReadsBack() throws {
+        let stats = StageStatsFile(stage: "cache", instance: 2, pid: 42, ready: true, state: "ok", startedAt: 1.5,
+                                   messagesIn: 7, messagesOut: 6, rateIn: 0.5, rateOut: 0,
+                                   figures: ["queueDepth": 1, "cacheBytes": 512])
+        let path = NSTemporaryDirectory() + "stats-\(UUID().uuidString).json"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try stats.write(to: path)
+        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path)))
+                                   as? [String: Any])
+        XCTAssertEqual(object["cacheBytes"] as? Int, 512)
+        XCTAssertEqual(object["stage"] as? String, "cache")
         XCTAssertEqual(object["ready"] as? Bool, true)
-        XCTAssertEqual(object["rateIn"] as? Double, 10)
+        XCTAssertEqual(object.count, 12)
+        XCTAssertEqual(try StageStatsFile.read(from: path), stats)
+        let badFigure = #"{"stage": "cache", "instance": 2, "pid": 42, "ready": true, "state": "ok", "startedAt": 1, "#
+            + #""messagesIn": 7, "messagesOut": 6, "rateIn": 0, "rateOut": 0, "queueDepth": "x"}"#
+        try Data(badFigure.utf8).write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try StageStatsFile.read(from: path), "a figure that is not an integer")
     }
 
     /// A stage's figures reach its registry labelled with the stage and instance, histograms with our buckets.

@@ -2,8 +2,13 @@ import XCTest
 @testable import SwitchyardCore
 
 final class ReadinessTests: XCTestCase {
-    func report(_ stats: [String: Any]?, age: Double = 0.5, alive: Bool = true) -> Readiness.InstanceReport {
+    func report(_ stats: StageStatsFile?, age: Double = 0.5, alive: Bool = true) -> Readiness.InstanceReport {
         Readiness.InstanceReport(stats: stats, ageSeconds: age, pidAlive: alive)
+    }
+
+    func stats(ready: Bool, state: String = "ok", pid: Int = 1) -> StageStatsFile {
+        StageStatsFile(stage: "s", instance: 0, pid: pid, ready: ready, state: state, startedAt: 0, messagesIn: 0,
+                       messagesOut: 0, rateIn: 0, rateOut: 0, figures: [:])
     }
 
     func testRequiredInstancesFollowTheEngineAndTheTopology() {
@@ -15,15 +20,15 @@ final class ReadinessTests: XCTestCase {
     }
 
     func testEachReasonAnInstanceIsNotReady() {
-        let up: [String: Any] = ["ready": true, "state": "ok", "pid": 1]
+        let up = stats(ready: true)
         XCTAssertNil(Readiness.problem("cache-0", report(up)))
         XCTAssertEqual(Readiness.problem("cache-0", report(nil)), "cache-0: not running (no stats file)")
         XCTAssertEqual(Readiness.problem("cache-0", report(up, alive: false)), "cache-0: not running")
         XCTAssertEqual(Readiness.problem("cache-0", report(up, age: 7.2)),
                        "cache-0: no figures for 7 s (stopped, hung or restarting)")
-        XCTAssertEqual(Readiness.problem("router-0", report(["ready": false])), "router-0: starting")
-        XCTAssertEqual(Readiness.problem("kafka-in-0", report(["ready": false])), "kafka-in-0: warming up the caches")
-        XCTAssertEqual(Readiness.problem("kafka-out-0", report(["ready": true, "state": "kafka unreachable"])),
+        XCTAssertEqual(Readiness.problem("router-0", report(stats(ready: false))), "router-0: starting")
+        XCTAssertEqual(Readiness.problem("kafka-in-0", report(stats(ready: false))), "kafka-in-0: warming up the caches")
+        XCTAssertEqual(Readiness.problem("kafka-out-0", report(stats(ready: true, state: "kafka unreachable"))),
                        "kafka-out-0: kafka unreachable")
     }
 
@@ -33,15 +38,13 @@ final class ReadinessTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: runDir) }
         var config = SwitchyardConfig()
         config.runDir = runDir
-        func write(_ name: String, _ object: [String: Any]) throws {
-            let data = try JSONSerialization.data(withJSONObject: object)
-            try data.write(to: URL(fileURLWithPath: runDir + "/\(name).stats.json"))
-        }
-        let me = Int(getpid())
-        try write("router-0", ["ready": true, "state": "ok", "pid": me])
-        try write("fanout-0", ["ready": true, "state": "ok", "pid": me])
-        XCTAssertEqual(Readiness.check(config: config), ["cache-0: not running (no stats file)"])
-        try write("cache-0", ["ready": true, "state": "ok", "pid": me])
+        let up = stats(ready: true, pid: Int(getpid()))
+        try up.write(to: runDir + "/router-0.stats.json")
+        try up.write(to: runDir + "/fanout-0.stats.json")
+        try Data("{\"ready\": true}".utf8).write(to: URL(fileURLWithPath: runDir + "/cache-0.stats.json"))
+        XCTAssertEqual(Readiness.check(config: config), ["cache-0: not running (no stats file)"],
+                       "a file that is not a stats file counts as none")
+        try up.write(to: runDir + "/cache-0.stats.json")
         XCTAssertEqual(Readiness.check(config: config), [])
         XCTAssertEqual(Readiness.check(config: config, now: Date() + 10).count, 3, "every file is stale")
     }
