@@ -334,7 +334,8 @@ class Supervisor:
             progress(f"stopping {inst.name}")
             if inst.proc is not None:
                 self.terminate(inst.name, [inst.proc])
-            remove(self.pid_file(inst))
+            for suffix in ("pid", "stats.json", "prom"):
+                remove(self.cfg.run_file(f"{inst.name}.{suffix}"))
         notified = self.signal_up(signal.SIGHUP)
         if not ready:
             late = ", ".join(i.name for i in added if i.state != "up")

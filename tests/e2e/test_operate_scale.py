@@ -86,6 +86,8 @@ def test_scale_ws_ingress_to_4_spreads_clients_and_back_to_1_drains_with_1012(op
     assert len(rows) == 1 and rows[0]["state"] == "up", rows
     assert stage_pids(b, "ws-ingress") == {0: pids[0]}, "ingress 0 kept running through both scalings"
     assert not any(pid_alive(pids[i]) for i in (1, 2, 3)), f"scaled-down ingress processes still run: {pids}"
+    left = sorted(f.name for i in (1, 2, 3) for f in b.run_dir.glob(f"ws-ingress-{i}.*") if not f.name.endswith(".ipc"))
+    assert left == [], f"files of scaled-down instances left in RunDir: {left}"
 
 
 @pytest.mark.parametrize("stage", ["cache", "fanout"])
