@@ -43,6 +43,10 @@ public final class IngressServer: @unchecked Sendable {
                                  metrics: context.metrics)
         hub = IngressHub(instance: UInt32(context.instance), inboundAddress: context.inboundAddress,
                          config: context.config, logger: context.logger, metrics: context.metrics, link: link)
+        if context.config.mqttSessionExpiry > 0 {
+            hub.mqttSessionStore = MQTTSessionStore(runDir: context.config.runDir,
+                                                    maxSessions: context.config.mqttMaxSessions, logger: context.logger)
+        }
         self.tls = tls
         entitlement = Entitlement(config: context.config, verifier: verifier, metrics: context.metrics)
     }
@@ -100,6 +104,10 @@ public final class IngressServer: @unchecked Sendable {
         }
         eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(250), delay: .milliseconds(250)) { [hub] _ in
             hub.tick()
+        }
+        if let sessions = hub.mqttSessionStore {
+            // Expired sessions are removed at start and every 10 minutes (off the event loop).
+            eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .minutes(10)) { _ in sessions.sweep() }
         }
     }
 
