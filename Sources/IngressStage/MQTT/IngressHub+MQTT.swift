@@ -198,7 +198,7 @@ extension IngressHub {
             // Retain Handling (v5): 0 sends the retained message, 1 only to a new subscription, 2 never.
             let retainHandling = (subscription.options >> 4) & 0x03
             let sendsRetained = retainHandling == 0 || (retainHandling == 1 && isNew)
-            let start = Self.resumedStart(of: subject, in: session, restoring: restoring, isNew: isNew)
+            let start = resumedStart(of: subject, in: session, restoring: restoring, isNew: isNew)
             accepted.append((subject, start ?? (sendsRetained ? .snapshot : .history(count: 0))))
         }
         if restoring == nil { write(.suback(MQTTSubAck(packetID: subscribe.packetID, codes: codes)), to: connection) }

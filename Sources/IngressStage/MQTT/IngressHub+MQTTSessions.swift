@@ -87,13 +87,16 @@ extension IngressHub {
 
     /// Where a persistent session's subscription starts: restored, or subscribed again by the client (as
     /// clients do after reconnecting, often while the restored one awaits its answer), after the session's
-    /// position, so that nothing it missed is skipped. Restored without a position (nothing was delivered before
-    /// the device left; in Kafka mode a subject that had no message yet): at its snapshot. nil: as any new
-    /// subscription.
-    static func resumedStart(of subject: String, in session: MQTTSession,
-                             restoring: [String: MQTTSubjectPosition]?, isNew: Bool) -> SubscribeStart? {
+    /// position, so that nothing it missed is skipped. A position without an epoch (Kafka mode: the subject had
+    /// no message when subscribed) takes the subject's whole history; restored without a position (saved before
+    /// the cache answered), the snapshot. nil: as any new subscription.
+    func resumedStart(of subject: String, in session: MQTTSession, restoring: [String: MQTTSubjectPosition]?,
+                      isNew: Bool) -> SubscribeStart? {
         let position = restoring.map { $0[subject] } ?? (isNew || !session.isPersistent ? nil : session.position(of: subject))
-        guard let position, !position.epoch.isEmpty else { return restoring == nil ? nil : .snapshot }
+        guard let position else { return restoring == nil ? nil : .snapshot }
+        guard !position.epoch.isEmpty else {
+            return .history(count: UInt32(clamping: max(config.maxCachedMessagesPerSubject, 1)))
+        }
         return .recover(epoch: position.epoch, seq: position.seq)
     }
 
@@ -104,7 +107,7 @@ extension IngressHub {
         for subject in connection.subjects {
             if let position = session.position(of: subject) {
                 positions[subject] = position
-            } else if case .live(let epoch, let seq)? = table.state(of: connection.id, in: subject), !epoch.isEmpty {
+            } else if case .live(let epoch, let seq)? = table.state(of: connection.id, in: subject) {
                 // Nothing sent yet: where the cache's answer to the subscribe left it.
                 positions[subject] = MQTTSubjectPosition(epoch: epoch, seq: seq, sentSeq: seq)
             }
