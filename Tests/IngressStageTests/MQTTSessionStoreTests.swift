@@ -160,6 +160,14 @@ final class MQTTSessionPositionTests: XCTestCase {
                        "5 still awaits its PUBACK: sent again")
         session.acknowledge(2)
         XCTAssertEqual(session.position(of: "/a/b"), MQTTSubjectPosition(epoch: "e", seq: 6, sentSeq: 6))
+        // A live message encoded before the older messages of an answer still being written.
+        for seq: UInt64 in [10, 8, 9] {
+            var publish = MQTTOutgoingPublish(message: message(seq), retain: false)
+            _ = try XCTUnwrap(publish.packet(for: session, allocator: allocator))
+        }
+        XCTAssertEqual(session.position(of: "/a/b"), MQTTSubjectPosition(epoch: "e", seq: 7, sentSeq: 10),
+                       "before the lowest unacknowledged, whatever the order they were sent in")
+        XCTAssertEqual(session.positions(of: ["/a/b", "/x"]), ["/a/b": MQTTSubjectPosition(epoch: "e", seq: 7, sentSeq: 10)])
         session.forget("/a/b")
         XCTAssertNil(session.position(of: "/a/b"))
         let shortLived = MQTTSession(version: .v311, clientID: "d", keepAliveSeconds: 0, will: nil)

@@ -103,11 +103,9 @@ extension IngressHub {
     /// The record of a persistent session as it stands; nil for a session that ends with its connection.
     func sessionRecord(of connection: ClientConnection) -> MQTTSessionRecord? {
         guard let session = connection.mqtt, let expiry = session.expirySeconds else { return nil }
-        var positions: [String: MQTTSubjectPosition] = [:]
-        for subject in connection.subjects {
-            if let position = session.position(of: subject) {
-                positions[subject] = position
-            } else if case .live(let epoch, let seq)? = table.state(of: connection.id, in: subject) {
+        var positions = session.positions(of: connection.subjects)
+        for subject in connection.subjects where positions[subject] == nil {
+            if case .live(let epoch, let seq)? = table.state(of: connection.id, in: subject) {
                 // Nothing sent yet: where the cache's answer to the subscribe left it.
                 positions[subject] = MQTTSubjectPosition(epoch: epoch, seq: seq, sentSeq: seq)
             }

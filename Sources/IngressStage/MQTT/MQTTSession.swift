@@ -40,10 +40,23 @@ final class MQTTSession {
     private var unacknowledged: Set<UInt16> = []
     private var lastPacketID: UInt16 = 0
     /// A persistent session's QoS 1 messages awaiting their PUBACK, by packet identifier.
-    private var inFlight: [UInt16: (subject: String, epoch: String, seq: UInt64, order: UInt64)] = [:]
+    private var inFlight: [UInt16: InFlight] = [:]
     private var sentCount: UInt64 = 0
     /// A persistent session's last message sent per subject.
     private var lastSent: [String: (epoch: String, seq: UInt64)] = [:]
+
+    private struct InFlight {
+        var subject: String
+        var epoch: String
+        var seq: UInt64
+        /// Sent as the session's `order`th message.
+        var order: UInt64
+
+        /// Comes before `other` in the subject's stream: by seq within an epoch, else by when it was sent.
+        func precedes(_ other: InFlight) -> Bool {
+            epoch == other.epoch ? seq < other.seq : order < other.order
+        }
+    }
 
     init(version: MQTTVersion, clientID: String, keepAliveSeconds: UInt16, will: MQTTWill?,
          receiveMaximum: Int = MQTTSession.maxPacketIdentifiers, maxPacketSize: Int = .max,
@@ -87,8 +100,12 @@ final class MQTTSession {
     func noteSent(_ message: Message, packetID: UInt16?) {
         guard isPersistent else { return }
         sentCount += 1
-        lastSent[message.subject] = (message.epoch, message.seq)
-        if let packetID { inFlight[packetID] = (message.subject, message.epoch, message.seq, sentCount) }
+        // A live message can be encoded before the older ones of an answer still being written: keep the highest.
+        let isOlder = lastSent[message.subject].map { $0.epoch == message.epoch && $0.seq > message.seq } ?? false
+        if !isOlder { lastSent[message.subject] = (message.epoch, message.seq) }
+        if let packetID {
+            inFlight[packetID] = InFlight(subject: message.subject, epoch: message.epoch, seq: message.seq, order: sentCount)
+        }
         needsSave = true
     }
 
@@ -102,7 +119,23 @@ final class MQTTSession {
     /// oldest it has not acknowledged (so that one is sent again); nil when nothing was sent since the session
     /// began or was restored (the caller knows where the subscription started).
     func position(of subject: String) -> MQTTSubjectPosition? {
-        let oldest = inFlight.values.filter { $0.subject == subject }.min { $0.order < $1.order }
+        position(of: subject, oldestUnacknowledged: inFlight.values.filter { $0.subject == subject }.min { $0.precedes($1) })
+    }
+
+    /// `position(of:)` of each of `subjects` that has one, with one pass over the unacknowledged messages.
+    func positions(of subjects: some Sequence<String>) -> [String: MQTTSubjectPosition] {
+        var oldest: [String: InFlight] = [:]
+        for delivery in inFlight.values where oldest[delivery.subject].map({ delivery.precedes($0) }) ?? true {
+            oldest[delivery.subject] = delivery
+        }
+        var positions: [String: MQTTSubjectPosition] = [:]
+        for subject in subjects {
+            positions[subject] = position(of: subject, oldestUnacknowledged: oldest[subject])
+        }
+        return positions
+    }
+
+    private func position(of subject: String, oldestUnacknowledged oldest: InFlight?) -> MQTTSubjectPosition? {
         guard let sent = lastSent[subject] else { return restoredPositions[subject] }
         guard let oldest else { return MQTTSubjectPosition(epoch: sent.epoch, seq: sent.seq, sentSeq: sent.seq) }
         let acknowledged = oldest.seq > 0 ? oldest.seq - 1 : 0
