@@ -178,3 +178,48 @@ def test_qos1_survives_a_kill_9_of_ws_ingress(broker):
     assert again.payloads(3) == ["m2", "m3", "m4"]
     assert again.nothing_more() == [], "m1 was acknowledged before the kill"
     again.close()
+
+
+def test_a_session_follows_the_device_to_another_ingress_instance(tmp_path):
+    """IngressInstances = 2 share the MQTT port (SO_REUSEPORT) and RunDir: whichever instance a reconnect lands
+    on continues the session. The device reconnects until it lands on the other instance; every time, the message
+    published while it was away arrives."""
+    port = free_port()
+    b = Broker(tmp_path, name="mqtt-sessions-2", ListenMqtt=f"127.0.0.1:{port}", IngressInstances="2")
+    b.mqtt_port = port
+    s, cid = unique_subject("sess"), client_id()
+
+    def serving_instance() -> int:
+        """The instance whose stats, written after now, count one MQTT connection (the other none)."""
+        since = time.time()
+
+        def one():
+            counts = []
+            for n in range(2):
+                path = b.run_dir / f"ws-ingress-{n}.stats.json"
+                try:
+                    if path.stat().st_mtime <= since:
+                        return None
+                    counts.append(json.loads(path.read_text()).get("mqttConnections", 0))
+                except (FileNotFoundError, json.JSONDecodeError):
+                    return None
+            return counts.index(1) + 1 if sorted(counts) == [0, 1] else None
+        return wait_until(one, 10, 0.2, "one instance with the device") - 1
+
+    with running(b):
+        device = Device(port, cid)
+        device.subscribe(topic_of(s))
+        publish_by_websocket(b, s, "m0")
+        assert device.payloads(1) == ["m0"]
+        first = previous = serving_instance()
+        for attempt in range(1, 25):
+            device.close()
+            publish_by_websocket(b, s, f"away{attempt}")
+            device = Device(port, cid)
+            assert device.session_present is True
+            assert device.payloads(1) == [f"away{attempt}"], f"attempt {attempt}"
+            previous = serving_instance()
+            if previous != first:
+                break
+        device.close()
+        assert previous != first, "every reconnect landed on the same instance"
