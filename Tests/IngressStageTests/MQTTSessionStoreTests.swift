@@ -277,7 +277,7 @@ final class MQTTSessionHubTests: XCTestCase {
             return [UInt64(String(buffer: publish.payload).dropFirst())!: publish.dup]
         }
         XCTAssertEqual(resent, [[5: true], [6: false]], "5 was sent before and not acknowledged: DUP")
-        XCTAssertEqual(old.mqtt?.isHandedOver, true, "the old connection saves nothing over the new one's session")
+        XCTAssertEqual(old.mqtt?.isReleased, true, "the old connection saves nothing over the new one's session")
 
         // A clean session discards it.
         let third = try channel()

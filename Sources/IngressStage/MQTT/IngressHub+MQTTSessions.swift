@@ -61,7 +61,7 @@ extension IngressHub {
         var record = stored
         if let previous = mqttClients[clientID], let old = previous.mqtt, old.isPersistent {
             record = sessionRecord(of: previous)
-            old.isHandedOver = true
+            old.isReleased = true
         }
         if terms.discardsStored { record = nil }
         if terms.discardsStored || terms.expirySeconds == nil { mqttSessionStore?.delete(clientID) }
@@ -124,7 +124,7 @@ extension IngressHub {
         guard let store = mqttSessionStore else { return }
         let now = now()
         for connection in mqttClients.values {
-            guard let session = connection.mqtt, let expiry = session.expirySeconds, !session.isHandedOver,
+            guard let session = connection.mqtt, let expiry = session.expirySeconds, !session.isReleased,
                   !connection.isClosing else { continue }
             let sinceSaved = elapsedNanoseconds(from: session.savedAt, to: now)
             let due = session.needsSave ? Self.mqttSessionSaveNanoseconds : UInt64(expiry) * 500_000_000
@@ -137,9 +137,9 @@ extension IngressHub {
 
     /// The connection ends: its persistent session is saved as it stands (unless a newer connection took it).
     func saveMQTTSession(of connection: ClientConnection) {
-        guard let session = connection.mqtt, !session.isHandedOver, let store = mqttSessionStore,
+        guard let session = connection.mqtt, !session.isReleased, let store = mqttSessionStore,
               let record = sessionRecord(of: connection) else { return }
-        session.isHandedOver = true  // saved once
+        session.isReleased = true
         store.save(record)
     }
 

@@ -25,8 +25,9 @@ final class MQTTSession {
 
     /// Seconds the session outlives its connection (capped by `MqttSessionExpiry`); nil: it ends with it.
     var expirySeconds: UInt32?
-    /// A newer connection of the same client on this instance took the session over: that one saves it.
-    var isHandedOver = false
+    /// This connection saves the session no more: a newer connection of the same client on this instance took
+    /// it over, or its connection ended and it was saved for the last time.
+    var isReleased = false
     /// Subscriptions or positions changed since the session was last saved.
     var needsSave = false
     /// Monotonic time of the last save.
@@ -152,7 +153,7 @@ final class MQTTSession {
     }
 }
 
-/// One message's PUBLISH for MQTT subscribers: encoded at most once per version and QoS and shared by every
+/// One message's PUBLISH for MQTT subscribers: encoded at most once per version, QoS and DUP and shared by every
 /// subscriber; a QoS 1 copy differs only in its packet identifier, set in the shared bytes' copy.
 struct MQTTOutgoingPublish {
     let message: Message
