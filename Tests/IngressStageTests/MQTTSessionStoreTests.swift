@@ -66,6 +66,18 @@ final class MQTTSessionStoreTests: XCTestCase {
                        "a temporary file older than a minute is removed")
     }
 
+    func testTheSweepOffTheCallersThreadReadsInBatches() throws {
+        store = MQTTSessionStore(runDir: runDir.path, maxSessions: 1000,
+                                 logger: LogWriter(stage: "ws-ingress", instance: 0, level: .error).makeLogger())
+        let now = Date().timeIntervalSince1970
+        let count = MQTTSessionStore.sweepBatch + 3
+        for n in 0..<count { store.saveNow(record("c\(n)", expiresAt: n % 2 == 0 ? now - 1 : now + 60)) }
+        store.sweep()
+        store.sync {}  // the listing, which queued the batches
+        store.sync {}  // the batches and the count
+        XCTAssertEqual(try files().count, count / 2)
+    }
+
     func testMaxSessionsBoundsNewSessionsNotTheKeptOnes() throws {
         XCTAssertTrue(store.saveNow(record("a")))
         XCTAssertTrue(store.saveNow(record("b")))

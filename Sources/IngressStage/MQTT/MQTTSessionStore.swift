@@ -43,6 +43,8 @@ final class MQTTSessionStore: @unchecked Sendable {
     static let maxFileBytes = 16 << 20
     /// Temporary files of an interrupted write older than this are removed by `sweep`.
     static let staleTemporarySeconds: Double = 60
+    /// Session files a sweep reads in one piece of work.
+    static let sweepBatch = 256
 
     let directory: String
     let maxSessions: Int
@@ -80,9 +82,18 @@ final class MQTTSessionStore: @unchecked Sendable {
         queue.async { self.deleteNow(clientID) }
     }
 
-    /// Removes expired sessions and left-over temporary files, and counts the sessions again.
+    /// Removes expired sessions and left-over temporary files, and counts the sessions again. Files are read in
+    /// batches, each its own piece of work on the queue, so that CONNECTs and saves go on between them.
     func sweep() {
-        queue.async { self.sweepNow(now: Date().timeIntervalSince1970) }
+        queue.async {
+            let names = self.folderNames()
+            let now = Date().timeIntervalSince1970
+            for start in stride(from: 0, to: names.count, by: Self.sweepBatch) {
+                let batch = names[start..<min(start + Self.sweepBatch, names.count)]
+                self.queue.async { self.sweep(batch, now: now) }
+            }
+            self.queue.async { self.recount() }
+        }
     }
 
     /// Runs `body` after everything queued before it (tests, shutdown).
@@ -151,12 +162,22 @@ final class MQTTSessionStore: @unchecked Sendable {
     /// Returns how many sessions it removed.
     @discardableResult
     func sweepNow(now: Double) -> Int {
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else {
-            knownCount = 0
-            return 0
-        }
+        let removed = sweep(folderNames()[...], now: now)
+        recount()
+        return removed
+    }
+
+    private func folderNames() -> [String] {
+        (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+    }
+
+    private func recount() {
+        knownCount = folderNames().filter(Self.isSessionFileName).count
+    }
+
+    @discardableResult
+    private func sweep(_ names: ArraySlice<String>, now: Double) -> Int {
         var removed = 0
-        var count = 0
         for name in names {
             let path = (directory as NSString).appendingPathComponent(name)
             guard Self.isSessionFileName(name) else {
@@ -169,11 +190,8 @@ final class MQTTSessionStore: @unchecked Sendable {
             if let record = read(path), record.expiresAt <= now {
                 remove(path)
                 removed += 1
-            } else {
-                count += 1
             }
         }
-        knownCount = count
         return removed
     }
 
@@ -184,7 +202,7 @@ final class MQTTSessionStore: @unchecked Sendable {
     }
 
     private func hasRoom() -> Bool {
-        if knownCount == nil { sweepNow(now: Date().timeIntervalSince1970) }
+        if knownCount == nil { recount() }
         return (knownCount ?? 0) < maxSessions
     }
 
