@@ -35,6 +35,8 @@ final class IngressHub: @unchecked Sendable {
     private(set) var connections: [UInt64: ClientConnection] = [:]
     /// MQTT connections by client identifier: a second CONNECT with the same one takes the session over.
     var mqttClients: [String: ClientConnection] = [:]
+    /// Persistent MQTT sessions (`RunDir/mqtt-sessions/`); nil when `MqttSessionExpiry` is 0.
+    var mqttSessionStore: MQTTSessionStore?
     private var nextConnectionID: UInt64 = 0
     /// Connections written to since the last flush: flushed once per batch, then judged by what they left.
     private var dirty: [ClientConnection] = []
@@ -95,6 +97,7 @@ final class IngressHub: @unchecked Sendable {
         guard connections.removeValue(forKey: connection.id) != nil else { return }
         logger.debug("client disconnected",
                      metadata: ["connection": "\(connection.id)", "subjects": "\(connection.subjects.count)"])
+        saveMQTTSession(of: connection)  // before the table forgets where its subjects stand
         send(table.remove(connection))
         endMQTTSession(of: connection)
         connection.subjects.removeAll()
@@ -316,6 +319,7 @@ final class IngressHub: @unchecked Sendable {
         let askedAgain = table.subscribesAskedAgain
         let requests = table.deliver(message, now: now()) { connection, resyncFirst in
             if let session = connection.mqtt {
+                if resyncFirst { noteMQTTResync(of: connection, subject: message.subject) }
                 var publish = mqttPublish ?? MQTTOutgoingPublish(message: message, retain: false)
                 defer { mqttPublish = publish }
                 guard let packet = publish.packet(for: session, allocator: allocator) else { return }
@@ -352,6 +356,9 @@ final class IngressHub: @unchecked Sendable {
         send(requests)
         for delivery in deliveries where !delivery.connection.isClosing {
             let connection = delivery.connection
+            if connection.mqtt != nil && (delivery.resyncFirst || delivery.status == "DATA_RESYNC") {
+                noteMQTTResync(of: connection, subject: reply.subject)
+            }
             if delivery.resyncFirst { queueAnswer(ServerFrames.status(reply.subject, status: "DATA_RESYNC"), to: connection) }
             for message in delivery.messages { connection.queueAnswer(message, kind: delivery.kind) }
             if let status = delivery.status { queueAnswer(ServerFrames.status(reply.subject, status: status), to: connection) }
@@ -388,6 +395,7 @@ final class IngressHub: @unchecked Sendable {
         }
         send(table.retry(olderThan: Self.subscribeRetryNanoseconds, now: now))
         closeOverdueConnections(now: now)
+        saveChangedMQTTSessions()
         metrics.setGauge("queueDepth", link.queuedBatches)
         metrics.setGauge("pendingPublishes", pendingPublishes.count)
         metrics.setGauge("pendingSubscribes", table.pendingCount)

@@ -28,6 +28,8 @@ public final class IngressServer: @unchecked Sendable {
     private let eventLoop: EventLoop
     private let link: BackplaneLink
     private let hub: IngressHub
+    /// Persistent MQTT sessions (`RunDir/mqtt-sessions/`); nil when `MqttSessionExpiry` is 0.
+    private let sessionStore: MQTTSessionStore?
     /// The certificate of the `ListenEncrypted` and `ListenMqttEncrypted` listeners; nil without them.
     private let tls: (any ListenerTLS)?
     private let entitlement: Entitlement
@@ -43,6 +45,11 @@ public final class IngressServer: @unchecked Sendable {
                                  metrics: context.metrics)
         hub = IngressHub(instance: UInt32(context.instance), inboundAddress: context.inboundAddress,
                          config: context.config, logger: context.logger, metrics: context.metrics, link: link)
+        sessionStore = context.config.mqttSessionExpiry > 0
+            ? MQTTSessionStore(runDir: context.config.runDir, maxSessions: context.config.mqttMaxSessions,
+                               logger: context.logger)
+            : nil
+        hub.mqttSessionStore = sessionStore
         self.tls = tls
         entitlement = Entitlement(config: context.config, verifier: verifier, metrics: context.metrics)
     }
@@ -100,6 +107,10 @@ public final class IngressServer: @unchecked Sendable {
         }
         eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(250), delay: .milliseconds(250)) { [hub] _ in
             hub.tick()
+        }
+        if let sessions = sessionStore {
+            // Expired sessions are removed at start and every 10 minutes (off the event loop).
+            eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .minutes(10)) { _ in sessions.sweep() }
         }
     }
 
@@ -178,6 +189,7 @@ public final class IngressServer: @unchecked Sendable {
         if !entitlement.awaitVerifications(timeout: 2) {
             context.logger.warning("token verifications still running at shutdown")
         }
+        sessionStore?.sync {}  // the sessions saved as their connections closed are written
         link.stop()
         try? group.syncShutdownGracefully()
     }

@@ -156,6 +156,12 @@ public struct SwitchyardConfig: Sendable {
     /// `ListenMqttEncrypted`: MQTT over TLS addresses, e.g. `*:8883`, with the certificate of `TLSCertificateFile`
     /// and `TLSKeyFile` (reloaded with it); empty (the default): off.
     public var listenMqttEncrypted: [ListenAddress] = []
+    /// `MqttSessionExpiry`: seconds a persistent MQTT session (3.1.1 clean session off, v5 Session Expiry
+    /// Interval > 0) is kept after its connection ends; the most a v5 client may ask for. 0: no session is kept.
+    /// Default 86400 (1 day).
+    public var mqttSessionExpiry: Int = 86_400
+    /// `MqttMaxSessions`: persistent MQTT sessions kept in `RunDir/mqtt-sessions/`. Default 100000.
+    public var mqttMaxSessions: Int = 100_000
     /// `IngressInstances`, `CacheInstances`, `FanoutInstances`, `KafkaOutInstances`: how many instances of each
     /// stage run (router and kafka-in always run one: `StageName.instanceLimit`).
     public var instances: [String: Int] = ["ws-ingress": 1, "router": 1, "cache": 1, "fanout": 1,
@@ -325,6 +331,8 @@ public struct SwitchyardConfig: Sendable {
             listenMqtt = value.lowercased() == "none" ? [] : try addresses(value, fail: fail)
         case "ListenMqttEncrypted":
             listenMqttEncrypted = value.lowercased() == "none" ? [] : try addresses(value, fail: fail)
+        case "MqttSessionExpiry": mqttSessionExpiry = try integer(0...31_536_000)
+        case "MqttMaxSessions": mqttMaxSessions = try integer(1...10_000_000)
         default:
             throw fail("unknown parameter")
         }

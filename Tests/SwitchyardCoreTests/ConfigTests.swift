@@ -256,6 +256,19 @@ final class ConfigTests: XCTestCase {
         }
     }
 
+    func testMqttSessionBoundsHaveDefaultsAndRanges() throws {
+        let defaults = try SwitchyardConfig.parse("", file: "/x.conf")
+        XCTAssertEqual(defaults.mqttSessionExpiry, 86_400)
+        XCTAssertEqual(defaults.mqttMaxSessions, 100_000)
+        let set = try SwitchyardConfig.parse("MqttSessionExpiry = 0\nMqttMaxSessions = 1", file: "/x.conf")
+        XCTAssertEqual(set.mqttSessionExpiry, 0, "no session kept")
+        XCTAssertEqual(set.mqttMaxSessions, 1)
+        for bad in ["MqttSessionExpiry = -1", "MqttSessionExpiry = 31536001", "MqttMaxSessions = 0",
+                    "MqttMaxSessions = 10000001", "MqttMaxSessions = many"] {
+            XCTAssertThrowsError(try SwitchyardConfig.parse(bad, file: "/x.conf"), bad)
+        }
+    }
+
     func testListenMqttEncryptedNeedsTheCertificateAndAPortOfItsOwn() throws {
         XCTAssertEqual(try SwitchyardConfig.parse("", file: "/x.conf").listenMqttEncrypted, [], "off by default")
         let tls = "TLSCertificateFile = c.pem\nTLSKeyFile = k.pem\n"

@@ -7,6 +7,7 @@ import queue
 import socket
 import struct
 import threading
+import time
 import uuid
 
 import paho.mqtt.client as paho
@@ -114,3 +115,65 @@ class Paho:
 def user_properties(msg) -> list[tuple[str, str]]:
     """The User Properties of a message paho received (none for 3.1.1 or a PUBLISH without them)."""
     return list(getattr(msg.properties, "UserProperty", None) or []) if msg.properties else []
+
+
+class Device:
+    """A paho client, persistent unless `clean`: 3.1.1 clean session off, v5 Clean Start 0 with `expiry`. It does
+    not subscribe again after reconnecting (paho does not): what it gets then comes from its session."""
+
+    def __init__(self, port: int, client_id: str, version: str = "mqttv311", clean: bool = False,
+                 expiry: int | None = None, retry_for: float = 0.0):
+        kw = {"clean_session": clean} if version == "mqttv311" else {}
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=VERSIONS[version],
+                                  **kw)
+        self.messages: queue.Queue = queue.Queue()
+        self.connected = threading.Event()
+        self.gone = threading.Event()
+        self.session_present = None
+        self.connack_properties = None
+
+        def on_connect(client, userdata, flags, reason, properties):
+            self.session_present = flags.session_present
+            self.connack_properties = properties
+            self.connected.set()
+
+        self.client.on_connect = on_connect
+        self.client.on_message = lambda c, u, msg: self.messages.put(msg)
+        self.client.on_disconnect = lambda c, u, flags, rc, props: self.gone.set()
+        connect_kw = {}
+        if version == "mqttv5":
+            properties = Properties(PacketTypes.CONNECT)
+            if expiry is not None:
+                properties.SessionExpiryInterval = expiry
+            connect_kw = {"clean_start": clean, "properties": properties}
+        deadline = time.monotonic() + retry_for
+        while True:
+            try:
+                self.client.connect("127.0.0.1", port, keepalive=30, **connect_kw)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+        self.client.loop_start()
+        assert self.connected.wait(10), "no CONNACK"
+
+    def subscribe(self, topic: str):
+        done = threading.Event()
+        self.client.on_subscribe = lambda c, u, mid, codes, props: done.set()
+        self.client.subscribe([(topic, 1)])
+        assert done.wait(10), "no SUBACK"
+
+    def payloads(self, n: int, timeout: float = 10) -> list[str]:
+        return [self.messages.get(timeout=timeout).payload.decode() for _ in range(n)]
+
+    def nothing_more(self, wait: float = 1.0) -> list[str]:
+        time.sleep(wait)
+        out = []
+        while not self.messages.empty():
+            out.append(self.messages.get().payload.decode())
+        return out
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -10,9 +10,9 @@ import uuid
 
 import pytest
 
-from e2e_helpers import free_port, run, running
+from e2e_helpers import free_port, pid_alive, run, running, wait_until
 from kafka_helpers import KafkaBroker, produce_one, read_topic, tansu, unique_topic  # noqa: F401 (fixture)
-from mqtt_helpers import Paho, user_properties
+from mqtt_helpers import Device, Paho, user_properties
 
 pytestmark = pytest.mark.skipif(not shutil.which("mosquitto_pub"), reason="mosquitto-clients is not installed")
 
@@ -105,3 +105,29 @@ def test_user_properties_are_kafka_headers_and_back(node, tansu):
     finally:
         v5.close()
         v311.close()
+
+
+def test_a_persistent_session_recovers_what_it_missed_from_kafka_after_a_cache_restart(node, tansu):
+    """A 3.1.1 device with clean session off leaves; records are produced; the cache is killed (-9) and restarted
+    empty of them unless it reads them again: the device reconnects and gets them, from its session's position
+    in the partition (docs/MQTT.md, "Persistent sessions")."""
+    topic, cid = unique_topic(CONSUMED), f"dev-{uuid.uuid4().hex[:8]}"
+    device = Device(node.mqtt_port, cid)
+    device.subscribe(f"{topic}/dev7/cmd")
+    # kafka-in finds a new topic of its regex at its next metadata refresh: produce until one arrives.
+    deadline, got = time.monotonic() + 35, []
+    while not got and time.monotonic() < deadline:
+        produce_one(tansu.bootstrap, topic, "dev7/cmd", "first")
+        got = device.nothing_more(2)
+    assert got and set(got) == {"first"}, got
+    time.sleep(1.5)  # the acknowledged position is saved within a second
+    device.close()
+    for value in ("m1", "m2"):
+        produce_one(tansu.bootstrap, topic, "dev7/cmd", value)
+    old = node.kill_stage("cache")
+    wait_until(lambda: not pid_alive(old), 10, what="cache gone")
+    again = Device(node.mqtt_port, cid, retry_for=30)
+    assert again.session_present is True
+    assert again.payloads(2, timeout=30) == ["m1", "m2"]
+    assert again.nothing_more() == []
+    again.close()

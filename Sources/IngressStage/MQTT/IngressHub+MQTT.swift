@@ -20,7 +20,9 @@ extension IngressHub {
     // MARK: CONNECT
 
     /// Registers an MQTT client whose token (`MQTTAccess`) granted it `permissions`, or refuses its CONNECT.
-    func connect(_ channel: Channel, _ connect: MQTTConnect, permissions: Permissions) -> MQTTConnectOutcome {
+    /// `stored`: what `loadMQTTSession` found (nil: nothing was read).
+    func connect(_ channel: Channel, _ connect: MQTTConnect, permissions: Permissions,
+                 stored: MQTTSessionStore.Loaded? = nil) -> MQTTConnectOutcome {
         let v5 = connect.version == .v5
         func refusal(v311: UInt8, v5 reason: MQTTReasonCode) -> MQTTConnectOutcome {
             .refused(MQTTConnAck(sessionPresent: false, code: v5 ? reason.rawValue : v311))
@@ -62,6 +64,11 @@ extension IngressHub {
                                   receiveMaximum: receiveMaximum.map { Int($0) } ?? MQTTSession.maxPacketIdentifiers,
                                   maxPacketSize: maxPacketSize.map { Int($0) } ?? .max,
                                   wantsReasonStrings: connect.properties.integer(0x17) != 0)  // Request Problem Information
+        let terms = sessionTerms(for: connect, hasRoom: stored?.hasRoom ?? true)
+        guard !terms.refused else { return refusal(v311: 0x03, v5: .serverBusy) }
+        session.expirySeconds = terms.expirySeconds
+        session.needsSave = terms.expirySeconds != nil
+        let continued = continuedSession(of: clientID, terms: terms, stored: stored?.record)
         if let previous = mqttClients[clientID] {
             logger.debug("MQTT session taken over", metadata: ["client": "\(clientID)", "connection": "\(previous.id)"])
             close(previous, mqttReason: .sessionTakenOver, "another connection connected with this client identifier")
@@ -72,9 +79,9 @@ extension IngressHub {
         metrics.setGauge("mqttConnections", mqttClients.count)
         var properties = MQTTProperties()
         if v5 {
-            if (connect.properties.integer(MQTTProperties.ID.sessionExpiryInterval) ?? 0) > 0 {
-                // Sessions end with their connection for now: say so (MQTT 5 3.2.2.3.2).
-                properties.append(MQTTProperties.ID.sessionExpiryInterval, .fourByteInteger(0))
+            if let expiry = terms.connAckExpiry {
+                // Capped by MqttSessionExpiry, or 0: not kept (MQTT 5 3.2.2.3.2).
+                properties.append(MQTTProperties.ID.sessionExpiryInterval, .fourByteInteger(expiry))
             }
             if assigned { properties.append(MQTTProperties.ID.assignedClientIdentifier, .string(clientID)) }
             properties.append(MQTTProperties.ID.maximumQoS, .byte(1))
@@ -86,7 +93,8 @@ extension IngressHub {
         }
         logger.debug("MQTT client connected", metadata: ["connection": "\(connection.id)", "client": "\(clientID)",
                                                          "version": "\(connect.version.rawValue)", "keepalive": "\(connect.keepAlive)"])
-        write(.connack(MQTTConnAck(sessionPresent: false, code: 0, properties: properties)), to: connection)
+        write(.connack(MQTTConnAck(sessionPresent: continued != nil, code: 0, properties: properties)), to: connection)
+        if let continued { restore(continued, on: connection, session: session) }
         flushDirty()
         return .accepted(connection)
     }
@@ -112,6 +120,8 @@ extension IngressHub {
             for filter in unsubscribe.filters {
                 if case .success(let subject) = MQTTTopic.subject(of: filter), connection.subjects.remove(subject) != nil {
                     session.grantedQoS[subject] = nil
+                    session.filters[filter] = nil
+                    session.forget(subject)
                     send(table.unsubscribe(connection, from: subject))
                     codes.append(.success)
                 } else {
@@ -123,6 +133,7 @@ extension IngressHub {
             write(.pingresp, to: connection)
         case .disconnect(let disconnect):
             if disconnect.reason != .disconnectWithWill { session.will = nil }
+            applyDisconnectExpiry(disconnect, to: session)
             connection.isClosing = true
             connection.channel.close(promise: nil)
             self.disconnect(connection)
@@ -144,12 +155,14 @@ extension IngressHub {
         close(connection, mqttReason: problem.reason, problem.message)
     }
 
-    private func subscribe(_ subscribe: MQTTSubscribe, from connection: ClientConnection, session: MQTTSession,
-                           now: UInt64) {
+    /// `restoring`: the subscriptions of a continued session (no SUBACK, no rate limit; each subject recovers
+    /// from its position).
+    func subscribe(_ subscribe: MQTTSubscribe, from connection: ClientConnection, session: MQTTSession,
+                   now: UInt64, restoring: [String: MQTTSubjectPosition]? = nil) {
         let v5 = session.version == .v5
         let failure = { (reason: MQTTReasonCode) in v5 ? reason : .unspecifiedError }
         let cost = min(subscribe.subscriptions.count, connection.subscribeRate.burst)
-        guard connection.subscribeRate.take(cost, now: now) else {
+        guard restoring != nil || connection.subscribeRate.take(cost, now: now) else {
             let codes = subscribe.subscriptions.map { _ in failure(.quotaExceeded) }
             write(.suback(MQTTSubAck(packetID: subscribe.packetID, codes: codes)), to: connection)
             if connection.rateLimitStrikes.refused(now: now) {
@@ -179,13 +192,16 @@ extension IngressHub {
             let granted = min(subscription.qos, 1)
             codes.append(MQTTReasonCode(rawValue: granted))
             session.grantedQoS[subject] = granted
+            session.filters[subscription.filter] = granted
+            session.needsSave = true
             connection.subjects.insert(subject)
             // Retain Handling (v5): 0 sends the retained message, 1 only to a new subscription, 2 never.
             let retainHandling = (subscription.options >> 4) & 0x03
             let sendsRetained = retainHandling == 0 || (retainHandling == 1 && isNew)
-            accepted.append((subject, sendsRetained ? .snapshot : .history(count: 0)))
+            let start = resumedStart(of: subject, in: session, restoring: restoring, isNew: isNew)
+            accepted.append((subject, start ?? (sendsRetained ? .snapshot : .history(count: 0))))
         }
-        write(.suback(MQTTSubAck(packetID: subscribe.packetID, codes: codes)), to: connection)
+        if restoring == nil { write(.suback(MQTTSubAck(packetID: subscribe.packetID, codes: codes)), to: connection) }
         for (subject, start) in accepted where !connection.isClosing {
             logger.debug("MQTT subscribe", metadata: ["connection": "\(connection.id)", "subject": "\(subject)"])
             send(table.subscribe(connection, to: subject, start: start, now: now))

@@ -100,7 +100,8 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
 
     private enum State {
         case awaitingConnect
-        /// The CONNECT's token is being verified; the packets after it wait (at most `ConnectionAccess.maxHeld`).
+        /// The CONNECT's token is being verified, or its stored session read; the packets after it wait (at most
+        /// `ConnectionAccess.maxHeld`).
         case verifying(MQTTConnect, held: [MQTTRawPacket])
         case connected(ClientConnection)
         case refused
@@ -207,7 +208,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
         switch MQTTAccess.decide(password: connect.password, withoutToken: entitlement.withoutToken,
                                  checksTokens: entitlement.checksTokens, upgradeGrant: upgradeGrant) {
         case .admit(let grant):
-            admit(channel, connect, grant)
+            admitWithSession(channel, connect, grant, held: [])
         case .refuse(let refusal):
             entitlement.count(refusal)
             refuse(channel, MQTTAccess.connAck(refusing: refusal, version: connect.version), version: connect.version)
@@ -219,9 +220,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
                 try? channel.syncOptions?.setOption(ChannelOptions.autoRead, value: true)
                 switch result {
                 case .success(let grant):
-                    admit(channel, connect, grant)
-                    guard case .connected(let connection) = state else { return }
-                    for raw in held where !connection.isClosing { read(raw, from: connection) }
+                    admitWithSession(channel, connect, grant, held: held)
                 case .failure(let refusal):
                     refuse(channel, MQTTAccess.connAck(refusing: refusal, version: connect.version),
                            version: connect.version)
@@ -230,10 +229,32 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    private func admit(_ channel: Channel, _ connect: MQTTConnect, _ grant: TokenGrant) {
+    /// Reads the client's stored session first when it may continue one (off the event loop, reads paused as
+    /// while a token is verified), then admits it and processes the packets that waited.
+    private func admitWithSession(_ channel: Channel, _ connect: MQTTConnect, _ grant: TokenGrant,
+                                  held: [MQTTRawPacket]) {
+        guard let loading = hub.loadMQTTSession(for: connect, on: channel.eventLoop) else {
+            return admit(channel, connect, grant, stored: nil, held: held)
+        }
+        state = .verifying(connect, held: held)
+        try? channel.syncOptions?.setOption(ChannelOptions.autoRead, value: false)
+        loading.assumeIsolated().whenSuccess { [self] stored in
+            guard case .verifying(let connect, let held) = state, channel.isActive else { return }
+            try? channel.syncOptions?.setOption(ChannelOptions.autoRead, value: true)
+            admit(channel, connect, grant, stored: stored, held: held)
+        }
+    }
+
+    private func admit(_ channel: Channel, _ connect: MQTTConnect, _ grant: TokenGrant,
+                       stored: MQTTSessionStore.Loaded?, held: [MQTTRawPacket]) {
         connectTimer?.cancel()
         connectTimer = nil
-        switch hub.connect(channel, connect, permissions: grant.permissions) {
+        defer {
+            if case .connected(let connection) = state {
+                for raw in held where !connection.isClosing { read(raw, from: connection) }
+            }
+        }
+        switch hub.connect(channel, connect, permissions: grant.permissions, stored: stored) {
         case .accepted(let connection):
             state = .connected(connection)
             if let expiresAt = grant.expiresAt { watchExpiry(of: connection, at: expiresAt) }

@@ -1,9 +1,9 @@
 import NIOCore
 import SwitchyardCore
 
-/// The MQTT state of one connection (the subscriptions themselves are the connection's subjects). Sessions
-/// live as long as their connection: clean session off / session expiry is not kept yet (docs/MQTT.md).
-/// Touched only on the ingress's event loop.
+/// The MQTT state of one connection (the subscriptions themselves are the connection's subjects). A persistent
+/// session (`expirySeconds` set) also tracks, per subject, how far the device has acknowledged and been sent, for
+/// `MQTTSessionStore` (docs/MQTT.md, "Persistent sessions"). Touched only on the ingress's event loop.
 final class MQTTSession {
     /// Packet identifiers are 1...65535: at most this many QoS 1 deliveries can await their PUBACK.
     static let maxPacketIdentifiers = Int(UInt16.max)
@@ -23,8 +23,41 @@ final class MQTTSession {
     /// v5 Request Problem Information: false when the client asked for no Reason Strings on acknowledgements.
     let wantsReasonStrings: Bool
 
+    /// Seconds the session outlives its connection (capped by `MqttSessionExpiry`); nil: it ends with it.
+    var expirySeconds: UInt32?
+    /// This connection saves the session no more: a newer connection of the same client on this instance took
+    /// it over, or its connection ended and it was saved for the last time.
+    var isReleased = false
+    /// Subscriptions or positions changed since the session was last saved.
+    var needsSave = false
+    /// Monotonic time of the last save.
+    var savedAt: UInt64 = 0
+    /// The subscription filters as the client gave them, with their granted QoS (saved with the session).
+    var filters: [String: UInt8] = [:]
+    /// The positions of the stored session this one continues: messages after `seq` up to `sentSeq` were sent
+    /// before and go again flagged DUP; a subject without a message since keeps its position.
+    var restoredPositions: [String: MQTTSubjectPosition] = [:]
+
     private var unacknowledged: Set<UInt16> = []
     private var lastPacketID: UInt16 = 0
+    /// A persistent session's QoS 1 messages awaiting their PUBACK, by packet identifier.
+    private var inFlight: [UInt16: InFlight] = [:]
+    private var sentCount: UInt64 = 0
+    /// A persistent session's last message sent per subject.
+    private var lastSent: [String: (epoch: String, seq: UInt64)] = [:]
+
+    private struct InFlight {
+        var subject: String
+        var epoch: String
+        var seq: UInt64
+        /// Sent as the session's `order`th message.
+        var order: UInt64
+
+        /// Comes before `other` in the subject's stream: by seq within an epoch, else by when it was sent.
+        func precedes(_ other: InFlight) -> Bool {
+            epoch == other.epoch ? seq < other.seq : order < other.order
+        }
+    }
 
     init(version: MQTTVersion, clientID: String, keepAliveSeconds: UInt16, will: MQTTWill?,
          receiveMaximum: Int = MQTTSession.maxPacketIdentifiers, maxPacketSize: Int = .max,
@@ -52,16 +85,75 @@ final class MQTTSession {
     /// The client's PUBACK; false for an identifier that was not awaiting one.
     @discardableResult
     func acknowledge(_ packetID: UInt16) -> Bool {
-        unacknowledged.remove(packetID) != nil
+        if inFlight.removeValue(forKey: packetID) != nil { needsSave = true }
+        return unacknowledged.remove(packetID) != nil
     }
 
     /// Gives back an identifier taken for a delivery that was not sent.
     func release(_ packetID: UInt16) {
         unacknowledged.remove(packetID)
     }
+
+    var isPersistent: Bool { expirySeconds != nil }
+
+    /// A message went to the device (or was skipped for it: larger than its Maximum Packet Size), at QoS 1 when
+    /// `packetID` is set.
+    func noteSent(_ message: Message, packetID: UInt16?) {
+        guard isPersistent else { return }
+        sentCount += 1
+        // A live message can be encoded before the older ones of an answer still being written: keep the highest.
+        let isOlder = lastSent[message.subject].map { $0.epoch == message.epoch && $0.seq > message.seq } ?? false
+        if !isOlder { lastSent[message.subject] = (message.epoch, message.seq) }
+        if let packetID {
+            inFlight[packetID] = InFlight(subject: message.subject, epoch: message.epoch, seq: message.seq, order: sentCount)
+        }
+        needsSave = true
+    }
+
+    /// A message of a recovery that the device was sent before it reconnected: it goes with DUP set.
+    func isResend(_ message: Message) -> Bool {
+        guard let position = restoredPositions[message.subject] else { return false }
+        return message.epoch == position.epoch && message.seq > position.seq && message.seq <= position.sentSeq
+    }
+
+    /// Where recovery of `subject` starts when the device comes back: after the last message sent, or before the
+    /// oldest it has not acknowledged (so that one is sent again); nil when nothing was sent since the session
+    /// began or was restored (the caller knows where the subscription started).
+    func position(of subject: String) -> MQTTSubjectPosition? {
+        position(of: subject, oldestUnacknowledged: inFlight.values.filter { $0.subject == subject }.min { $0.precedes($1) })
+    }
+
+    /// `position(of:)` of each of `subjects` that has one, with one pass over the unacknowledged messages.
+    func positions(of subjects: some Sequence<String>) -> [String: MQTTSubjectPosition] {
+        var oldest: [String: InFlight] = [:]
+        for delivery in inFlight.values where oldest[delivery.subject].map({ delivery.precedes($0) }) ?? true {
+            oldest[delivery.subject] = delivery
+        }
+        var positions: [String: MQTTSubjectPosition] = [:]
+        for subject in subjects {
+            positions[subject] = position(of: subject, oldestUnacknowledged: oldest[subject])
+        }
+        return positions
+    }
+
+    private func position(of subject: String, oldestUnacknowledged oldest: InFlight?) -> MQTTSubjectPosition? {
+        guard let sent = lastSent[subject] else { return restoredPositions[subject] }
+        guard let oldest else { return MQTTSubjectPosition(epoch: sent.epoch, seq: sent.seq, sentSeq: sent.seq) }
+        let acknowledged = oldest.seq > 0 ? oldest.seq - 1 : 0
+        return MQTTSubjectPosition(epoch: oldest.epoch, seq: acknowledged,
+                                   sentSeq: sent.epoch == oldest.epoch ? sent.seq : acknowledged)
+    }
+
+    /// Forgets what was tracked for a subject the client unsubscribed from.
+    func forget(_ subject: String) {
+        lastSent[subject] = nil
+        restoredPositions[subject] = nil
+        inFlight = inFlight.filter { $0.value.subject != subject }
+        needsSave = true
+    }
 }
 
-/// One message's PUBLISH for MQTT subscribers: encoded at most once per version and QoS and shared by every
+/// One message's PUBLISH for MQTT subscribers: encoded at most once per version, QoS and DUP and shared by every
 /// subscriber; a QoS 1 copy differs only in its packet identifier, set in the shared bytes' copy.
 struct MQTTOutgoingPublish {
     let message: Message
@@ -79,23 +171,27 @@ struct MQTTOutgoingPublish {
         let wantsQoS1 = message.flags.contains(.guaranteed) && (session.grantedQoS[message.subject] ?? 0) > 0
         let packetID = wantsQoS1 ? session.takePacketID() : nil
         let qos: UInt8 = packetID == nil ? 0 : 1
-        let key = Int(session.version.rawValue) << 1 | Int(qos)
-        let shared = encoded[key] ?? encode(version: session.version, qos: qos, allocator: allocator)
+        // DUP only on QoS 1 (MQTT-3.3.1-2): a message of a restored session's recovery sent before.
+        let dup = qos == 1 && session.isResend(message)
+        let key = Int(session.version.rawValue) << 2 | (dup ? 2 : 0) | Int(qos)
+        let shared = encoded[key] ?? encode(version: session.version, qos: qos, dup: dup, allocator: allocator)
         encoded[key] = shared
         guard shared.packet.readableBytes <= session.maxPacketSize else {
             if let packetID { session.release(packetID) }
+            session.noteSent(message, packetID: nil)
             return nil
         }
+        session.noteSent(message, packetID: packetID)
         guard let packetID else { return shared.packet }
         var packet = shared.packet
         packet.setInteger(packetID, at: packet.readerIndex + shared.packetIDOffset)
         return packet
     }
 
-    private func encode(version: MQTTVersion, qos: UInt8, allocator: ByteBufferAllocator)
+    private func encode(version: MQTTVersion, qos: UInt8, dup: Bool, allocator: ByteBufferAllocator)
         -> (packet: ByteBuffer, packetIDOffset: Int) {
         var publish = MQTTPublish(topic: MQTTTopic.topic(of: message.subject), payload: message.content, qos: qos,
-                                  retain: retain, dup: false, packetID: qos > 0 ? 0 : nil)
+                                  retain: retain, dup: dup, packetID: qos > 0 ? 0 : nil)
         // v5 subscribers get the headers as User Properties; 3.1.1 has no way to carry them.
         if version == .v5 && !message.headers.isEmpty {
             publish.properties = MQTTProperties(userProperties: message.headers)

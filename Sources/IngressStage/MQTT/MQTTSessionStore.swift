@@ -1,0 +1,233 @@
+import Foundation
+import Logging
+import NIOCore
+import SwitchyardCore
+
+/// Where a persistent session's device stands on one subject: it acknowledged every QoS 1 message up to `seq` of
+/// `epoch` (recovery starts after it), and was sent messages up to `sentSeq` (those after `seq` and up to
+/// `sentSeq` go again flagged DUP).
+struct MQTTSubjectPosition: Codable, Equatable, Sendable {
+    var epoch: String
+    var seq: UInt64
+    var sentSeq: UInt64
+}
+
+/// `mqtt-sessions/<hash>.json`: one persistent MQTT session (docs/MQTT.md, "Persistent sessions").
+struct MQTTSessionRecord: RunDirJSONFile {
+    struct Subscription: Codable, Equatable, Sendable {
+        var filter: String
+        var qos: UInt8
+    }
+
+    var clientID: String
+    /// The protocol level of the connection that left it: 4 (3.1.1) or 5.
+    var version: UInt8
+    /// Seconds it is kept after its connection ends (already capped by `MqttSessionExpiry`).
+    var expirySeconds: UInt32
+    /// Unix time it expires unless a connection takes it up: its last save plus `expirySeconds`.
+    var expiresAt: Double
+    var subscriptions: [Subscription]
+    /// Per subject (not filter), where recovery starts.
+    var positions: [String: MQTTSubjectPosition]
+}
+
+/// The persistent MQTT sessions of a node: one small file per session in `RunDir/mqtt-sessions/`, named by a
+/// 128-bit hash of the client identifier (the file holds the identifier; a file of another identifier counts as
+/// none). Files are read on CONNECT and written (atomically: a temporary file renamed) on one serial queue off
+/// the event loops, so every ws-ingress instance of the node, and an instance restarted after `kill -9`, sees
+/// the sessions the others left. The folder is created with the first session.
+// @unchecked Sendable: `knownCount` is touched only on `queue`; everything else is immutable.
+final class MQTTSessionStore: @unchecked Sendable {
+    static let folderName = "mqtt-sessions"
+    /// A session file larger than this is not read (it is corrupt: `MaxSubjectsPerConnection` subjects fit).
+    static let maxFileBytes = 16 << 20
+    /// Temporary files of an interrupted write older than this are removed by `sweep`.
+    static let staleTemporarySeconds: Double = 60
+    /// Session files a sweep reads in one piece of work.
+    static let sweepBatch = 256
+
+    let directory: String
+    let maxSessions: Int
+    private let logger: Logger
+    private let queue = DispatchQueue(label: "switchyard.mqtt-sessions")
+    /// Session files in the folder as last counted (`sweep`), plus those created and less those deleted since;
+    /// nil until first counted. Other instances of the node change it too, so it is approximate between sweeps.
+    private var knownCount: Int?
+
+    init(runDir: String, maxSessions: Int, logger: Logger) {
+        directory = (runDir as NSString).appendingPathComponent(Self.folderName)
+        self.maxSessions = maxSessions
+        self.logger = logger
+    }
+
+    /// What a CONNECT finds: the stored session (nil: none, expired or unreadable) and whether a new one may be kept.
+    struct Loaded: Equatable, Sendable {
+        var record: MQTTSessionRecord?
+        var hasRoom: Bool
+    }
+
+    // MARK: Off the event loop
+
+    func load(_ clientID: String, on eventLoop: EventLoop) -> EventLoopFuture<Loaded> {
+        let promise = eventLoop.makePromise(of: Loaded.self)
+        queue.async { promise.succeed(self.loadNow(clientID, now: Date().timeIntervalSince1970)) }
+        return promise.futureResult
+    }
+
+    func save(_ record: MQTTSessionRecord) {
+        queue.async { self.saveNow(record) }
+    }
+
+    func delete(_ clientID: String) {
+        queue.async { self.deleteNow(clientID) }
+    }
+
+    /// Removes expired sessions and left-over temporary files, and counts the sessions again. Files are read in
+    /// batches, each its own piece of work on the queue, so that CONNECTs and saves go on between them.
+    func sweep() {
+        queue.async {
+            let names = self.folderNames()
+            let now = Date().timeIntervalSince1970
+            for start in stride(from: 0, to: names.count, by: Self.sweepBatch) {
+                let batch = names[start..<min(start + Self.sweepBatch, names.count)]
+                self.queue.async { self.sweep(batch, now: now) }
+            }
+            self.queue.async { self.recount() }
+        }
+    }
+
+    /// Runs `body` after everything queued before it (tests, shutdown).
+    func sync<T>(_ body: () throws -> T) rethrows -> T {
+        try queue.sync(execute: body)
+    }
+
+    // MARK: The work, on `queue`
+
+    func path(of clientID: String) -> String {
+        (directory as NSString).appendingPathComponent(Self.fileName(of: clientID))
+    }
+
+    /// Two FNV-1a 64-bit hashes (of the bytes and of the bytes reversed), hex: a fixed-length name whatever the
+    /// identifier holds.
+    static func fileName(of clientID: String) -> String {
+        func fnv1a<S: Sequence<UInt8>>(_ bytes: S) -> UInt64 {
+            bytes.reduce(0xcbf2_9ce4_8422_2325 as UInt64) { ($0 ^ UInt64($1)) &* 0x0000_0100_0000_01b3 }
+        }
+        let bytes = Array(clientID.utf8)
+        let hex = [fnv1a(bytes), fnv1a(bytes.reversed())].map { hash in
+            let digits = String(hash, radix: 16)
+            return String(repeating: "0", count: 16 - digits.count) + digits
+        }
+        return hex.joined() + ".json"
+    }
+
+    func loadNow(_ clientID: String, now: Double) -> Loaded {
+        let path = path(of: clientID)
+        let record = read(path)
+        if let record, record.clientID == clientID {
+            if record.expiresAt > now { return Loaded(record: record, hasRoom: true) }
+            logger.debug("MQTT session expired", metadata: ["client": "\(clientID)"])
+            remove(path)
+            return Loaded(record: nil, hasRoom: hasRoom())
+        }
+        // Another identifier's file (a hash collision) is left alone and this one's session is not kept.
+        return Loaded(record: nil, hasRoom: record == nil && hasRoom())
+    }
+
+    /// Writes the session; false when it was not kept (`MqttMaxSessions` reached by other sessions).
+    @discardableResult
+    func saveNow(_ record: MQTTSessionRecord) -> Bool {
+        let path = path(of: record.clientID)
+        let isNew = !FileManager.default.fileExists(atPath: path)
+        guard !isNew || hasRoom() else {
+            logger.warning("MQTT session not kept: MqttMaxSessions reached",
+                           metadata: ["client": "\(record.clientID)", "limit": "\(maxSessions)"])
+            return false
+        }
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try record.write(to: path)
+            if isNew { knownCount = (knownCount ?? 0) + 1 }
+            return true
+        } catch {
+            logger.error("MQTT session not saved", metadata: ["file": "\(path)", "error": "\(error)"])
+            return false
+        }
+    }
+
+    func deleteNow(_ clientID: String) {
+        remove(path(of: clientID))
+    }
+
+    /// Returns how many sessions it removed.
+    @discardableResult
+    func sweepNow(now: Double) -> Int {
+        let removed = sweep(folderNames()[...], now: now)
+        recount()
+        return removed
+    }
+
+    private func folderNames() -> [String] {
+        (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+    }
+
+    private func recount() {
+        knownCount = folderNames().filter(Self.isSessionFileName).count
+    }
+
+    @discardableResult
+    private func sweep(_ names: ArraySlice<String>, now: Double) -> Int {
+        var removed = 0
+        for name in names {
+            let path = (directory as NSString).appendingPathComponent(name)
+            guard Self.isSessionFileName(name) else {
+                let modified = (try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate]) as? Date
+                if let modified, now - modified.timeIntervalSince1970 > Self.staleTemporarySeconds {
+                    try? FileManager.default.removeItem(atPath: path)
+                }
+                continue
+            }
+            if let record = read(path), record.expiresAt <= now {
+                remove(path)
+                removed += 1
+            }
+        }
+        return removed
+    }
+
+    static func isSessionFileName(_ name: String) -> Bool {
+        name.utf8.count == 37 && name.hasSuffix(".json") && name.utf8.prefix(32).allSatisfy {
+            (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0)
+        }
+    }
+
+    private func hasRoom() -> Bool {
+        if knownCount == nil { recount() }
+        return (knownCount ?? 0) < maxSessions
+    }
+
+    /// The record in `path`; nil when there is none or it is corrupt (logged, naming the file).
+    private func read(_ path: String) -> MQTTSessionRecord? {
+        let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size]) as? Int ?? 0
+        func unreadable(_ problem: String) -> MQTTSessionRecord? {
+            logger.warning("MQTT session file unreadable; treated as no session",
+                           metadata: ["file": "\(path)", "problem": "\(problem)"])
+            return nil
+        }
+        guard size <= Self.maxFileBytes else { return unreadable("larger than \(Self.maxFileBytes) bytes") }
+        do {
+            guard let record = try MQTTSessionRecord.read(from: path) else { return nil }
+            guard record.version == MQTTVersion.v311.rawValue || record.version == MQTTVersion.v5.rawValue else {
+                return unreadable("protocol level \(record.version)")
+            }
+            return record
+        } catch {
+            return unreadable(error.problem)
+        }
+    }
+
+    private func remove(_ path: String) {
+        guard (try? FileManager.default.removeItem(atPath: path)) != nil else { return }
+        knownCount = max((knownCount ?? 1) - 1, 0)
+    }
+}
