@@ -30,6 +30,8 @@ final class IngressHub: @unchecked Sendable {
     let link: BackplaneLink
     let allocator = ByteBufferAllocator()
     let table: SubscriptionTable
+    /// MQTT wildcard subscriptions (MQTT/IngressHub+MQTT.swift).
+    let patterns: PatternSubscriptions
     var pendingPublishes: PendingPublishes
 
     private(set) var connections: [UInt64: ClientConnection] = [:]
@@ -53,6 +55,8 @@ final class IngressHub: @unchecked Sendable {
         table = SubscriptionTable(ingress: instance, replyTo: inboundAddress,
                                   maxSubscribesInFlight: limits.maxSubscribesInFlight,
                                   maxPendingSubscribeBytes: limits.maxPendingSubscribeBytes)
+        patterns = PatternSubscriptions(ingress: instance, replyTo: inboundAddress,
+                                        maxPatterns: config.maxPatternsPerIngress)
         pendingPublishes = PendingPublishes(timeoutSeconds: config.publishTimeout)
     }
 
@@ -96,6 +100,9 @@ final class IngressHub: @unchecked Sendable {
         logger.debug("client disconnected",
                      metadata: ["connection": "\(connection.id)", "subjects": "\(connection.subjects.count)"])
         send(table.remove(connection))
+        if let session = connection.mqtt, !session.patterns.isEmpty {
+            send(patterns.remove(connection, patterns: session.patterns.keys))
+        }
         endMQTTSession(of: connection)
         connection.subjects.removeAll()
         connection.discardQueued()
@@ -301,7 +308,7 @@ final class IngressHub: @unchecked Sendable {
                 answer(reply)
             case .peerUp(let peer):
                 reannounce(because: "peer up: \(peer.stage)-\(peer.instance)")
-            case .publish, .subscribe, .interest:
+            case .publish, .subscribe, .interest, .patternInterest, .patternSubscribe:
                 logger.warning("unexpected envelope for the ingress dropped",
                                metadata: ["envelope": "\(envelope.kindName)"])
             }
@@ -309,25 +316,32 @@ final class IngressHub: @unchecked Sendable {
         flushDirty()
     }
 
-    /// Encodes the message once per protocol and writes the same frame to every live subscriber.
+    /// Encodes the message once per protocol and writes the same frame to every live subscriber: of its subject,
+    /// and (MQTT) of a pattern matching it, once per connection.
     private func deliver(_ message: Message) {
         var frame: WebSocketFrame?
         var mqttPublish: MQTTOutgoingPublish?
+        func writeMQTT(to connection: ClientConnection, _ session: MQTTSession) {
+            var publish = mqttPublish ?? MQTTOutgoingPublish(message: message, retain: false)
+            defer { mqttPublish = publish }
+            guard let packet = publish.packet(for: session, allocator: allocator) else { return }
+            writeLive(WebSocketFrame(fin: true, opcode: .binary, data: packet), to: connection)
+        }
         let askedAgain = table.subscribesAskedAgain
         let requests = table.deliver(message, now: now()) { connection, resyncFirst in
-            if let session = connection.mqtt {
-                var publish = mqttPublish ?? MQTTOutgoingPublish(message: message, retain: false)
-                defer { mqttPublish = publish }
-                guard let packet = publish.packet(for: session, allocator: allocator) else { return }
-                writeLive(WebSocketFrame(fin: true, opcode: .binary, data: packet), to: connection)
-                return
-            }
+            if let session = connection.mqtt { return writeMQTT(to: connection, session) }
             if resyncFirst { writeLive(textFrame(ServerFrames.status(message.subject, status: "DATA_RESYNC")), to: connection) }
             let encoded = frame ?? textFrame(ServerFrames.message(message, kind: .update, allocator: allocator))
             frame = encoded
             writeLive(encoded, to: connection)
         }
         send(requests)
+        // A connection subscribed to the subject itself has it (or holds it for its pending subscribe) already.
+        patterns.forEachSubscriber(of: message.subject) { connection in
+            guard let session = connection.mqtt, !connection.isClosing, !connection.subjects.contains(message.subject)
+            else { return }
+            writeMQTT(to: connection, session)
+        }
         if table.subscribesAskedAgain != askedAgain {
             logger.warning("live messages held for a pending subscribe passed MaxPendingSubscribeBytes; dropped them and asked again",
                            metadata: ["subject": "\(message.subject)", "limit": "\(limits.maxPendingSubscribeBytes)"])
@@ -348,6 +362,7 @@ final class IngressHub: @unchecked Sendable {
 
     /// Queues each subscriber's answer on its connection, which writes it in parts as the client reads.
     private func answer(_ reply: SubscribeReply) {
+        if answerPatternSubscribe(reply) { return }
         let (deliveries, requests) = table.answer(reply, now: now())
         send(requests)
         for delivery in deliveries where !delivery.connection.isClosing {
@@ -368,7 +383,7 @@ final class IngressHub: @unchecked Sendable {
 
     func reannounce(because reason: String) {
         logger.info("re-announcing interest", metadata: ["reason": "\(reason)", "subjects": "\(table.subjectCount)"])
-        send(table.reannounce(now: now()))
+        send(table.reannounce(now: now()) + patterns.reannounce())
     }
 
     // MARK: Timers
@@ -387,11 +402,13 @@ final class IngressHub: @unchecked Sendable {
                                              reason: "not stored within \(config.publishTimeout)s"), to: connection)
         }
         send(table.retry(olderThan: Self.subscribeRetryNanoseconds, now: now))
+        patterns.expireRetainedRequests(now: now)
         closeOverdueConnections(now: now)
         metrics.setGauge("queueDepth", link.queuedBatches)
         metrics.setGauge("pendingPublishes", pendingPublishes.count)
         metrics.setGauge("pendingSubscribes", table.pendingCount)
         metrics.setGauge("subjects", table.subjectCount)
+        metrics.setGauge("patterns", patterns.count)
         flushDirty()
     }
 

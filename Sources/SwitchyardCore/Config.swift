@@ -156,6 +156,10 @@ public struct SwitchyardConfig: Sendable {
     /// `ListenMqttEncrypted`: MQTT over TLS addresses, e.g. `*:8883`, with the certificate of `TLSCertificateFile`
     /// and `TLSKeyFile` (reloaded with it); empty (the default): off.
     public var listenMqttEncrypted: [ListenAddress] = []
+    /// `MaxPatternsPerIngress`: distinct wildcard patterns (`+`, `#`) one ws-ingress instance holds subscriptions
+    /// to; a SUBSCRIBE to one more gets SUBACK `0x80` (v5 `0x97`). Every pattern is kept by every fanout shard and
+    /// looked at for every message. Default 10,000.
+    public var maxPatternsPerIngress: Int = 10_000
     /// `IngressInstances`, `CacheInstances`, `FanoutInstances`, `KafkaOutInstances`: how many instances of each
     /// stage run (router and kafka-in always run one: `StageName.instanceLimit`).
     public var instances: [String: Int] = ["ws-ingress": 1, "router": 1, "cache": 1, "fanout": 1,
@@ -325,6 +329,7 @@ public struct SwitchyardConfig: Sendable {
             listenMqtt = value.lowercased() == "none" ? [] : try addresses(value, fail: fail)
         case "ListenMqttEncrypted":
             listenMqttEncrypted = value.lowercased() == "none" ? [] : try addresses(value, fail: fail)
+        case "MaxPatternsPerIngress": maxPatternsPerIngress = try integer(1...1_000_000)
         default:
             throw fail("unknown parameter")
         }
