@@ -337,10 +337,12 @@ final class IngressHub: @unchecked Sendable {
         }
         send(requests)
         // A connection subscribed to the subject itself has it (or holds it for its pending subscribe) already.
-        patterns.forEachSubscriber(of: message.subject) { connection in
-            guard let session = connection.mqtt, !connection.isClosing, !connection.subjects.contains(message.subject)
-            else { return }
-            writeMQTT(to: connection, session)
+        if !patterns.isEmpty && MQTTTopic.isTopicName(message.subject) {
+            patterns.forEachSubscriber(of: message.subject) { connection in
+                guard let session = connection.mqtt, !connection.isClosing,
+                      !connection.subjects.contains(message.subject) else { return }
+                writeMQTT(to: connection, session)
+            }
         }
         if table.subscribesAskedAgain != askedAgain {
             logger.warning("live messages held for a pending subscribe passed MaxPendingSubscribeBytes; dropped them and asked again",

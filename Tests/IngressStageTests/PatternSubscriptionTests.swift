@@ -96,6 +96,9 @@ final class MQTTPatternHubTests: XCTestCase, MQTTPipelineTest {
         XCTAssertEqual(try publishes().map(\.qos), [0], "vehicles/# matches vehicles, at QoS 0")
         deliver("/trucks/t1/speed", seq: 1)
         XCTAssertEqual(try publishes(), [], "no match")
+        deliver("/vehicles/+/speed", seq: 1)
+        deliver("/vehicles/#", seq: 1)
+        XCTAssertEqual(try publishes(), [], "subjects with + or # (WebSocket, Kafka keys) are no MQTT topic names")
     }
 
     func testAnExactSubscriptionAndAnOverlappingPatternGetOneCopy() throws {
@@ -167,5 +170,19 @@ final class PatternSubscriptionsTests: XCTestCase {
         XCTAssertEqual(table.remove(second, patterns: [pattern]), [removed])
         XCTAssertTrue(table.isEmpty)
         XCTAssertEqual(table.reannounce(), [])
+    }
+}
+
+final class PatternIdleTests: XCTestCase {
+    func testAConnectionWithOnlyPatternsIsNotIdle() throws {
+        var config = SwitchyardConfig()
+        config.idleTimeout = 1
+        let limits = ConnectionLimits(config)
+        let session = MQTTSession(version: .v311, clientID: "c", keepAliveSeconds: 0, will: nil)
+        let connection = ClientConnection(id: 1, channel: EmbeddedChannel(), liveBacklogLimit: 1 << 20, limits: limits,
+                                          now: 0, mqtt: session)
+        XCTAssertEqual(connection.overdue(now: 2_000_000_000, limits: limits), .idle, "no subscription at all")
+        session.patterns[try SubjectPattern("/a/+")] = 0
+        XCTAssertNil(connection.overdue(now: 2_000_000_000, limits: limits), "a pattern is a subscription")
     }
 }

@@ -225,7 +225,9 @@ extension IngressHub {
         }
         guard isPatternReply else { return false }
         guard let connection, !reply.messages.isEmpty else { return true }
-        for message in reply.messages { connection.queueAnswer(message, kind: .snapshot) }
+        for message in reply.messages where MQTTTopic.isTopicName(message.subject) {
+            connection.queueAnswer(message, kind: .snapshot)
+        }
         connection.writeQueued(now: now())
         return true
     }

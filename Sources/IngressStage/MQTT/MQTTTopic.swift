@@ -55,6 +55,13 @@ enum MQTTTopic {
         return .success(subject)
     }
 
+    /// Whether a subject can go to MQTT clients as a topic name: subjects from WebSocket clients and Kafka keys
+    /// may hold `+`, `#` or U+0000, which no MQTT topic name may (MQTT 4.7.1, 1.5.4); a wildcard subscription
+    /// matching such a subject does not get it.
+    static func isTopicName(_ subject: String) -> Bool {
+        !subject.utf8.contains { $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "#") || $0 == 0 }
+    }
+
     /// The topic of a (valid) subject.
     static func topic(of subject: String) -> String {
         String(subject.dropFirst())
