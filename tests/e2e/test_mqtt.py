@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import shutil
 import socket
 import time
@@ -383,5 +384,25 @@ def test_a_pattern_beyond_the_tokens_permissions_is_denied(make_broker, version)
         time.sleep(0.3)
         client.publish_and_wait("fleet/t1/speed", "ok", qos=1)
         assert client.messages.get(timeout=10).topic == "fleet/t1/speed"
+    finally:
+        client.close()
+
+
+def test_patterns_are_announced_again_to_restarted_fanouts(sharded_broker):
+    """Both fanout shards restart and lose every interest: the ingress re-announces its patterns (peerUp), so the
+    pattern subscriber keeps getting messages without subscribing again."""
+    top = unique_level()
+    client = Paho(sharded_broker.mqtt_port, "mqttv5")
+    try:
+        assert client.subscribe([(f"{top}/+/speed", 1)]) == [1]
+        assert sharded_broker.cli("restart", "fanout").rc == 0
+        deadline, got = time.monotonic() + 20, None
+        while got is None and time.monotonic() < deadline:
+            client.publish_and_wait(f"{top}/car1/speed", "after", qos=1)
+            try:
+                got = client.messages.get(timeout=1)
+            except queue.Empty:
+                pass
+        assert got is not None and got.topic == f"{top}/car1/speed", "nothing after the fanouts restarted"
     finally:
         client.close()
