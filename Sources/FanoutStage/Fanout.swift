@@ -29,6 +29,10 @@ public final class Fanout: EnvelopeHandler {
                                        metadata: ["pattern": "\(change.pattern)"])
             }
             context.metrics.setGauge("patterns", interest.patternCount)
+        case .peerUp(let peer) where peer.stage == StageName.ingress.rawValue:
+            // A (re)started ingress: the patterns its previous process announced are gone with it.
+            interest.forgetPatterns(of: peer.instance)
+            context.metrics.setGauge("patterns", interest.patternCount)
         case .publish, .publishAck, .subscribe, .subscribeReply, .peerUp, .patternSubscribe:
             context.logger.warning("unexpected envelope for the fanout dropped",
                                    metadata: ["envelope": "\(envelope.kindName)"])

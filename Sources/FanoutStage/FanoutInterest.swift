@@ -42,6 +42,11 @@ final class FanoutInterest {
         ingresses.forEach(body)
     }
 
+    /// Forgets every pattern of one ingress instance (it restarted).
+    func forgetPatterns(of ingress: UInt32) {
+        patterns.removeOwners { $0 == ingress }
+    }
+
     /// Forgets the ingress instances from `count` on (scaled away).
     func keepIngresses(below count: UInt32) {
         for (subject, ingresses) in exact {

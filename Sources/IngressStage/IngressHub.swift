@@ -383,6 +383,14 @@ final class IngressHub: @unchecked Sendable {
         }
     }
 
+    /// This ingress instance (re)started: the fanouts forget the patterns its previous process announced (which
+    /// would match, `#` every message, for ever). Sent before any subscription's interest, on the one pipe to the
+    /// router, which passes it to every fanout. Subjects are not forgotten this way: their interest travels
+    /// through the caches, so this notice could overtake a new subscriber's interest.
+    func announceStart() {
+        link.send(.peerUp(PeerUp(stage: StageName.ingress.rawValue, instance: instance)))
+    }
+
     func reannounce(because reason: String) {
         logger.info("re-announcing interest", metadata: ["reason": "\(reason)", "subjects": "\(table.subjectCount)"])
         send(table.reannounce(now: now()) + patterns.reannounce())

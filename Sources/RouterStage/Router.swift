@@ -55,6 +55,8 @@ public final class Router: EnvelopeHandler {
             return .everyShard(.fanout)
         case .patternSubscribe:
             return .everyShard(.cache)
+        case .peerUp(let peer) where peer.stage == StageName.ingress.rawValue:
+            return .everyShard(.fanout)  // the fanouts forget the ingress's old patterns
         case .publishAck, .subscribeReply, .peerUp:
             return .nowhere
         }

@@ -43,6 +43,16 @@ final class FanoutInterestTests: XCTestCase {
         XCTAssertEqual(interest.patternCount, 0)
     }
 
+    func testARestartedIngressesPatternsAreForgottenAndItsSubjectsKept() {
+        let interest = FanoutInterest()
+        interest.apply(Interest(subject: "/a", ingress: 1, isAdded: true))
+        _ = interest.apply(PatternInterest(pattern: "/#", ingress: 1, isAdded: true))
+        _ = interest.apply(PatternInterest(pattern: "/+", ingress: 0, isAdded: true))
+        interest.forgetPatterns(of: 1)
+        XCTAssertEqual(ingresses(interest, "/b"), [0])
+        XCTAssertEqual(ingresses(interest, "/a"), [0, 1], "its subject through the cache, left alone")
+    }
+
     func testScaledAwayIngressesAreForgottenForSubjectsAndPatterns() {
         let interest = FanoutInterest()
         interest.apply(Interest(subject: "/a", ingress: 1, isAdded: true))

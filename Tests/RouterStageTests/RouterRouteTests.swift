@@ -31,6 +31,10 @@ final class RouterRouteTests: XCTestCase {
                        .everyShard(.cache))
     }
 
+    func testARestartedIngressTellsEveryFanout() {
+        XCTAssertEqual(route(.peerUp(PeerUp(stage: "ws-ingress", instance: 1))), .everyShard(.fanout))
+    }
+
     func testAnswersAreNotTheRoutersToRoute() {
         XCTAssertEqual(route(.peerUp(PeerUp(stage: "cache", instance: 0))), .nowhere)
         XCTAssertEqual(route(.publishAck(PublishAck(requestID: 1, status: .ok))), .nowhere)

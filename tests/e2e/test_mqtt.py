@@ -4,6 +4,7 @@ WebSocket clients of protocol v1 on the same subjects. docs/MQTT.md describes wh
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import queue
 import shutil
@@ -12,7 +13,7 @@ import time
 
 import pytest
 
-from e2e_helpers import Broker, Client, free_port, run, running, unique_subject
+from e2e_helpers import Broker, Client, free_port, run, running, unique_subject, wait_until
 from token_helpers import AUDIENCE, ISSUER, SECRET, token
 from mqtt_helpers import Paho, connect_packet, mqtt_string, packet, raw_connect, topic_of, user_properties
 
@@ -404,5 +405,32 @@ def test_patterns_are_announced_again_to_restarted_fanouts(sharded_broker):
             except queue.Empty:
                 pass
         assert got is not None and got.topic == f"{top}/car1/speed", "nothing after the fanouts restarted"
+    finally:
+        client.close()
+
+
+def test_a_restarted_ingress_leaves_no_patterns_behind_at_the_fanouts(make_broker):
+    """A killed ws-ingress cannot withdraw its patterns; the restarted one tells every fanout to forget them, or
+    `#` would send it every message for ever."""
+    port = free_port()
+    b = make_broker(ListenMqtt=f"127.0.0.1:{port}", FanoutInstances=2)
+
+    def fanout_patterns():
+        counts = []
+        for n in range(2):
+            try:
+                counts.append(json.loads((b.run_dir / f"fanout-{n}.stats.json").read_text()).get("patterns"))
+            except (OSError, ValueError):
+                counts.append(None)
+        return counts
+
+    client = Paho(port, "mqttv311")
+    try:
+        assert client.subscribe([("#", 0), ("a/+", 0)]) == [0, 0]
+        wait_until(lambda: fanout_patterns() == [2, 2], 10, what="both fanouts to hold the 2 patterns")
+        old = b.kill_stage("ws-ingress")
+        wait_until(lambda: (b.status_row("ws-ingress") or {}).get("state") == "up" and b.pid("ws-ingress") != old,
+                   20, what="ws-ingress to be restarted")
+        wait_until(lambda: fanout_patterns() == [0, 0], 10, what="both fanouts to forget the patterns")
     finally:
         client.close()
