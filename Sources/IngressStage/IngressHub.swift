@@ -124,10 +124,16 @@ final class IngressHub: @unchecked Sendable {
         sendWaitingSubscribes(of: connection)
     }
 
-    /// Once a connection's answers are written, its subscribes waiting for a slot may go.
+    /// Once a connection's answers are written, its subscribes (and MQTT retained requests of patterns) waiting
+    /// for a slot may go.
     func sendWaitingSubscribes(of connection: ClientConnection) {
         guard !connection.isClosing else { return }
         send(table.sendWaiting(for: connection, now: now()))
+        if let session = connection.mqtt, !session.patterns.isEmpty {
+            send(patterns.sendWaitingRetained(for: connection, maxInFlight: limits.maxSubscribesInFlight,
+                                              holds: { session.patterns[$0] != nil },
+                                              makeRequestID: table.makeRequestID, now: now()))
+        }
     }
 
     // MARK: Client requests

@@ -15,6 +15,8 @@ final class PatternSubscriptions {
         var connectionID: UInt64
         var pattern: SubjectPattern
         var sentAt: UInt64
+        /// A cache shard answered: the request no longer holds one of its connection's slots.
+        var answered = false
     }
 
     let ingress: UInt32
@@ -24,6 +26,9 @@ final class PatternSubscriptions {
     /// The connections holding at least one pattern.
     private var connections: [UInt64: ClientConnection] = [:]
     private var retainedRequests: [UInt64: RetainedRequest] = [:]
+    /// Per connection: its retained requests no cache shard answered yet, and the patterns whose request waits.
+    private var unanswered: [UInt64: Int] = [:]
+    private var waitingRetained: [UInt64: [SubjectPattern]] = [:]
 
     init(ingress: UInt32, replyTo: String, maxPatterns: Int) {
         self.ingress = ingress
@@ -60,6 +65,7 @@ final class PatternSubscriptions {
     /// Forgets every pattern of a connection that went away.
     func remove(_ connection: ClientConnection, patterns: some Sequence<SubjectPattern>) -> [Envelope] {
         connections[connection.id] = nil
+        waitingRetained[connection.id] = nil
         return patterns.flatMap { pattern -> [Envelope] in
             guard matcher.remove(pattern, owner: connection.id) else { return [] }
             return [.patternInterest(PatternInterest(pattern: pattern.text, ingress: ingress, isAdded: false))]
@@ -83,18 +89,54 @@ final class PatternSubscriptions {
 
     // MARK: Retained snapshots
 
-    /// The request to every cache shard for the retained snapshots `pattern` matches, for `connection`.
-    func askRetained(for connection: ClientConnection, of pattern: SubjectPattern, requestID: UInt64,
-                     now: UInt64) -> Envelope {
+    /// Asks every cache shard for the retained snapshots `pattern` matches, for `connection`: at once while the
+    /// connection has fewer than `maxInFlight` requests unanswered and is not still being written an answer;
+    /// otherwise the request waits (`sendWaitingRetained`), so a client that keeps subscribing to `#` cannot
+    /// make the ingress hold more answers for it than its exact subscribes could (`MaxSubscribesInFlight`).
+    func requestRetained(for connection: ClientConnection, of pattern: SubjectPattern, maxInFlight: Int,
+                         makeRequestID: () -> UInt64, now: UInt64) -> [Envelope] {
+        if connection.isPacingAnswer || unanswered[connection.id, default: 0] >= maxInFlight
+            || waitingRetained[connection.id] != nil {
+            if waitingRetained[connection.id]?.contains(pattern) != true {
+                waitingRetained[connection.id, default: []].append(pattern)
+            }
+            return []
+        }
+        return [send(for: connection, pattern, requestID: makeRequestID(), now: now)]
+    }
+
+    /// The waiting requests of `connection` that may go now, in order; those of patterns it no longer holds
+    /// (`holds`) are dropped.
+    func sendWaitingRetained(for connection: ClientConnection, maxInFlight: Int, holds: (SubjectPattern) -> Bool,
+                             makeRequestID: () -> UInt64, now: UInt64) -> [Envelope] {
+        guard var waiting = waitingRetained[connection.id] else { return [] }
+        var out: [Envelope] = []
+        while !connection.isPacingAnswer, unanswered[connection.id, default: 0] < maxInFlight, !waiting.isEmpty {
+            let pattern = waiting.removeFirst()
+            if holds(pattern) { out.append(send(for: connection, pattern, requestID: makeRequestID(), now: now)) }
+        }
+        waitingRetained[connection.id] = waiting.isEmpty ? nil : waiting
+        return out
+    }
+
+    private func send(for connection: ClientConnection, _ pattern: SubjectPattern, requestID: UInt64,
+                      now: UInt64) -> Envelope {
         retainedRequests[requestID] = RetainedRequest(connectionID: connection.id, pattern: pattern, sentAt: now)
+        unanswered[connection.id, default: 0] += 1
         return .patternSubscribe(PatternSubscribe(requestID: requestID, replyTo: replyTo, pattern: pattern.text))
     }
 
     /// Whether `reply` answers a pattern subscribe (true even when its connection is gone: the reply is then
-    /// dropped), and the connection to send its snapshots to when it still holds the pattern.
+    /// dropped), and the connection to send its snapshots to when it still holds the pattern. The first answer
+    /// (of one of the cache shards) frees the request's slot.
     func answer(_ reply: SubscribeReply, holds: (ClientConnection, SubjectPattern) -> Bool)
         -> (isPatternReply: Bool, connection: ClientConnection?) {
-        guard let request = retainedRequests[reply.requestID] else { return (false, nil) }
+        guard var request = retainedRequests[reply.requestID] else { return (false, nil) }
+        if !request.answered {
+            request.answered = true
+            retainedRequests[reply.requestID] = request
+            freeSlot(of: request.connectionID)
+        }
         guard let connection = connections[request.connectionID], holds(connection, request.pattern) else {
             return (true, nil)
         }
@@ -104,6 +146,15 @@ final class PatternSubscriptions {
     /// Forgets the requests older than `retainedRequestTimeout` (each cache shard answered, or never will).
     func expireRetainedRequests(now: UInt64) {
         guard !retainedRequests.isEmpty else { return }
-        retainedRequests = retainedRequests.filter { now < $0.value.sentAt || now - $0.value.sentAt < Self.retainedRequestTimeout }
+        for (requestID, request) in retainedRequests
+        where now >= request.sentAt && now - request.sentAt >= Self.retainedRequestTimeout {
+            retainedRequests[requestID] = nil
+            if !request.answered { freeSlot(of: request.connectionID) }
+        }
+    }
+
+    private func freeSlot(of connectionID: UInt64) {
+        guard let count = unanswered[connectionID] else { return }
+        unanswered[connectionID] = count > 1 ? count - 1 : nil
     }
 }

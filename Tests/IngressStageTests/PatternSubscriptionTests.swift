@@ -53,6 +53,7 @@ final class MQTTPatternHubTests: XCTestCase, MQTTPipelineTest {
         var config = SwitchyardConfig()
         config.maxSubjectsPerConnection = 3
         config.maxPatternsPerIngress = 2
+        config.maxSubscribesInFlight = 1
         hub = try .forTests(on: channel.embeddedEventLoop, runDir: runDir, config: config)
         try IngressServer.configureMQTTChannel(channel, settings: hub.mqttSettings,
                                                entitlement: Entitlement(config: config, verifier: nil),
@@ -147,6 +148,29 @@ final class MQTTPatternHubTests: XCTestCase, MQTTPipelineTest {
         XCTAssertEqual(retained.map(\.qos), [1, 1])
         hub.tick()
         XCTAssertEqual(hub.patterns.pendingRetainedRequests, 1, "kept for the other shards")
+    }
+}
+
+extension MQTTPatternHubTests {
+    func emptyAnswer(_ requestID: UInt64) -> Envelope {
+        .subscribeReply(SubscribeReply(requestID: requestID, subject: "/p", kind: .snapshot, status: .none,
+                                       messages: [], epoch: "", lastSeq: 0))
+    }
+
+    func testRetainedRequestsWaitForAFreeSlotOfTheConnection() throws {
+        try send(.subscribe(MQTTSubscribe(packetID: 1, subscriptions: [
+            MQTTSubscription(filter: "a/+", options: 0), MQTTSubscription(filter: "b/+", options: 0),
+        ])), .v5)
+        _ = try received(.v5)
+        XCTAssertEqual(hub.patterns.pendingRetainedRequests, 1, "MaxSubscribesInFlight = 1: b/+ waits")
+        hub.handle([emptyAnswer(1)])
+        XCTAssertEqual(hub.patterns.pendingRetainedRequests, 2, "the first shard's answer freed the slot for b/+")
+        hub.handle([emptyAnswer(1)])
+        XCTAssertEqual(hub.patterns.pendingRetainedRequests, 2, "another shard's answer frees nothing more")
+        try send(.subscribe(MQTTSubscribe(packetID: 2, subscriptions: [MQTTSubscription(filter: "a/+", options: 0)])), .v5)
+        try send(.unsubscribe(MQTTUnsubscribe(packetID: 3, filters: ["a/+"])), .v5)
+        hub.handle([emptyAnswer(2)])
+        XCTAssertEqual(hub.patterns.pendingRetainedRequests, 2, "the waiting request of a pattern unsubscribed meanwhile is dropped")
     }
 }
 

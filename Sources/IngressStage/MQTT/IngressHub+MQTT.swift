@@ -213,7 +213,8 @@ extension IngressHub {
         }
         for (pattern, sendsRetained) in acceptedPatterns where sendsRetained && !connection.isClosing {
             logger.debug("MQTT pattern subscribe", metadata: ["connection": "\(connection.id)", "pattern": "\(pattern)"])
-            send([patterns.askRetained(for: connection, of: pattern, requestID: table.makeRequestID(), now: now)])
+            send(patterns.requestRetained(for: connection, of: pattern, maxInFlight: limits.maxSubscribesInFlight,
+                                          makeRequestID: table.makeRequestID, now: now))
         }
     }
 
@@ -224,11 +225,12 @@ extension IngressHub {
             !connection.isClosing && connection.mqtt?.patterns[pattern] != nil
         }
         guard isPatternReply else { return false }
-        guard let connection, !reply.messages.isEmpty else { return true }
+        guard let connection else { return true }
         for message in reply.messages where MQTTTopic.isTopicName(message.subject) {
             connection.queueAnswer(message, kind: .snapshot)
         }
-        connection.writeQueued(now: now())
+        if !reply.messages.isEmpty { connection.writeQueued(now: now()) }
+        sendWaitingSubscribes(of: connection)  // its slot is free
         return true
     }
 
