@@ -134,6 +134,8 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .testTarget(name: "CacheStageTests", dependencies: ["CacheStage"]),
+        .testTarget(name: "RouterStageTests", dependencies: ["RouterStage"]),
+        .testTarget(name: "FanoutStageTests", dependencies: ["FanoutStage"]),
         .testTarget(name: "SwitchyardKafkaTests", dependencies: ["SwitchyardKafka", "SwitchyardKafkaTesting"]),
         .testTarget(name: "KafkaInStageTests", dependencies: ["KafkaInStage", "SwitchyardKafka"]),
         .testTarget(name: "SwitchyardClientTests", dependencies: ["SwitchyardClient"]),

@@ -87,9 +87,11 @@ REPLY_EMPTY = envelope(5, u64(9) + string("/a") + u8(1) + u8(2) + string("e2") +
 INTEREST = envelope(6, string("/a/b") + u32(2) + u8(0))
 INTEREST_ADD = envelope(6, string("/a/b") + u32(2) + u8(1))
 PEER_UP = envelope(7, string("fanout") + u32(1))
+PATTERN_INTEREST = envelope(8, string("/vehicles/+/speed") + u32(2) + u8(1))
+PATTERN_SUBSCRIBE = envelope(9, u64(12) + string("ipc:///x") + string("/vehicles/#"))
 UNKNOWN = envelope(99, b"future kind")
 EVERY = [PUBLISH, ACK_OK, ACK_FAILED, MESSAGE, BINARY_MESSAGE, SUB_SNAPSHOT, SUB_HISTORY, SUB_RECOVER, REPLY,
-         REPLY_EMPTY, INTEREST, INTEREST_ADD, PEER_UP]
+         REPLY_EMPTY, INTEREST, INTEREST_ADD, PEER_UP, PATTERN_INTEREST, PATTERN_SUBSCRIBE]
 
 ENVELOPE_SEEDS = {f"one-{i:02d}": batch([e]) for i, e in enumerate(EVERY)}
 ENVELOPE_SEEDS.update({

@@ -73,7 +73,9 @@ public final class Cache: EnvelopeHandler {
         case .interest(let interest):
             store.noteInterest(interest, now: monotonicNanoseconds())
             outbox.send(envelope, to: fanoutAddress(interest.subject, topology))
-        case .publishAck, .peerUp:
+        case .patternSubscribe(let subscribe):
+            answer(subscribe, outbox: outbox)
+        case .publishAck, .peerUp, .patternInterest:
             context.logger.warning("unexpected envelope for the cache dropped",
                                    metadata: ["envelope": "\(envelope.kindName)"])
         }
@@ -107,6 +109,17 @@ public final class Cache: EnvelopeHandler {
         guard !outbox.send(.subscribeReply(reply), to: subscribe.replyTo, delivery: .reply), reply.status == .sync
         else { return }
         outbox.send(.subscribeReply(store.resyncReply(to: subscribe)), to: subscribe.replyTo, delivery: .reply)
+    }
+
+    /// A subscribe to a pattern: the retained snapshots this shard holds of matching subjects (every shard
+    /// answers; the ingress sends what each has). An invalid pattern gets an empty answer.
+    private func answer(_ subscribe: PatternSubscribe, outbox: Outbox) {
+        let snapshots = (try? SubjectPattern(subscribe.pattern)).map {
+            store.snapshots(matching: $0, limit: PatternSubscribe.maxSnapshots, maxBytes: PatternSubscribe.maxSnapshotBytes)
+        } ?? []
+        let reply = SubscribeReply(requestID: subscribe.requestID, subject: subscribe.pattern, kind: .snapshot,
+                                   status: .none, messages: snapshots, epoch: "", lastSeq: 0)
+        outbox.send(.subscribeReply(reply), to: subscribe.replyTo, delivery: .reply)
     }
 
     /// kafka-in's answer: recovered from Kafka, or a resync (then with the snapshot this cache holds).

@@ -333,6 +333,25 @@ public final class SubjectStore {
         }
     }
 
+    /// The retained snapshots of the subjects `pattern` matches (MQTT wildcard subscribe), at most `limit` of them
+    /// and about `maxBytes` of content and headers (the first one always fits). One pass over the subjects held:
+    /// those outside the pattern's literal prefix cost one prefix comparison each.
+    public func snapshots(matching pattern: SubjectPattern, limit: Int, maxBytes: Int) -> [Message] {
+        let prefix = pattern.literalPrefix
+        var found: [Message] = []
+        var bytes = 0
+        for (subject, entry) in entries {
+            guard found.count < limit else { break }
+            guard let snapshot = entry.snapshot else { continue }
+            if let prefix, !subject.hasPrefix(prefix) { continue }
+            guard pattern.matches(subject) else { continue }
+            bytes += snapshot.byteCount
+            if bytes > maxBytes && !found.isEmpty { break }
+            found.append(snapshot)
+        }
+        return found
+    }
+
     /// The answer for a position that cannot be served: the snapshot, if any, and a resync.
     public func resyncReply(to subscribe: Subscribe) -> SubscribeReply {
         let entry = entries[subscribe.subject]

@@ -1,11 +1,11 @@
 import Logging
 import SwitchyardCore
 
-/// Per subject, which ingress instances have subscribers; forwards each message once to each of them.
+/// Per subject and per pattern, which ingress instances have subscribers; forwards each message once to each
+/// ingress interested in its subject or in a pattern matching it.
 public final class Fanout: EnvelopeHandler {
     private let context: StageContext
-    /// Subject → the ingress instances with at least one subscriber.
-    private var interested: [String: Set<UInt32>] = [:]
+    private let interest = FanoutInterest()
 
     public init(context: StageContext) {
         self.context = context
@@ -14,33 +14,33 @@ public final class Fanout: EnvelopeHandler {
     public func handle(_ envelope: Envelope, outbox: Outbox) {
         switch envelope {
         case .message(let message):
-            guard let ingresses = interested[message.subject] else { return }
             let topology = context.topology
             // An ingress that is gone (killed, scaled away) or stuck must not stall the others: sends to it give up
             // after a timeout, and an ingress that comes back repairs what it missed from the cache.
-            for ingress in ingresses {
+            interest.forEachIngress(interestedIn: message.subject) { ingress in
                 outbox.send(envelope, to: topology.address(.ingress, Int(ingress)), delivery: .reply)
             }
-        case .interest(let interest):
-            if interest.isAdded {
-                interested[interest.subject, default: []].insert(interest.ingress)
-            } else if var ingresses = interested[interest.subject] {
-                ingresses.remove(interest.ingress)
-                interested[interest.subject] = ingresses.isEmpty ? nil : ingresses
+        case .interest(let change):
+            interest.apply(change)
+            context.metrics.setGauge("subjects", interest.subjectCount)
+        case .patternInterest(let change):
+            if !interest.apply(change) {
+                context.logger.warning("pattern interest with an invalid pattern dropped",
+                                       metadata: ["pattern": "\(change.pattern)"])
             }
-            context.metrics.setGauge("subjects", interested.count)
-        case .publish, .publishAck, .subscribe, .subscribeReply, .peerUp:
+            context.metrics.setGauge("patterns", interest.patternCount)
+        case .peerUp(let peer) where peer.stage == StageName.ingress.rawValue:
+            // A (re)started ingress: the patterns its previous process announced are gone with it.
+            interest.forgetPatterns(of: peer.instance)
+            context.metrics.setGauge("patterns", interest.patternCount)
+        case .publish, .publishAck, .subscribe, .subscribeReply, .peerUp, .patternSubscribe:
             context.logger.warning("unexpected envelope for the fanout dropped",
                                    metadata: ["envelope": "\(envelope.kindName)"])
         }
     }
 
-    /// Forgets ingress instances that were scaled away.
+    /// Forgets ingress instances that were scaled away, for subjects and patterns.
     public func topologyChanged(_ topology: Topology, outbox: Outbox) {
-        let count = UInt32(topology.count(.ingress))
-        for (subject, ingresses) in interested {
-            let kept = ingresses.filter { $0 < count }
-            interested[subject] = kept.isEmpty ? nil : kept
-        }
+        interest.keepIngresses(below: UInt32(topology.count(.ingress)))
     }
 }

@@ -127,7 +127,7 @@ final class ClientConnection {
         guard !isClosing else { return nil }
         let quietFor = now >= lastActivity ? now - lastActivity : 0
         let idleTimeout = limits.idleTimeoutNanoseconds
-        if idleTimeout > 0, subjects.isEmpty, quietFor >= idleTimeout { return .idle }
+        if idleTimeout > 0, subjects.isEmpty, mqtt?.patterns.isEmpty ?? true, quietFor >= idleTimeout { return .idle }
         let slowClientTimeout = limits.slowClientTimeoutNanoseconds
         if slowClientTimeout > 0, isStalled(now: now, timeout: slowClientTimeout) { return .stalled }
         if let keepAlive = mqtt?.keepAliveTimeoutNanoseconds, keepAlive > 0, quietFor >= keepAlive {

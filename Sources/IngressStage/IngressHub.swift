@@ -30,6 +30,8 @@ final class IngressHub: @unchecked Sendable {
     let link: BackplaneLink
     let allocator = ByteBufferAllocator()
     let table: SubscriptionTable
+    /// MQTT wildcard subscriptions (MQTT/IngressHub+MQTT.swift).
+    let patterns: PatternSubscriptions
     var pendingPublishes: PendingPublishes
 
     private(set) var connections: [UInt64: ClientConnection] = [:]
@@ -55,6 +57,8 @@ final class IngressHub: @unchecked Sendable {
         table = SubscriptionTable(ingress: instance, replyTo: inboundAddress,
                                   maxSubscribesInFlight: limits.maxSubscribesInFlight,
                                   maxPendingSubscribeBytes: limits.maxPendingSubscribeBytes)
+        patterns = PatternSubscriptions(ingress: instance, replyTo: inboundAddress,
+                                        maxPatterns: config.maxPatternsPerIngress)
         pendingPublishes = PendingPublishes(timeoutSeconds: config.publishTimeout)
     }
 
@@ -99,6 +103,9 @@ final class IngressHub: @unchecked Sendable {
                      metadata: ["connection": "\(connection.id)", "subjects": "\(connection.subjects.count)"])
         saveMQTTSession(of: connection)  // before the table forgets where its subjects stand
         send(table.remove(connection))
+        if let session = connection.mqtt, !session.patterns.isEmpty {
+            send(patterns.remove(connection, patterns: session.patterns.keys))
+        }
         endMQTTSession(of: connection)
         connection.subjects.removeAll()
         connection.discardQueued()
@@ -120,10 +127,16 @@ final class IngressHub: @unchecked Sendable {
         sendWaitingSubscribes(of: connection)
     }
 
-    /// Once a connection's answers are written, its subscribes waiting for a slot may go.
+    /// Once a connection's answers are written, its subscribes (and MQTT retained requests of patterns) waiting
+    /// for a slot may go.
     func sendWaitingSubscribes(of connection: ClientConnection) {
         guard !connection.isClosing else { return }
         send(table.sendWaiting(for: connection, now: now()))
+        if let session = connection.mqtt, !session.patterns.isEmpty {
+            send(patterns.sendWaitingRetained(for: connection, maxInFlight: limits.maxSubscribesInFlight,
+                                              holds: { session.patterns[$0] != nil },
+                                              makeRequestID: table.makeRequestID, now: now()))
+        }
     }
 
     // MARK: Client requests
@@ -304,7 +317,7 @@ final class IngressHub: @unchecked Sendable {
                 answer(reply)
             case .peerUp(let peer):
                 reannounce(because: "peer up: \(peer.stage)-\(peer.instance)")
-            case .publish, .subscribe, .interest:
+            case .publish, .subscribe, .interest, .patternInterest, .patternSubscribe:
                 logger.warning("unexpected envelope for the ingress dropped",
                                metadata: ["envelope": "\(envelope.kindName)"])
             }
@@ -312,19 +325,22 @@ final class IngressHub: @unchecked Sendable {
         flushDirty()
     }
 
-    /// Encodes the message once per protocol and writes the same frame to every live subscriber.
+    /// Encodes the message once per protocol and writes the same frame to every live subscriber: of its subject,
+    /// and (MQTT) of a pattern matching it, once per connection.
     private func deliver(_ message: Message) {
         var frame: WebSocketFrame?
         var mqttPublish: MQTTOutgoingPublish?
+        func writeMQTT(to connection: ClientConnection, _ session: MQTTSession) {
+            var publish = mqttPublish ?? MQTTOutgoingPublish(message: message, retain: false)
+            defer { mqttPublish = publish }
+            guard let packet = publish.packet(for: session, allocator: allocator) else { return }
+            writeLive(WebSocketFrame(fin: true, opcode: .binary, data: packet), to: connection)
+        }
         let askedAgain = table.subscribesAskedAgain
         let requests = table.deliver(message, now: now()) { connection, resyncFirst in
             if let session = connection.mqtt {
                 if resyncFirst { noteMQTTResync(of: connection, subject: message.subject) }
-                var publish = mqttPublish ?? MQTTOutgoingPublish(message: message, retain: false)
-                defer { mqttPublish = publish }
-                guard let packet = publish.packet(for: session, allocator: allocator) else { return }
-                writeLive(WebSocketFrame(fin: true, opcode: .binary, data: packet), to: connection)
-                return
+                return writeMQTT(to: connection, session)
             }
             if resyncFirst { writeLive(textFrame(ServerFrames.status(message.subject, status: "DATA_RESYNC")), to: connection) }
             let encoded = frame ?? textFrame(ServerFrames.message(message, kind: .update, allocator: allocator))
@@ -332,6 +348,14 @@ final class IngressHub: @unchecked Sendable {
             writeLive(encoded, to: connection)
         }
         send(requests)
+        // A connection subscribed to the subject itself has it (or holds it for its pending subscribe) already.
+        if !patterns.isEmpty && MQTTTopic.isTopicName(message.subject) {
+            patterns.forEachSubscriber(of: message.subject) { connection in
+                guard let session = connection.mqtt, !connection.isClosing,
+                      !connection.subjects.contains(message.subject) else { return }
+                writeMQTT(to: connection, session)
+            }
+        }
         if table.subscribesAskedAgain != askedAgain {
             logger.warning("live messages held for a pending subscribe passed MaxPendingSubscribeBytes; dropped them and asked again",
                            metadata: ["subject": "\(message.subject)", "limit": "\(limits.maxPendingSubscribeBytes)"])
@@ -352,6 +376,7 @@ final class IngressHub: @unchecked Sendable {
 
     /// Queues each subscriber's answer on its connection, which writes it in parts as the client reads.
     private func answer(_ reply: SubscribeReply) {
+        if answerPatternSubscribe(reply) { return }
         let (deliveries, requests) = table.answer(reply, now: now())
         send(requests)
         for delivery in deliveries where !delivery.connection.isClosing {
@@ -373,9 +398,17 @@ final class IngressHub: @unchecked Sendable {
         }
     }
 
+    /// This ingress instance (re)started: the fanouts forget the patterns its previous process announced (which
+    /// would match, `#` every message, for ever). Sent before any subscription's interest, on the one pipe to the
+    /// router, which passes it to every fanout. Subjects are not forgotten this way: their interest travels
+    /// through the caches, so this notice could overtake a new subscriber's interest.
+    func announceStart() {
+        link.send(.peerUp(PeerUp(stage: StageName.ingress.rawValue, instance: instance)))
+    }
+
     func reannounce(because reason: String) {
         logger.info("re-announcing interest", metadata: ["reason": "\(reason)", "subjects": "\(table.subjectCount)"])
-        send(table.reannounce(now: now()))
+        send(table.reannounce(now: now()) + patterns.reannounce())
     }
 
     // MARK: Timers
@@ -394,12 +427,14 @@ final class IngressHub: @unchecked Sendable {
                                              reason: "not stored within \(config.publishTimeout)s"), to: connection)
         }
         send(table.retry(olderThan: Self.subscribeRetryNanoseconds, now: now))
+        patterns.expireRetainedRequests(now: now)
         closeOverdueConnections(now: now)
         saveChangedMQTTSessions()
         metrics.setGauge("queueDepth", link.queuedBatches)
         metrics.setGauge("pendingPublishes", pendingPublishes.count)
         metrics.setGauge("pendingSubscribes", table.pendingCount)
         metrics.setGauge("subjects", table.subjectCount)
+        metrics.setGauge("patterns", patterns.count)
         flushDirty()
     }
 

@@ -58,6 +58,9 @@ public final class IngressServer: @unchecked Sendable {
     public func start() throws {
         try link.start { [hub] envelopes in hub.handle(envelopes) }
         let hub = self.hub
+        // Before any client can subscribe (one event loop): the fanouts forget what a previous process of this
+        // instance left behind.
+        eventLoop.execute { hub.announceStart() }
         let logger = context.logger
         let settings = EdgeSettings(config: context.config, entitlement: entitlement)
         let connections = ConnectionCounter(metrics: context.metrics)

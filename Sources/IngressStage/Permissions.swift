@@ -69,6 +69,24 @@ public struct Permissions: Equatable, Sendable {
         self.init(subscribe: sub.union(all), publish: pub.union(all))
     }
 
+    /// Whether every subject `pattern` can match may be subscribed to: a prefix entry covers the levels before
+    /// its first wildcard (`/a/b/*` or above for `/a/b/+/c`; `/*` for `/+/c`), and for a `#` right after them
+    /// (`/a/b/#` also matches `/a/b`) the parent is allowed too.
+    public func allowsSubscribe(toEvery pattern: SubjectPattern) -> Bool {
+        guard let prefix = pattern.literalPrefix else { return subscribe.contains(.below("/")) }
+        let literalLevels = pattern.levels.prefix { $0.isLiteral }.count
+        if pattern.levels[literalLevels] == .anyRest, !allows(.subscribe, prefix) { return false }
+        // Below `prefix/`: a prefix entry at one of its slashes (`/`, `/a/`, `/a/b/`).
+        let below = prefix + "/"
+        var index = below.utf8.startIndex
+        while let slash = below.utf8[index...].firstIndex(of: UInt8(ascii: "/")) {
+            let next = below.utf8.index(after: slash)
+            if subscribe.contains(.below(String(below[..<next]))) { return true }
+            index = next
+        }
+        return false
+    }
+
     public func allows(_ action: Action, _ subject: String) -> Bool {
         let patterns = action == .subscribe ? subscribe : publish
         if patterns.contains(.exact(subject)) { return true }

@@ -162,6 +162,10 @@ public struct SwitchyardConfig: Sendable {
     public var mqttSessionExpiry: Int = 86_400
     /// `MqttMaxSessions`: persistent MQTT sessions kept in `RunDir/mqtt-sessions/`. Default 100000.
     public var mqttMaxSessions: Int = 100_000
+    /// `MaxPatternsPerIngress`: distinct wildcard patterns (`+`, `#`) one ws-ingress instance holds subscriptions
+    /// to; a SUBSCRIBE to one more gets SUBACK `0x80` (v5 `0x97`). Every pattern is kept by every fanout shard and
+    /// looked at for every message. Default 10,000.
+    public var maxPatternsPerIngress: Int = 10_000
     /// `IngressInstances`, `CacheInstances`, `FanoutInstances`, `KafkaOutInstances`: how many instances of each
     /// stage run (router and kafka-in always run one: `StageName.instanceLimit`).
     public var instances: [String: Int] = ["ws-ingress": 1, "router": 1, "cache": 1, "fanout": 1,
@@ -333,6 +337,7 @@ public struct SwitchyardConfig: Sendable {
             listenMqttEncrypted = value.lowercased() == "none" ? [] : try addresses(value, fail: fail)
         case "MqttSessionExpiry": mqttSessionExpiry = try integer(0...31_536_000)
         case "MqttMaxSessions": mqttMaxSessions = try integer(1...10_000_000)
+        case "MaxPatternsPerIngress": maxPatternsPerIngress = try integer(1...1_000_000)
         default:
             throw fail("unknown parameter")
         }

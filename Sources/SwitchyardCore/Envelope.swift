@@ -224,6 +224,40 @@ public struct Interest: Equatable, Sendable {
     }
 }
 
+/// An ingress gains its first or loses its last subscriber of a pattern (`SubjectPattern`, MQTT wildcards). The
+/// router sends it to every fanout shard: a pattern can match subjects of any shard.
+public struct PatternInterest: Equatable, Sendable {
+    /// The pattern's text (`/vehicles/+/speed`); a receiver that cannot parse it drops the envelope.
+    public var pattern: String
+    public var ingress: UInt32
+    public var isAdded: Bool
+
+    public init(pattern: String, ingress: UInt32, isAdded: Bool) {
+        self.pattern = pattern
+        self.ingress = ingress
+        self.isAdded = isAdded
+    }
+}
+
+/// A subscribe to a pattern asks every cache shard for the retained snapshots of the subjects it matches. Each
+/// shard answers with one `SubscribeReply` (kind `snapshot`, `subject` the pattern, at most
+/// `maxSnapshots` messages; none when it holds no match).
+public struct PatternSubscribe: Equatable, Sendable {
+    /// Snapshots a cache shard sends for one pattern subscribe at most, and their content and header bytes.
+    public static let maxSnapshots = 1000
+    public static let maxSnapshotBytes = 8 * 1024 * 1024
+
+    public var requestID: UInt64
+    public var replyTo: String
+    public var pattern: String
+
+    public init(requestID: UInt64, replyTo: String, pattern: String) {
+        self.requestID = requestID
+        self.replyTo = replyTo
+        self.pattern = pattern
+    }
+}
+
 /// A stage instance (re)started: ingresses answer by re-announcing their interest.
 public struct PeerUp: Equatable, Sendable {
     public var stage: String
@@ -244,6 +278,8 @@ public enum Envelope: Equatable, Sendable {
     case subscribeReply(SubscribeReply)
     case interest(Interest)
     case peerUp(PeerUp)
+    case patternInterest(PatternInterest)
+    case patternSubscribe(PatternSubscribe)
 }
 
 extension Envelope {
@@ -257,6 +293,8 @@ extension Envelope {
         case .subscribeReply: return "subscribeReply"
         case .interest: return "interest"
         case .peerUp: return "peerUp"
+        case .patternInterest: return "patternInterest"
+        case .patternSubscribe: return "patternSubscribe"
         }
     }
 }

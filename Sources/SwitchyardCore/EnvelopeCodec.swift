@@ -11,6 +11,7 @@ import NIOCore
 ///             · headers                         (headers from version 3 on)
 /// headers  := count u16 · (name string · value string)*
 /// ```
+/// patternInterest := pattern string · ingress u32 · added u8     patternSubscribe := id u64 · replyTo · pattern
 /// Integers are big-endian. A reader skips envelopes of kinds it does not know, so a newer stage can add kinds
 /// without breaking an older peer; anything malformed is a `CodecError`, never a crash.
 public enum EnvelopeCodec {
@@ -44,6 +45,9 @@ public enum EnvelopeCodec {
         case subscribeReply = 5
         case interest = 6
         case peerUp = 7
+        /// Added within version 3: an older stage skips it as an unknown kind.
+        case patternInterest = 8
+        case patternSubscribe = 9
     }
 
     /// Decodes a batch a stage received: logs envelopes of unknown kinds it skipped, counts the envelopes in
@@ -221,6 +225,16 @@ extension ByteBuffer {
             writeInteger(EnvelopeCodec.Kind.peerUp.rawValue)
             try writeLengthPrefixed(peer.stage)
             writeInteger(peer.instance)
+        case .patternInterest(let interest):
+            writeInteger(EnvelopeCodec.Kind.patternInterest.rawValue)
+            try writeLengthPrefixed(interest.pattern)
+            writeInteger(interest.ingress)
+            writeInteger(interest.isAdded ? UInt8(1) : 0)
+        case .patternSubscribe(let subscribe):
+            writeInteger(EnvelopeCodec.Kind.patternSubscribe.rawValue)
+            writeInteger(subscribe.requestID)
+            try writeLengthPrefixed(subscribe.replyTo)
+            try writeLengthPrefixed(subscribe.pattern)
         }
     }
 
@@ -302,6 +316,16 @@ extension ByteBuffer {
         case .peerUp:
             let stage = try readLengthPrefixedString()
             return .peerUp(PeerUp(stage: stage, instance: try readRequired(UInt32.self)))
+        case .patternInterest:
+            let pattern = try readLengthPrefixedString()
+            let ingress = try readRequired(UInt32.self)
+            return .patternInterest(PatternInterest(pattern: pattern, ingress: ingress,
+                                                    isAdded: try readBool("pattern interest")))
+        case .patternSubscribe:
+            let requestID = try readRequired(UInt64.self)
+            let replyTo = try readLengthPrefixedString()
+            return .patternSubscribe(PatternSubscribe(requestID: requestID, replyTo: replyTo,
+                                                      pattern: try readLengthPrefixedString()))
         }
     }
 

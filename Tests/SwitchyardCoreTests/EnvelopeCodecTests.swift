@@ -21,6 +21,9 @@ final class EnvelopeCodecTests: XCTestCase {
                                        messages: [sample, sample], epoch: "e1", lastSeq: 42)),
         .interest(Interest(subject: "/a/b", ingress: 2, isAdded: false)),
         .peerUp(PeerUp(stage: "fanout", instance: 1)),
+        .patternInterest(PatternInterest(pattern: "/vehicles/+/speed", ingress: 4, isAdded: true)),
+        .patternInterest(PatternInterest(pattern: "/vehicles/#", ingress: 0, isAdded: false)),
+        .patternSubscribe(PatternSubscribe(requestID: 12, replyTo: "ipc:///x", pattern: "/+/speed")),
     ]
 
     static let withHeaders = Message(subject: "/a/b", content: ByteBuffer(string: "x"), seq: 3, epoch: "e1",

@@ -4,14 +4,17 @@ WebSocket clients of protocol v1 on the same subjects. docs/MQTT.md describes wh
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import queue
 import shutil
 import socket
 import time
 
 import pytest
 
-from e2e_helpers import Broker, Client, free_port, run, running, unique_subject
+from e2e_helpers import Broker, Client, free_port, run, running, unique_subject, wait_until
+from token_helpers import AUDIENCE, ISSUER, SECRET, token
 from mqtt_helpers import Paho, connect_packet, mqtt_string, packet, raw_connect, topic_of, user_properties
 
 pytestmark = pytest.mark.skipif(not shutil.which("mosquitto_pub") or not shutil.which("mosquitto_sub"),
@@ -83,12 +86,12 @@ def test_mosquitto_sub_gets_the_retained_snapshot_then_live_websocket_publishes(
 
 
 @pytest.mark.parametrize("version", ["mqttv311", "mqttv5"])
-def test_topics_without_a_subject_and_wildcards_are_refused(mqtt_broker, version):
+def test_topics_without_a_subject_are_refused_and_wildcards_granted(mqtt_broker, version):
     v5 = version == "mqttv5"
     client = Paho(mqtt_broker.mqtt_port, version)
     try:
-        codes = client.subscribe([("a/+", 1), ("$SYS/load", 0), ("ok/x", 2)])
-        assert codes == ([0xA2, 0x87, 1] if v5 else [0x80, 0x80, 1]), codes
+        codes = client.subscribe([("a/+", 1), ("$SYS/load", 0), ("ok/x", 2), ("$SYS/#", 0)])
+        assert codes == ([1, 0x87, 1, 0x87] if v5 else [1, 0x80, 1, 0x80]), codes
         if v5:
             rc = client.publish_and_wait("$SYS/x", "no", qos=1)
             assert int(rc.value) == 0x90, f"PUBACK with Topic Name Invalid, got {rc}"
@@ -263,3 +266,171 @@ def test_mqtt_clients_are_refused_when_entitlement_asks_for_tokens(make_broker):
             connack = sock.recv(64)
             assert connack[0] == 0x20, connack
             assert connack[3] == expected, f"MQTT {version}: CONNACK {connack.hex()}"
+
+
+# --- wildcard subscriptions (+, #) -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sharded_broker(tmp_path_factory):
+    """Two cache and two fanout shards: a pattern's interest must reach both fanouts, its retained request both
+    caches."""
+    port = free_port()
+    b = Broker(tmp_path_factory.mktemp("mqtt-wild"), name="mqtt-wild", ListenMqtt=f"127.0.0.1:{port}",
+               CacheInstances=2, FanoutInstances=2)
+    b.mqtt_port = port
+    with running(b):
+        yield b
+
+
+def unique_level(prefix: str = "wild") -> str:
+    return unique_subject(prefix)[1:].replace("/", "-")
+
+
+def drain(client: Paho, count: int, timeout: float = 10) -> list:
+    return [client.messages.get(timeout=timeout) for _ in range(count)]
+
+
+def assert_nothing_more(client: Paho, wait: float = 1.0) -> None:
+    time.sleep(wait)
+    assert client.messages.empty(), [m.topic for m in list(client.messages.queue)]
+
+
+@pytest.mark.parametrize("version", ["mqttv311", "mqttv5"])
+def test_mosquitto_sub_pattern_gets_every_retained_match_then_live_ones_across_shards(sharded_broker, version):
+    """Retained snapshots of every matching subject, whichever cache shard holds them; then live messages from
+    WebSocket and mosquitto_pub; subjects the pattern does not match never arrive."""
+    top = unique_level()
+    cars = [f"car{n}" for n in range(6)]  # six subjects: both shards of each stage, by FNV-1a
+
+    async def scenario():
+        async with await Client.connect(sharded_broker.url) as ws:
+            for car in cars:
+                await ws.publish_ok(f"/{top}/{car}/speed", f"r-{car}")
+            await ws.publish_ok(f"/{top}/car0/fuel", "no")
+            await ws.publish_ok(f"/{top}", "no")
+            sub = await mosquitto("mosquitto_sub", "-h", "127.0.0.1", "-p", str(sharded_broker.mqtt_port), "-V",
+                                  version, "-t", f"{top}/+/speed", "-q", "1", "-C", str(len(cars) + 2), "-W", "20",
+                                  "-F", "%r %q %t %p")
+            try:
+                lines = [(await asyncio.wait_for(sub.stdout.readline(), 10)).decode().strip() for _ in cars]
+                assert sorted(lines) == sorted(f"1 1 {top}/{car}/speed r-{car}" for car in cars), lines
+                await ws.publish_ok(f"/{top}/car9/fuel", "no", retained=False)
+                await ws.publish_ok(f"/{top}/car9/speed", "ws", retained=False)
+                line = await asyncio.wait_for(sub.stdout.readline(), 10)
+                assert line.decode().strip() == f"0 1 {top}/car9/speed ws", "live: retain clear, QoS 1"
+                pub = await mosquitto("mosquitto_pub", "-h", "127.0.0.1", "-p", str(sharded_broker.mqtt_port), "-V",
+                                      version, "-t", f"{top}/car5/speed", "-m", "mp", "-q", "1")
+                await asyncio.wait_for(pub.communicate(), 10)
+                line = await asyncio.wait_for(sub.stdout.readline(), 10)
+                assert line.decode().strip() == f"0 1 {top}/car5/speed mp"
+                await asyncio.wait_for(sub.wait(), 10)
+                assert sub.returncode == 0
+            finally:
+                if sub.returncode is None:
+                    sub.kill()
+
+    run(scenario())
+
+
+def test_hash_matches_the_parent_and_overlapping_subscriptions_give_one_copy(sharded_broker):
+    top = unique_level()
+    client = Paho(sharded_broker.mqtt_port, "mqttv5")
+
+    async def publish(subjects):
+        async with await Client.connect(sharded_broker.url) as ws:
+            for subject in subjects:
+                await ws.publish_ok(subject, subject, retained=False)
+
+    try:
+        codes = client.subscribe([(f"{top}/#", 0), (f"{top}/car1/speed", 1), (f"{top}/+/speed", 1)])
+        assert codes == [0, 1, 1], codes
+        time.sleep(0.3)  # the pattern's interest reaches the fanouts right after the SUBACK
+        run(publish([f"/{top}", f"/{top}/car1/speed", f"/{top}/car2/speed", f"/{top}/x/y/z", f"/{top}x/car1/speed"]))
+        got = {m.topic: m for m in drain(client, 4)}
+        assert sorted(got) == sorted([top, f"{top}/car1/speed", f"{top}/car2/speed", f"{top}/x/y/z"]), list(got)
+        assert got[top].qos == 0, "vehicles/# matches vehicles, at its QoS 0"
+        assert got[f"{top}/car1/speed"].qos == 1, "one copy at the highest granted QoS"
+        assert_nothing_more(client)
+    finally:
+        client.close()
+
+
+def test_unsubscribe_from_a_pattern_stops_delivery(sharded_broker):
+    top = unique_level()
+    client = Paho(sharded_broker.mqtt_port, "mqttv311")
+    try:
+        assert client.subscribe([(f"{top}/+", 1)]) == [1]
+        time.sleep(0.3)
+        client.publish_and_wait(f"{top}/a", "one", qos=1)
+        assert client.messages.get(timeout=10).payload == b"one"
+        client.client.unsubscribe(f"{top}/+")
+        time.sleep(0.3)
+        client.publish_and_wait(f"{top}/a", "two", qos=1)
+        assert_nothing_more(client)
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("version", ["mqttv311", "mqttv5"])
+def test_a_pattern_beyond_the_tokens_permissions_is_denied(make_broker, version):
+    port = free_port()
+    make_broker(ListenMqtt=f"127.0.0.1:{port}", Entitlement="jwt", JwtSecret=SECRET, JwtIssuer=ISSUER,
+                JwtAudience=AUDIENCE)
+    jwt = token(permissions={"sub": ["/fleet/*"], "pub": ["/fleet/*"]})
+    client = Paho(port, version, password=jwt)
+    denied = 0x87 if version == "mqttv5" else 0x80
+    try:
+        codes = client.subscribe([("fleet/+/speed", 1), ("fleet/#", 1), ("+/speed", 1), ("#", 0)])
+        assert codes == [1, denied, denied, denied], "fleet/# also matches fleet, which /fleet/* does not allow"
+        time.sleep(0.3)
+        client.publish_and_wait("fleet/t1/speed", "ok", qos=1)
+        assert client.messages.get(timeout=10).topic == "fleet/t1/speed"
+    finally:
+        client.close()
+
+
+def test_patterns_are_announced_again_to_restarted_fanouts(sharded_broker):
+    """Both fanout shards restart and lose every interest: the ingress re-announces its patterns (peerUp), so the
+    pattern subscriber keeps getting messages without subscribing again."""
+    top = unique_level()
+    client = Paho(sharded_broker.mqtt_port, "mqttv5")
+    try:
+        assert client.subscribe([(f"{top}/+/speed", 1)]) == [1]
+        assert sharded_broker.cli("restart", "fanout").rc == 0
+        deadline, got = time.monotonic() + 20, None
+        while got is None and time.monotonic() < deadline:
+            client.publish_and_wait(f"{top}/car1/speed", "after", qos=1)
+            try:
+                got = client.messages.get(timeout=1)
+            except queue.Empty:
+                pass
+        assert got is not None and got.topic == f"{top}/car1/speed", "nothing after the fanouts restarted"
+    finally:
+        client.close()
+
+
+def test_a_restarted_ingress_leaves_no_patterns_behind_at_the_fanouts(make_broker):
+    """A killed ws-ingress cannot withdraw its patterns; the restarted one tells every fanout to forget them, or
+    `#` would send it every message for ever."""
+    port = free_port()
+    b = make_broker(ListenMqtt=f"127.0.0.1:{port}", FanoutInstances=2)
+
+    def fanout_patterns():
+        counts = []
+        for n in range(2):
+            try:
+                counts.append(json.loads((b.run_dir / f"fanout-{n}.stats.json").read_text()).get("patterns"))
+            except (OSError, ValueError):
+                counts.append(None)
+        return counts
+
+    client = Paho(port, "mqttv311")
+    try:
+        assert client.subscribe([("#", 0), ("a/+", 0)]) == [0, 0]
+        wait_until(lambda: fanout_patterns() == [2, 2], 10, what="both fanouts to hold the 2 patterns")
+        old = b.kill_stage("ws-ingress")
+        wait_until(lambda: (b.status_row("ws-ingress") or {}).get("state") == "up" and b.pid("ws-ingress") != old,
+                   20, what="ws-ingress to be restarted")
+        wait_until(lambda: fanout_patterns() == [0, 0], 10, what="both fanouts to forget the patterns")
+    finally:
+        client.close()

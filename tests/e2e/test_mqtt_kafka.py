@@ -131,3 +131,31 @@ def test_a_persistent_session_recovers_what_it_missed_from_kafka_after_a_cache_r
     assert again.payloads(2, timeout=30) == ["m1", "m2"]
     assert again.nothing_more() == []
     again.close()
+
+
+def test_a_kafka_record_reaches_a_wildcard_subscriber(node, tansu):
+    """A record on topic T with key car7/speed is the subject /T/car7/speed: `mosquitto_sub -t 'T/+/speed'` gets
+    it, and not the records of T's other keys."""
+    topic = unique_topic(CONSUMED)
+
+    async def scenario():
+        sub = await asyncio.create_subprocess_exec(
+            "mosquitto_sub", "-h", "127.0.0.1", "-p", str(node.mqtt_port), "-V", "mqttv5", "-q", "1",
+            "-t", f"{topic}/+/speed", "-C", "1", "-W", "40", "-F", "%t %p", stdout=asyncio.subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 35
+            line = b""
+            while not line and time.monotonic() < deadline:
+                produce_one(tansu.bootstrap, topic, "car7/fuel", "no")
+                produce_one(tansu.bootstrap, topic, "car7/speed", "88")
+                try:
+                    line = await asyncio.wait_for(sub.stdout.readline(), 3)
+                except asyncio.TimeoutError:
+                    pass
+            assert line.decode().strip() == f"{topic}/car7/speed 88"
+        finally:
+            if sub.returncode is None:
+                sub.kill()
+            await sub.wait()
+
+    run(scenario(), 60)

@@ -87,7 +87,7 @@ extension IngressHub {
             properties.append(MQTTProperties.ID.maximumQoS, .byte(1))
             properties.append(MQTTProperties.ID.maximumPacketSize,
                               .fourByteInteger(UInt32(clamping: mqttSettings.maxPacketBodySize + 5)))
-            properties.append(MQTTProperties.ID.wildcardSubscriptionAvailable, .byte(0))
+            properties.append(MQTTProperties.ID.wildcardSubscriptionAvailable, .byte(1))
             properties.append(MQTTProperties.ID.subscriptionIdentifierAvailable, .byte(0))
             properties.append(MQTTProperties.ID.sharedSubscriptionAvailable, .byte(0))
         }
@@ -118,13 +118,19 @@ extension IngressHub {
         case .unsubscribe(let unsubscribe):
             var codes: [MQTTReasonCode] = []
             for filter in unsubscribe.filters {
-                if case .success(let subject) = MQTTTopic.subject(of: filter), connection.subjects.remove(subject) != nil {
+                switch MQTTTopic.filter(filter) {
+                case .success(.subject(let subject)) where connection.subjects.remove(subject) != nil:
                     session.grantedQoS[subject] = nil
                     session.filters[filter] = nil
                     session.forget(subject)
                     send(table.unsubscribe(connection, from: subject))
                     codes.append(.success)
-                } else {
+                case .success(.pattern(let pattern)) where session.patterns.removeValue(forKey: pattern) != nil:
+                    session.filters[filter] = nil
+                    session.needsSave = true
+                    send(patterns.unsubscribe(connection, from: pattern, holdsOthers: !session.patterns.isEmpty))
+                    codes.append(.success)
+                default:
                     codes.append(MQTTReasonCode(rawValue: 0x11))  // No subscription existed
                 }
             }
@@ -172,40 +178,80 @@ extension IngressHub {
         }
         var codes: [MQTTReasonCode] = []
         var accepted: [(subject: String, start: SubscribeStart)] = []
+        var acceptedPatterns: [(pattern: SubjectPattern, sendsRetained: Bool)] = []
+        /// Subjects and patterns count together in `MaxSubjectsPerConnection`.
+        var subscriptionCount: Int { connection.subjects.count + session.patterns.count }
         for subscription in subscribe.subscriptions {
-            let subject: String
-            switch MQTTTopic.subject(of: subscription.filter) {
-            case .success(let valid): subject = valid
-            case .failure(.wildcard): codes.append(failure(.wildcardSubscriptionsNotSupported)); continue
-            case .failure(.reserved): codes.append(failure(.notAuthorized)); continue
-            case .failure(.invalid): codes.append(failure(.topicFilterInvalid)); continue
-            }
-            guard connection.permissions.allows(.subscribe, subject) else {
-                codes.append(failure(.notAuthorized))
-                continue
-            }
-            let isNew = !connection.subjects.contains(subject)
-            guard !isNew || connection.subjects.count < limits.maxSubjects else {
-                codes.append(failure(.quotaExceeded))
-                continue
-            }
+            // Retain Handling (v5): 0 sends the retained messages, 1 only to a new subscription, 2 never.
+            let retainHandling = (subscription.options >> 4) & 0x03
             let granted = min(subscription.qos, 1)
+            let filter: MQTTTopic.Filter
+            switch MQTTTopic.filter(subscription.filter) {
+            case .success(let valid): filter = valid
+            case .failure(.reserved): codes.append(failure(.notAuthorized)); continue
+            case .failure(.invalid), .failure(.wildcard): codes.append(failure(.topicFilterInvalid)); continue
+            }
+            switch filter {
+            case .subject(let subject):
+                guard connection.permissions.allows(.subscribe, subject) else {
+                    codes.append(failure(.notAuthorized))
+                    continue
+                }
+                let isNew = !connection.subjects.contains(subject)
+                guard !isNew || subscriptionCount < limits.maxSubjects else {
+                    codes.append(failure(.quotaExceeded))
+                    continue
+                }
+                session.grantedQoS[subject] = granted
+                connection.subjects.insert(subject)
+                let sendsRetained = retainHandling == 0 || (retainHandling == 1 && isNew)
+                let start = resumedStart(of: subject, in: session, restoring: restoring, isNew: isNew)
+                accepted.append((subject, start ?? (sendsRetained ? .snapshot : .history(count: 0))))
+            case .pattern(let pattern):
+                guard connection.permissions.allowsSubscribe(toEvery: pattern) else {
+                    codes.append(failure(.notAuthorized))
+                    continue
+                }
+                let isNew = session.patterns[pattern] == nil
+                guard !isNew || (subscriptionCount < limits.maxSubjects && patterns.admits(pattern)) else {
+                    codes.append(failure(.quotaExceeded))
+                    continue
+                }
+                session.patterns[pattern] = granted
+                if isNew { send(patterns.subscribe(connection, to: pattern)) }
+                // A restored session's subscriptions already existed: no retained messages (MQTT 3.8.4).
+                acceptedPatterns.append((pattern, restoring == nil && (retainHandling == 0 || (retainHandling == 1 && isNew))))
+            }
             codes.append(MQTTReasonCode(rawValue: granted))
-            session.grantedQoS[subject] = granted
             session.filters[subscription.filter] = granted
             session.needsSave = true
-            connection.subjects.insert(subject)
-            // Retain Handling (v5): 0 sends the retained message, 1 only to a new subscription, 2 never.
-            let retainHandling = (subscription.options >> 4) & 0x03
-            let sendsRetained = retainHandling == 0 || (retainHandling == 1 && isNew)
-            let start = resumedStart(of: subject, in: session, restoring: restoring, isNew: isNew)
-            accepted.append((subject, start ?? (sendsRetained ? .snapshot : .history(count: 0))))
         }
         if restoring == nil { write(.suback(MQTTSubAck(packetID: subscribe.packetID, codes: codes)), to: connection) }
         for (subject, start) in accepted where !connection.isClosing {
             logger.debug("MQTT subscribe", metadata: ["connection": "\(connection.id)", "subject": "\(subject)"])
             send(table.subscribe(connection, to: subject, start: start, now: now))
         }
+        for (pattern, sendsRetained) in acceptedPatterns where sendsRetained && !connection.isClosing {
+            logger.debug("MQTT pattern subscribe", metadata: ["connection": "\(connection.id)", "pattern": "\(pattern)"])
+            send(patterns.requestRetained(for: connection, of: pattern, maxInFlight: limits.maxSubscribesInFlight,
+                                          makeRequestID: table.makeRequestID, now: now))
+        }
+    }
+
+    /// A cache shard's retained snapshots for a pattern subscribe, sent with the retain flag to the connection
+    /// if it still holds the pattern; false for a reply that is not for a pattern subscribe.
+    func answerPatternSubscribe(_ reply: SubscribeReply) -> Bool {
+        let (isPatternReply, connection) = patterns.answer(reply) { connection, pattern in
+            !connection.isClosing && connection.mqtt?.patterns[pattern] != nil
+        }
+        guard isPatternReply else { return false }
+        guard let connection else { return true }
+        for message in reply.messages where MQTTTopic.isTopicName(message.subject) {
+            connection.queueAnswer(message, kind: .snapshot)
+        }
+        if !reply.messages.isEmpty { connection.writeQueued(now: now()) }
+        sendWaitingSubscribes(of: connection)  // its slot is free
+        return true
     }
 
     private func publish(_ publish: MQTTPublish, from connection: ClientConnection, session: MQTTSession,

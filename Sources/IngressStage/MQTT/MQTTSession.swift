@@ -16,6 +16,8 @@ final class MQTTSession {
     var will: MQTTWill?
     /// The QoS granted per subscribed subject.
     var grantedQoS: [String: UInt8] = [:]
+    /// The wildcard subscriptions (their index is the hub's `PatternSubscriptions`) and the QoS granted to each.
+    var patterns: [SubjectPattern: UInt8] = [:]
     /// v5 Receive Maximum of the client: QoS 1 deliveries that may await their PUBACK at once.
     let receiveMaximum: Int
     /// v5 Maximum Packet Size of the client: larger PUBLISHes are not sent to it (MQTT 5 3.1.2.11.4).
@@ -72,6 +74,14 @@ final class MQTTSession {
     }
 
     var unacknowledgedCount: Int { unacknowledged.count }
+
+    /// The QoS a message on `subject` goes at: the highest granted among the subscriptions it matches, its subject
+    /// and its patterns (one copy per message, MQTT 5 3.3.4); 0 when none matches.
+    func deliveryQoS(for subject: String) -> UInt8 {
+        var qos = grantedQoS[subject] ?? 0
+        for (pattern, granted) in patterns where granted > qos && pattern.matches(subject) { qos = granted }
+        return qos
+    }
 
     /// A free packet identifier for a QoS 1 delivery; nil when the client's Receive Maximum is reached (the
     /// message then goes at QoS 0, docs/MQTT.md).
@@ -168,7 +178,7 @@ struct MQTTOutgoingPublish {
 
     /// The packet for `session`, or nil when it exceeds the client's Maximum Packet Size.
     mutating func packet(for session: MQTTSession, allocator: ByteBufferAllocator) -> ByteBuffer? {
-        let wantsQoS1 = message.flags.contains(.guaranteed) && (session.grantedQoS[message.subject] ?? 0) > 0
+        let wantsQoS1 = message.flags.contains(.guaranteed) && session.deliveryQoS(for: message.subject) > 0
         let packetID = wantsQoS1 ? session.takePacketID() : nil
         let qos: UInt8 = packetID == nil ? 0 : 1
         // DUP only on QoS 1 (MQTT-3.3.1-2): a message of a restored session's recovery sent before.

@@ -8,7 +8,7 @@ enum MQTTTopic {
     enum Refusal: Error, Equatable, CustomStringConvertible {
         /// `$SYS/...` and every other `$` topic: reserved to the server.
         case reserved
-        /// `+` or `#`: wildcard subscriptions are not supported yet.
+        /// `+` or `#` in a topic name (a PUBLISH, a will): only filters may have them.
         case wildcard
         /// No subject for it (leading `/`, empty level, invalid first level, too long).
         case invalid(String)
@@ -16,13 +16,34 @@ enum MQTTTopic {
         var description: String {
             switch self {
             case .reserved: return "topics starting with '$' are reserved"
-            case .wildcard: return "wildcard subscriptions ('+', '#') are not supported yet"
+            case .wildcard: return "a topic name must not contain the wildcards '+' or '#'"
             case .invalid(let problem): return "the topic has no subject: \(problem)"
             }
         }
     }
 
-    /// The subject of a topic name or (wildcard-free) topic filter.
+    /// What a SUBSCRIBE or UNSUBSCRIBE topic filter stands for.
+    enum Filter: Equatable {
+        case subject(String)
+        /// A filter with `+` or `#`: `vehicles/+/speed` is the pattern `/vehicles/+/speed`.
+        case pattern(SubjectPattern)
+    }
+
+    /// The subject or pattern of a topic filter.
+    static func filter(_ filter: String) -> Result<Filter, Refusal> {
+        if filter.utf8.first == UInt8(ascii: "$") { return .failure(.reserved) }
+        guard filter.utf8.contains(UInt8(ascii: "+")) || filter.utf8.contains(UInt8(ascii: "#")) else {
+            return subject(of: filter).map { .subject($0) }
+        }
+        if filter.utf8.first == UInt8(ascii: "/") { return .failure(.invalid("a topic must not start with '/'")) }
+        do {
+            return .success(.pattern(try SubjectPattern("/" + filter)))
+        } catch {
+            return .failure(.invalid(error.description))
+        }
+    }
+
+    /// The subject of a topic name (or a wildcard-free topic filter).
     static func subject(of topic: String) -> Result<String, Refusal> {
         if topic.utf8.first == UInt8(ascii: "$") { return .failure(.reserved) }
         if topic.utf8.contains(UInt8(ascii: "+")) || topic.utf8.contains(UInt8(ascii: "#")) {
@@ -32,6 +53,13 @@ enum MQTTTopic {
         let subject = "/" + topic
         if let problem = Subject.validate(subject) { return .failure(.invalid(problem.description)) }
         return .success(subject)
+    }
+
+    /// Whether a subject can go to MQTT clients as a topic name: subjects from WebSocket clients and Kafka keys
+    /// may hold `+`, `#` or U+0000, which no MQTT topic name may (MQTT 4.7.1, 1.5.4); a wildcard subscription
+    /// matching such a subject does not get it.
+    static func isTopicName(_ subject: String) -> Bool {
+        !subject.utf8.contains { $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "#") || $0 == 0 }
     }
 
     /// The topic of a (valid) subject.
