@@ -94,6 +94,31 @@ def test_a_reconnecting_device_gets_the_qos1_messages_it_missed(broker, version)
     again.close()
 
 
+def test_a_wildcard_filter_comes_back_with_the_session(broker):
+    """The session keeps a `+` filter: after the reconnect, without a SUBSCRIBE, live messages on matching subjects
+    arrive, and the retained one is not sent again (docs/MQTT.md: patterns have no positions, so what was published
+    while away on a subject matched only by the pattern is not recovered)."""
+    base, cid = unique_subject("sess-wild"), client_id()
+    device = Device(broker.mqtt_port, cid, "mqttv5", expiry=3600)
+    publish_by_mqtt_retained = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.mqtt_port), "-q", "1", "-r",
+                                "-t", topic_of(f"{base}/car1/speed"), "-m", "retained"]
+    out = subprocess.run(publish_by_mqtt_retained, capture_output=True, text=True, timeout=15)
+    assert out.returncode == 0, out.stdout + out.stderr
+    device.subscribe(topic_of(f"{base}/+/speed"))
+    assert device.payloads(1) == ["retained"]
+    wait_until(lambda: (stored_session(broker, cid) or {}).get("subscriptions"), 10, what="the subscription saved")
+    device.close()
+
+    again = Device(broker.mqtt_port, cid, "mqttv5", expiry=3600)
+    assert again.session_present is True
+    time.sleep(0.5)  # the restored pattern's interest reaches the fanout
+    publish_by_websocket(broker, f"{base}/car2/speed", "live")
+    publish_by_websocket(broker, f"{base}/car2/fuel", "other")
+    assert again.payloads(1) == ["live"], "the restored pattern delivers without a SUBSCRIBE"
+    assert again.nothing_more() == [], "no retained message again, nothing of a non-matching subject"
+    again.close()
+
+
 def test_mosquitto_sub_with_a_persistent_session_gets_what_it_missed(broker):
     """mosquitto_sub -c subscribes again after reconnecting: the subscription it has resumes from its position."""
     s, cid = unique_subject("sess"), client_id()
