@@ -111,18 +111,11 @@ final class MQTTChannelTests: XCTestCase, MQTTPipelineTest {
     var runDir: TestRunDir!
 
     override func setUpWithError() throws {
-        runDir = try TestRunDir("sy-mqtt")
-        channel = EmbeddedChannel()
-        connections = ConnectionCounter()
         var config = SwitchyardConfig()
         config.handshakeTimeout = 2
         config.maxConnections = 1
         config.messageSizeLimit = 1024
-        hub = try .forTests(on: channel.embeddedEventLoop, runDir: runDir, config: config)
-        try IngressServer.configureMQTTChannel(channel, settings: hub.mqttSettings,
-                                               entitlement: Entitlement(config: config, verifier: nil),
-                                               connections: connections, hub: hub)
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        (channel, connections, hub, runDir) = try Self.makePipeline("sy-mqtt", config: config)
     }
 
     override func tearDownWithError() throws {
@@ -499,6 +492,20 @@ protocol MQTTPipelineTest {
 }
 
 extension MQTTPipelineTest {
+    /// The MQTT listener's pipeline (`IngressServer.configureMQTTChannel`) with a real hub, connected.
+    static func makePipeline(_ name: String, config: SwitchyardConfig) throws
+        -> (EmbeddedChannel, ConnectionCounter, IngressHub, TestRunDir) {
+        let runDir = try TestRunDir(name)
+        let channel = EmbeddedChannel()
+        let connections = ConnectionCounter()
+        let hub = try IngressHub.forTests(on: channel.embeddedEventLoop, runDir: runDir, config: config)
+        try IngressServer.configureMQTTChannel(channel, settings: hub.mqttSettings,
+                                               entitlement: Entitlement(config: config, verifier: nil),
+                                               connections: connections, hub: hub)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        return (channel, connections, hub, runDir)
+    }
+
     func send(_ packet: MQTTPacket, _ version: MQTTVersion) throws {
         try channel.writeInbound(MQTTCodec.encode(packet, version: version))
         channel.embeddedEventLoop.run()

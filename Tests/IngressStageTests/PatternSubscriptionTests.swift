@@ -47,18 +47,11 @@ final class MQTTPatternHubTests: XCTestCase, MQTTPipelineTest {
     var runDir: TestRunDir!
 
     override func setUpWithError() throws {
-        runDir = try TestRunDir("sy-mqtt-pattern")
-        channel = EmbeddedChannel()
-        connections = ConnectionCounter()
         var config = SwitchyardConfig()
         config.maxSubjectsPerConnection = 3
         config.maxPatternsPerIngress = 2
         config.maxSubscribesInFlight = 1
-        hub = try .forTests(on: channel.embeddedEventLoop, runDir: runDir, config: config)
-        try IngressServer.configureMQTTChannel(channel, settings: hub.mqttSettings,
-                                               entitlement: Entitlement(config: config, verifier: nil),
-                                               connections: connections, hub: hub)
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        (channel, connections, hub, runDir) = try Self.makePipeline("sy-mqtt-pattern", config: config)
         try send(.connect(MQTTConnect(version: .v5, clientID: "dev1", cleanSession: true, keepAlive: 60)), .v5)
         guard case .connack(let connack) = try received(.v5).first else { return XCTFail("no CONNACK") }
         XCTAssertEqual(connack.properties.integer(MQTTProperties.ID.wildcardSubscriptionAvailable), 1)
