@@ -5,10 +5,11 @@ import SwitchyardCore
 /// One WebSocket client of this ingress and its write path. Owned by the hub, touched only on the event loop.
 ///
 /// Two kinds of output share one order:
-/// - live output (messages as they are published, replies to the client's requests) is written at once and
-///   flushed once per batch while the channel is writable; while it is not, it waits in the connection's own
-///   queue (a reference to the frame shared by every subscriber: no work in the pipeline for a client that does
-///   not read). A client whose queued live output passes its limit is too slow;
+/// - live output (messages as they are published, replies to the client's requests) is written at once through
+///   the connection's `ClientWire` (the frame's bytes, built once per message, go straight below the frame
+///   encoder) and flushed once per batch while the channel is writable; while it is not, it waits in the
+///   connection's own queue (a reference to the frame shared by every subscriber: no work in the pipeline for a
+///   client that does not read). A client whose queued live output passes its limit is too slow;
 /// - an answer (a subscribe's history or recovery, of any size) is queued and written in parts, each flushed,
 ///   while the channel is writable, continuing when it becomes writable again. It never counts against the
 ///   client. Live output that comes while an answer is queued waits behind it (and does count).
@@ -26,6 +27,8 @@ final class ClientConnection {
 
     let id: UInt64
     let channel: Channel
+    /// Where live output enters the channel's pipeline.
+    let wire: ClientWire
     /// Live output the client may leave unread (queued while the channel is not writable, or behind an answer)
     /// before it is too slow: the `ClientBufferLimit` less what the channel itself buffers.
     let liveBacklogLimit: Int
@@ -48,7 +51,7 @@ final class ClientConnection {
 
     /// Output waiting for the channel: while it is not writable, or while an answer is being written.
     private enum Queued {
-        case live(WebSocketFrame)
+        case live(WireFrame)
         case answer(WebSocketFrame)
         /// A message of an answer, encoded only when written: an answer is held once, as the cache sent it.
         case answerMessage(Message, MessageKind)
@@ -68,6 +71,7 @@ final class ClientConnection {
         self.id = id
         self.mqtt = mqtt
         self.channel = channel
+        wire = ClientWire(channel: channel)
         self.liveBacklogLimit = liveBacklogLimit
         self.lastActivity = now
         subscribeRate = TokenBucket(perSecond: limits.subscribeRate, burst: limits.subscribeBurst, now: now)
@@ -80,13 +84,13 @@ final class ClientConnection {
 
     /// Writes live output without flushing (`flush()` once per batch), or queues it while the channel is not
     /// writable (a burst of this batch may fill it: `leftUnread` judges the client after the flush).
-    func writeLive(_ frame: WebSocketFrame) {
+    func writeLive(_ frame: WireFrame) {
         guard !isClosing else { return }
         if !queued.isEmpty || !channel.isWritable {
             queued.append(.live(frame))
-            liveBacklog += frame.data.readableBytes
+            liveBacklog += frame.payloadBytes
         } else {
-            channel.write(frame, promise: nil)
+            wire.write(frame)
             needsFlush = true
         }
     }
@@ -154,19 +158,19 @@ final class ClientConnection {
         defer { noteStall(now: now) }
         var unflushed = 0
         while !isClosing, channel.isWritable, let next = queued.popFirst() {
-            let frame: WebSocketFrame
             switch next {
             case .live(let live):
-                liveBacklog -= live.data.readableBytes
-                frame = live
+                liveBacklog -= live.payloadBytes
+                unflushed += live.payloadBytes
+                wire.write(live)
             case .answer(let answer):
-                frame = answer
+                unflushed += answer.data.readableBytes
+                channel.write(answer, promise: nil)
             case .answerMessage(let message, let kind):
                 guard let encoded = encodeAnswer(message, kind: kind) else { continue }
-                frame = encoded
+                unflushed += encoded.data.readableBytes
+                channel.write(encoded, promise: nil)
             }
-            unflushed += frame.data.readableBytes
-            channel.write(frame, promise: nil)
             needsFlush = true
             if unflushed >= Self.answerChunkBytes {
                 flush()
@@ -192,7 +196,7 @@ final class ClientConnection {
     func flush() {
         guard needsFlush else { return }
         needsFlush = false
-        channel.flush()
+        wire.flush()
     }
 
     /// The client read what was buffered: write what waits for it.

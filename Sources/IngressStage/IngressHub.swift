@@ -328,13 +328,18 @@ final class IngressHub: @unchecked Sendable {
     /// Encodes the message once per protocol and writes the same frame to every live subscriber: of its subject,
     /// and (MQTT) of a pattern matching it, once per connection.
     private func deliver(_ message: Message) {
-        var frame: WebSocketFrame?
+        var frame: WireFrame?
         var mqttPublish: MQTTOutgoingPublish?
+        /// The last MQTT packet framed: every QoS 0 subscriber of one protocol version shares one packet.
+        var mqttFrame: WireFrame?
         func writeMQTT(to connection: ClientConnection, _ session: MQTTSession) {
             var publish = mqttPublish ?? MQTTOutgoingPublish(message: message, retain: false)
             defer { mqttPublish = publish }
             guard let packet = publish.packet(for: session, allocator: allocator) else { return }
-            writeLive(WebSocketFrame(fin: true, opcode: .binary, data: packet), to: connection)
+            let framed = mqttFrame.flatMap { $0.frame.data == packet ? $0 : nil }
+                ?? WireFrame(opcode: .binary, data: packet, allocator: allocator)
+            mqttFrame = framed
+            writeLive(framed, to: connection)
         }
         let askedAgain = table.subscribesAskedAgain
         let requests = table.deliver(message, now: now()) { connection, resyncFirst in
@@ -343,7 +348,9 @@ final class IngressHub: @unchecked Sendable {
                 return writeMQTT(to: connection, session)
             }
             if resyncFirst { writeLive(textFrame(ServerFrames.status(message.subject, status: "DATA_RESYNC")), to: connection) }
-            let encoded = frame ?? textFrame(ServerFrames.message(message, kind: .update, allocator: allocator))
+            let encoded = frame ?? WireFrame(opcode: .text,
+                                             data: ServerFrames.message(message, kind: .update, allocator: allocator),
+                                             allocator: allocator)
             frame = encoded
             writeLive(encoded, to: connection)
         }
@@ -477,6 +484,11 @@ final class IngressHub: @unchecked Sendable {
     }
 
     func writeLive(_ frame: WebSocketFrame, to connection: ClientConnection) {
+        writeLive(WireFrame(frame, allocator: allocator), to: connection)
+    }
+
+    /// Writes a frame built once for every receiver (a published message).
+    func writeLive(_ frame: WireFrame, to connection: ClientConnection) {
         connection.writeLive(frame)
         if !connection.isDirty {
             connection.isDirty = true

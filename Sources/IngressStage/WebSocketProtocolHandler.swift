@@ -17,7 +17,8 @@ final class WebSocketProtocolHandler: ChannelDuplexHandler {
     static let closeHandshakeTimeout = TimeAmount.seconds(1)
 
     private var receiver: WebSocketReceiver
-    private var closeSent = false
+    /// A close frame has gone out: later frames are dropped (`ClientWire` asks too).
+    private(set) var closeSent = false
     private var needsFlush = false
     /// Pings answered; one beyond it is not (RFC 6455 5.5.3 lets an endpoint answer only the latest ping).
     private var pingRate: TokenBucket

@@ -231,3 +231,10 @@ private final class FlushCounter: ChannelOutboundHandler {
         context.flush()
     }
 }
+
+extension ClientConnection {
+    /// A test's live frame, framed once as the hub frames a message.
+    func writeLive(_ frame: WebSocketFrame) {
+        writeLive(WireFrame(frame, allocator: ByteBufferAllocator()))
+    }
+}

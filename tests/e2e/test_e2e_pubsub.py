@@ -253,3 +253,27 @@ def test_token_on_url_and_connect_op_are_accepted(broker):
                 assert errors == [], errors
 
     run(scenario(), 30)
+
+
+def test_messages_of_every_frame_length_class_reach_every_subscriber_intact_and_in_order(broker):
+    """A delivery's frame is built once (header and payload in one buffer) and written below the frame encoder
+    (ClientWire): frames of a 1-byte, a 2-byte and an 8-byte length field reach each subscriber as a client's
+    WebSocket library parses them, in publish order, with replies to its own requests in between."""
+    s = unique_subject("lengths")
+    contents = ["short", "m" * 200, "L" * 70_000, "after"]
+
+    async def scenario():
+        subs = [await Client.connect(broker.url, name=f"sub{i}") for i in range(2)]
+        async with await Client.connect(broker.url, name="pub") as pub:
+            for c in subs:
+                assert (await c.subscribe([s]))[s]["status"] == "ALLOW"
+            for content in contents:
+                assert (await pub.publish(s, content, closure="c"))["status"] == "OK"
+            for c in subs:
+                await c.ping_pong()  # a reply through the whole pipeline, between the deliveries
+                msgs = await c.messages(s, len(contents))
+                assert [m["content"] for m in msgs] == contents, summarize(msgs)
+                assert [m["seq"] for m in msgs] == [1, 2, 3, 4], summarize(msgs)
+                await c.close()
+
+    run(scenario(), 60)
