@@ -49,7 +49,7 @@ public final class IngressServer: @unchecked Sendable {
 
     /// Starts serving; returns once every listening address is bound.
     public func start() throws {
-        try link.start { [hub] envelopes in hub.handle(envelopes) }
+        link.start { [hub] envelopes in hub.handle(envelopes) }
         let hub = self.hub
         let logger = context.logger
         let settings = EdgeSettings(config: context.config, entitlement: entitlement)
