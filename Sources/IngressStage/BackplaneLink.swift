@@ -6,7 +6,10 @@ import SwitchyardCore
 
 /// The ingress's two nanomsg directions, each on a `JoinableThread` of its own so the event loop never blocks:
 /// batches received on the ingress's PULL socket are decoded off the loop and handed over with a bounded number
-/// in flight; envelopes for the router are batched on the loop and sent by a sender thread from a bounded queue.
+/// in flight; envelopes for the router are batched on the loop (one batch per loop tick) and sent by a sender
+/// thread from a bounded queue. When that queue is empty (an idle pipe), the loop sends the batch itself with a
+/// non-blocking `nn_send` instead, saving the sender thread's wake-up on the way of every lone publish; with a
+/// backlog, or when nanomsg cannot take the batch at once, it queues behind the others (order kept).
 // @unchecked Sendable: `pending`, `flushScheduled`, `deliver` only on `eventLoop`; `queue` only under `queueCondition`;
 // `threads` only on the thread that calls `start` and `stop`.
 final class BackplaneLink: @unchecked Sendable {
@@ -19,7 +22,8 @@ final class BackplaneLink: @unchecked Sendable {
     private let logger: Logger
     private let metrics: StageMetrics
     private let inbound: NanomsgSocket
-    private let routerAddress: String
+    /// The PUSH socket to the router: used by the sender thread, and by the loop while the queue is empty.
+    private let outbound: NanomsgSocket
     private let running = NIOLockedValueBox(true)
     /// The receiver and the sender, once started.
     private var threads: [JoinableThread] = []
@@ -40,17 +44,16 @@ final class BackplaneLink: @unchecked Sendable {
         self.eventLoop = eventLoop
         self.logger = logger
         self.metrics = metrics
-        self.routerAddress = routerAddress
         inbound = try NanomsgSocket.pipeline(.pull, inboundAddress, timeoutMilliseconds: 200)
+        outbound = try NanomsgSocket.pipeline(.push, routerAddress, timeoutMilliseconds: 500)
     }
 
     /// Starts both threads. `deliver` runs on the event loop with each received batch.
-    func start(deliver: @escaping ([Envelope]) -> Void) throws {
-        let sender = try NanomsgSocket.pipeline(.push, routerAddress, timeoutMilliseconds: 500)
+    func start(deliver: @escaping ([Envelope]) -> Void) {
         self.deliver = deliver
         threads = [
             JoinableThread(name: "ingress-receive") { [self] _ in receiveLoop() },
-            JoinableThread(name: "ingress-send") { [self] _ in sendLoop(sender) },
+            JoinableThread(name: "ingress-send") { [self] _ in sendLoop() },
         ]
     }
 
@@ -100,12 +103,21 @@ final class BackplaneLink: @unchecked Sendable {
         let batch = pending.finish()
         metrics.countOut(count)
         queueCondition.lock()
+        defer { queueCondition.unlock() }
+        // Nothing queued means nothing in flight either (the sender thread removes a batch only once it is sent),
+        // so sending here keeps the order.
+        if queue.isEmpty && sendsWithoutWaiting(batch) { return }
         queue.append(batch)
         queueCondition.signal()
-        queueCondition.unlock()
     }
 
-    private func sendLoop(_ socket: NanomsgSocket) {
+    /// Sends on the event loop without blocking: false when nanomsg cannot take the batch at once (no router
+    /// connected, its buffers full) or the send failed; the sender thread then takes it, waits and logs.
+    private func sendsWithoutWaiting(_ batch: ByteBuffer) -> Bool {
+        (try? outbound.send(batch, wait: false)) ?? false
+    }
+
+    private func sendLoop() {
         var warned = false
         while true {
             queueCondition.lock()
@@ -116,7 +128,7 @@ final class BackplaneLink: @unchecked Sendable {
             }
             queueCondition.unlock()
             do {
-                if try socket.send(batch) {
+                if try outbound.send(batch) {
                     queueCondition.lock()
                     queue.removeFirst()
                     queueCondition.unlock()

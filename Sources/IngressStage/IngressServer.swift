@@ -56,7 +56,7 @@ public final class IngressServer: @unchecked Sendable {
 
     /// Starts serving; returns once every listening address is bound.
     public func start() throws {
-        try link.start { [hub] envelopes in hub.handle(envelopes) }
+        link.start { [hub] envelopes in hub.handle(envelopes) }
         let hub = self.hub
         // Before any client can subscribe (one event loop): the fanouts forget what a previous process of this
         // instance left behind.
