@@ -223,7 +223,7 @@ final class MQTTSessionHubTests: XCTestCase {
     }
 
     override func tearDownWithError() throws {
-        hub.mqttSessionStore?.sync {}
+        (hub.mqttSessionStore as? MQTTSessionStore)?.sync {}
         runDir.remove()
     }
 
@@ -295,7 +295,7 @@ final class MQTTSessionHubTests: XCTestCase {
         let third = try channel()
         _ = try connect(third, clean: true)
         XCTAssertEqual(try packets(third), [.connack(MQTTConnAck(sessionPresent: false, code: 0))])
-        hub.mqttSessionStore?.sync {}
-        XCTAssertNil(hub.mqttSessionStore?.loadNow("dev", now: 0).record)
+        (hub.mqttSessionStore as? MQTTSessionStore)?.sync {}
+        XCTAssertNil((hub.mqttSessionStore as? MQTTSessionStore)?.loadNow("dev", now: 0).record)
     }
 }

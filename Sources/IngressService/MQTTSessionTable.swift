@@ -1,0 +1,98 @@
+import IngressStage
+
+/// The sessions of the Kafka session topic as one ws-ingress instance knows them: the records read, with this
+/// instance's own writes applied at once (read-your-writes). No I/O: unit-tested.
+///
+/// The topic's order decides (the last write wins). An own write is applied when written; until it is read back,
+/// records of that client read before it are older in the topic's order and skipped, so the table never goes
+/// back to an older state and ends where the topic ends.
+struct MQTTSessionTable {
+    let maxSessions: Int
+    private(set) var records: [String: MQTTSessionRecord] = [:]
+    /// Own writes not read back yet: client → the id of the latest.
+    private var unreadOwnWrites: [String: UInt64] = [:]
+
+    init(maxSessions: Int) {
+        self.maxSessions = maxSessions
+    }
+
+    func hasRoom(for clientID: String) -> Bool {
+        records[clientID] != nil || records.count < maxSessions
+    }
+
+    /// What a CONNECT of `clientID` finds; an expired session is dropped.
+    mutating func load(_ clientID: String, now: Double) -> MQTTSessionLoaded {
+        if let record = records[clientID], record.expiresAt <= now { records[clientID] = nil }
+        return MQTTSessionLoaded(record: records[clientID], hasRoom: hasRoom(for: clientID))
+    }
+
+    /// This instance writes `record` (nil: deletes) as write `id`; false when a new session is not kept
+    /// (`MqttMaxSessions`): then nothing is to be written.
+    mutating func write(_ clientID: String, _ record: MQTTSessionRecord?, id: UInt64) -> Bool {
+        guard record == nil || hasRoom(for: clientID) else { return false }
+        records[clientID] = record
+        unreadOwnWrites[clientID] = id
+        return true
+    }
+
+    /// Own write `id` will not be read back (it failed).
+    mutating func writeFailed(_ clientID: String, id: UInt64) {
+        if unreadOwnWrites[clientID] == id { unreadOwnWrites[clientID] = nil }
+    }
+
+    /// A record read from the topic (nil: a tombstone); `ownID`: the id of this instance's write it is.
+    mutating func read(_ clientID: String, _ record: MQTTSessionRecord?, ownID: UInt64?, now: Double) {
+        if let latest = unreadOwnWrites[clientID] {
+            // Before our latest write in the topic: older than what the table holds.
+            guard let ownID, ownID >= latest else { return }
+            unreadOwnWrites[clientID] = nil
+        }
+        guard let record, record.expiresAt > now else {
+            records[clientID] = nil
+            return
+        }
+        if hasRoom(for: clientID) { records[clientID] = record }
+    }
+
+    /// Drops the expired sessions; returns their clients (to be deleted from the topic).
+    mutating func removeExpired(now: Double) -> [String] {
+        let expired = records.filter { $0.value.expiresAt <= now }.map(\.key).sorted()
+        for clientID in expired { records[clientID] = nil }
+        return expired
+    }
+}
+
+/// Whether the session topic was read up to the end it had when reading began: every partition assigned at the
+/// first assignment reached its end once. No I/O: unit-tested.
+struct MQTTSessionCatchUp {
+    /// nil until the first assignment.
+    private var remaining: Set<Int32>?
+    private(set) var isDone = false
+
+    /// Returns true when this completes the catch-up.
+    mutating func assigned(_ partitions: [Int32]) -> Bool {
+        guard !isDone, remaining == nil else { return false }
+        remaining = Set(partitions)
+        return check()
+    }
+
+    /// Returns true when this completes the catch-up.
+    mutating func reachedEnd(of partition: Int32) -> Bool {
+        guard !isDone, remaining != nil else { return false }
+        remaining?.remove(partition)
+        return check()
+    }
+
+    /// The topic was just created by this instance: there is nothing to read.
+    mutating func topicCreated() -> Bool {
+        guard !isDone else { return false }
+        isDone = true
+        return true
+    }
+
+    private mutating func check() -> Bool {
+        guard remaining?.isEmpty == true else { return false }
+        isDone = true
+        return true
+    }
+}
