@@ -1,0 +1,110 @@
+"""Issue 11, item 4 (second half): in Kafka mode a persistent MQTT session lives in the compacted session topic
+(`MqttSessionTopic`) that every node reads, so a device that reconnects to ANOTHER node gets what it missed.
+docs/MQTT.md, "Persistent sessions"."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+
+from e2e_helpers import Client, broker_factory, free_port, run
+from kafka_helpers import KafkaBroker, produce_one, read_topic, tansu, unique_topic  # noqa: F401 (fixture)
+from mqtt_helpers import Device
+
+PREFIX = f"ks{uuid.uuid4().hex[:6]}"
+SESSIONS = f"sessions-{PREFIX}"  # not matched by kafka-in's topics.regex
+
+
+@pytest.fixture(scope="module")
+def nodes(tansu, tmp_path_factory):
+    def build(index: int) -> KafkaBroker:
+        port = free_port()
+        b = KafkaBroker(tmp_path_factory.mktemp(f"ksess{index + 1}"), tansu.bootstrap, name=f"ksess{index + 1}",
+                        topics_regex=rf"^{PREFIX}-.*", ListenMqtt=f"127.0.0.1:{port}", MqttSessionTopic=SESSIONS,
+                        MqttSessionExpiry=300)
+        b.mqtt_port = port
+        return b
+
+    with broker_factory(build) as make:
+        yield [make(), make()]
+
+
+def session_records(bootstrap: str, cid: str) -> list[dict | None]:
+    """The records of `cid` in the session topic, oldest first (None: a tombstone)."""
+    return [json.loads(r.value) if r.value else None for r in read_topic(bootstrap, SESSIONS)
+            if r.key == cid.encode()]
+
+
+def test_a_v5_device_reconnecting_to_the_other_node_gets_every_message_it_missed(nodes, tansu):
+    node1, node2 = nodes
+    topic, cid = unique_topic(PREFIX), f"dev-{uuid.uuid4().hex[:8]}"
+    subject = f"/{topic}/dev7/cmd"
+    device = Device(node1.mqtt_port, cid, version="mqttv5", expiry=300)
+    assert device.session_present is False
+    device.subscribe(f"{topic}/dev7/cmd")
+    # kafka-in finds a new topic of its regex at its next metadata refresh: produce until one arrives.
+    deadline, got = time.monotonic() + 35, []
+    while not got and time.monotonic() < deadline:
+        produce_one(tansu.bootstrap, topic, "dev7/cmd", "first")
+        got = device.nothing_more(2)
+    assert got and set(got) == {"first"}, got
+    time.sleep(1.5)  # the acknowledged position is saved within a second
+    device.close()
+    time.sleep(0.5)
+    left = session_records(tansu.bootstrap, cid)[-1]
+    assert left and left["clientID"] == cid and left["expirySeconds"] == 300, left
+    position = left["positions"][subject]
+
+    for value in ("m1", "m2", "m3"):
+        produce_one(tansu.bootstrap, topic, "dev7/cmd", value)
+    again = Device(node2.mqtt_port, cid, version="mqttv5", expiry=300)
+    assert again.session_present is True, "node 2 found the session node 1 left"
+    assert again.payloads(3, timeout=30) == ["m1", "m2", "m3"]
+    assert again.nothing_more() == []
+    time.sleep(1.5)
+    again.close()
+    time.sleep(0.5)
+    taken_up = session_records(tansu.bootstrap, cid)[-1]
+    assert taken_up["subscriptions"] == [{"filter": f"{topic}/dev7/cmd", "qos": 1}]
+    # The same partition (epoch) and the numbers go on from where node 1 left them: nothing skipped or repeated.
+    assert taken_up["positions"][subject]["epoch"] == position["epoch"]
+    assert taken_up["positions"][subject]["seq"] == position["seq"] + 3, (position, taken_up)
+    for node in nodes:
+        assert not (node.run_dir / "mqtt-sessions").exists(), "Kafka mode keeps no session in RunDir"
+
+
+def test_a_clean_start_on_the_other_node_deletes_the_session_with_a_tombstone(nodes, tansu):
+    node1, node2 = nodes
+    topic, cid = unique_topic(PREFIX), f"dev-{uuid.uuid4().hex[:8]}"
+    device = Device(node1.mqtt_port, cid, version="mqttv5", expiry=300)
+    device.subscribe(f"{topic}/x")
+    time.sleep(1.5)
+    device.close()
+    time.sleep(0.5)
+    assert session_records(tansu.bootstrap, cid)[-1] is not None
+    clean = Device(node2.mqtt_port, cid, version="mqttv5", clean=True)
+    assert clean.session_present is False
+    clean.close()
+    time.sleep(0.5)
+    assert session_records(tansu.bootstrap, cid)[-1] is None, "a tombstone ends it for every node"
+    back = Device(node1.mqtt_port, cid, version="mqttv5", expiry=300)
+    assert back.session_present is False, "node 1 read the tombstone"
+    back.close()
+
+
+def test_a_publish_cannot_write_into_the_session_topic(nodes, tansu):
+    """A forged session (a publish on the session topic's subject) is refused by kafka-out, answered FAILED."""
+    victim = f"victim-{uuid.uuid4().hex[:8]}"
+    forged = json.dumps({"clientID": victim, "version": 5, "expirySeconds": 300, "expiresAt": 4e9,
+                         "subscriptions": [{"filter": "secret/#", "qos": 1}], "positions": {}})
+
+    async def scenario():
+        async with await Client.connect(nodes[0].url, retry_for=30) as ws:
+            return await ws.publish(f"/{SESSIONS}/{victim}", forged, closure="forge", timeout=15)
+
+    status = run(scenario())
+    assert status["status"] == "FAILED", status
+    assert session_records(tansu.bootstrap, victim) == []
