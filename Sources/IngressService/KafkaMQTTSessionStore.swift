@@ -112,16 +112,18 @@ public final class KafkaMQTTSessionStore: MQTTSessionStorage {
     public func load(_ clientID: String, on eventLoop: EventLoop) -> EventLoopFuture<MQTTSessionLoaded> {
         let now = Date().timeIntervalSince1970
         let promise = eventLoop.makePromise(of: MQTTSessionLoaded.self)
-        let waiting = state.withLockedValue { state -> UInt64? in
+        // The answer now, or (nil) the id of the waiter answered after the catch-up.
+        let (answer, waiting) = state.withLockedValue { state -> (MQTTSessionLoaded?, UInt64) in
             guard state.catchUp.isDone else {
                 state.nextID += 1
                 state.waiters.append(Waiter(id: state.nextID, clientID: clientID, promise: promise))
-                return state.nextID
+                return (nil, state.nextID)
             }
-            promise.succeed(state.table.load(clientID, now: now))
-            return nil
+            return (state.table.load(clientID, now: now), 0)
         }
-        if let waiting {
+        if let answer {
+            promise.succeed(answer)
+        } else {
             eventLoop.scheduleTask(in: catchUpWait) { [state, logger, topic] in
                 let late = state.withLockedValue { state -> Waiter? in
                     guard let index = state.waiters.firstIndex(where: { $0.id == waiting }) else { return nil }
@@ -167,15 +169,20 @@ public final class KafkaMQTTSessionStore: MQTTSessionStorage {
             guard let data = try? encoder.encode(record) else { return }
             value = ByteBuffer(bytes: data)
         }
-        let id: UInt64? = state.withLockedValue { state in
+        let (id, written) = state.withLockedValue { state in
             state.nextID += 1
-            guard state.table.write(clientID, record, id: state.nextID) else { return nil }
-            state.inFlight[state.nextID] = clientID
-            return state.nextID
+            let written = state.table.write(clientID, record, id: state.nextID)
+            if written == .applied { state.inFlight[state.nextID] = clientID }
+            return (state.nextID, written)
         }
-        guard let id else {
-            logger.warning("MQTT session not kept: MqttMaxSessions reached", metadata: ["client": "\(clientID)"])
-            return
+        switch written {
+        case .applied:
+            break
+        case .noRoom:
+            return logger.warning("MQTT session not kept: MqttMaxSessions reached", metadata: ["client": "\(clientID)"])
+        case .takenOver:
+            return logger.info("MQTT session not saved: a connection on another node took it up",
+                               metadata: ["client": "\(clientID)"])
         }
         let header = KafkaHeader(name: Self.writerHeader, value: ByteBuffer(string: "\(token)/\(id)"))
         let result = producer.produce(topic: topic, key: ByteBuffer(string: clientID), value: value,

@@ -3,10 +3,20 @@ import IngressStage
 /// The sessions of the Kafka session topic as one ws-ingress instance knows them: the records read, with this
 /// instance's own writes applied at once (read-your-writes). No I/O: unit-tested.
 ///
-/// The topic's order decides (the last write wins). An own write is applied when written; until it is read back,
-/// records of that client read before it are older in the topic's order and skipped, so the table never goes
-/// back to an older state and ends where the topic ends.
+/// The topic's order decides (the last write wins), except that a record of an older `generation` than the one
+/// held is not applied (a save from a connection the session was taken from, still open on another node). An own
+/// write is applied when written; until it is read back, records of that client read before it are older in the
+/// topic's order and skipped (unless of a newer generation), so the table does not go back to an older state.
 struct MQTTSessionTable {
+    /// What `write` did.
+    enum Written: Equatable {
+        case applied
+        /// A new session beyond `MqttMaxSessions`: not kept.
+        case noRoom
+        /// The table holds a newer generation: the session was taken up elsewhere; this save is not written.
+        case takenOver
+    }
+
     let maxSessions: Int
     private(set) var records: [String: MQTTSessionRecord] = [:]
     /// Own writes not read back yet: client → the id of the latest.
@@ -26,13 +36,20 @@ struct MQTTSessionTable {
         return MQTTSessionLoaded(record: records[clientID], hasRoom: hasRoom(for: clientID))
     }
 
-    /// This instance writes `record` (nil: deletes) as write `id`; false when a new session is not kept
-    /// (`MqttMaxSessions`): then nothing is to be written.
-    mutating func write(_ clientID: String, _ record: MQTTSessionRecord?, id: UInt64) -> Bool {
-        guard record == nil || hasRoom(for: clientID) else { return false }
+    /// This instance writes `record` (nil: deletes) as write `id`; unless `.applied`, nothing is to be written.
+    mutating func write(_ clientID: String, _ record: MQTTSessionRecord?, id: UInt64) -> Written {
+        if let record {
+            guard hasRoom(for: clientID) else { return .noRoom }
+            guard !isOlder(record, than: records[clientID]) else { return .takenOver }
+        }
         records[clientID] = record
         unreadOwnWrites[clientID] = id
-        return true
+        return .applied
+    }
+
+    private func isOlder(_ record: MQTTSessionRecord, than held: MQTTSessionRecord?) -> Bool {
+        guard let held else { return false }
+        return record.generation ?? 0 < held.generation ?? 0
     }
 
     /// Own write `id` will not be read back (it failed).
@@ -43,14 +60,18 @@ struct MQTTSessionTable {
     /// A record read from the topic (nil: a tombstone); `ownID`: the id of this instance's write it is.
     mutating func read(_ clientID: String, _ record: MQTTSessionRecord?, ownID: UInt64?, now: Double) {
         if let latest = unreadOwnWrites[clientID] {
-            // Before our latest write in the topic: older than what the table holds.
-            guard let ownID, ownID >= latest else { return }
-            unreadOwnWrites[clientID] = nil
+            if let ownID, ownID >= latest {
+                unreadOwnWrites[clientID] = nil  // our latest write: applied when written
+                return
+            }
+            // Before our latest write in the topic: older than what the table holds, unless a newer generation.
+            guard let record, let held = records[clientID], isOlder(held, than: record) else { return }
         }
         guard let record, record.expiresAt > now else {
             records[clientID] = nil
             return
         }
+        guard !isOlder(record, than: records[clientID]) else { return }
         if hasRoom(for: clientID) { records[clientID] = record }
     }
 

@@ -8,17 +8,19 @@ import XCTest
 @testable import IngressService
 @testable import IngressStage
 
-private func session(_ clientID: String, seq: UInt64 = 4, expiresAt: Double = 2_000_000_000) -> MQTTSessionRecord {
+private func session(_ clientID: String, seq: UInt64 = 4, expiresAt: Double = 2_000_000_000,
+                     generation: UInt64? = nil) -> MQTTSessionRecord {
     MQTTSessionRecord(clientID: clientID, version: 5, expirySeconds: 60, expiresAt: expiresAt,
                       subscriptions: [.init(filter: "a/b", qos: 1)],
-                      positions: ["/a/b": MQTTSubjectPosition(epoch: "e", seq: seq, sentSeq: seq + 2)])
+                      positions: ["/a/b": MQTTSubjectPosition(epoch: "e", seq: seq, sentSeq: seq + 2)],
+                      generation: generation)
 }
 
 final class MQTTSessionTableTests: XCTestCase {
     func testOwnWritesApplyAtOnceAndOlderRecordsReadBeforeThemAreSkipped() {
         var table = MQTTSessionTable(maxSessions: 10)
-        XCTAssertTrue(table.write("dev", session("dev", seq: 1), id: 1))
-        XCTAssertTrue(table.write("dev", session("dev", seq: 2), id: 2))
+        XCTAssertEqual(.applied, table.write("dev", session("dev", seq: 1), id: 1))
+        XCTAssertEqual(.applied, table.write("dev", session("dev", seq: 2), id: 2))
         XCTAssertEqual(table.load("dev", now: 0).record, session("dev", seq: 2), "read-your-writes")
         table.read("dev", session("dev", seq: 1), ownID: 1, now: 0)
         table.read("dev", session("other-node", seq: 9), ownID: nil, now: 0)
@@ -32,17 +34,39 @@ final class MQTTSessionTableTests: XCTestCase {
 
     func testAFailedWriteNoLongerHoldsBackOtherWriters() {
         var table = MQTTSessionTable(maxSessions: 10)
-        XCTAssertTrue(table.write("dev", session("dev", seq: 1), id: 5))
+        XCTAssertEqual(.applied, table.write("dev", session("dev", seq: 1), id: 5))
         table.writeFailed("dev", id: 5)
         table.read("dev", session("dev", seq: 8), ownID: nil, now: 0)
         XCTAssertEqual(table.load("dev", now: 0).record?.positions["/a/b"]?.seq, 8)
     }
 
+    func testASaveOfAnOlderGenerationIsNotAppliedNeitherWrittenNorRead() {
+        // Node B took the session up (generation 1); node A's connection, still open, saves generation 0.
+        var nodeA = MQTTSessionTable(maxSessions: 10)
+        nodeA.read("dev", session("dev", seq: 1), ownID: nil, now: 0)
+        nodeA.read("dev", session("dev", seq: 2, generation: 1), ownID: nil, now: 0)
+        XCTAssertEqual(nodeA.write("dev", session("dev", seq: 3), id: 1), .takenOver)
+        XCTAssertEqual(nodeA.load("dev", now: 0).record?.generation, 1)
+        // A saved before it read B's record: B's (newer generation) still counts, A's read back does not undo it.
+        var racing = MQTTSessionTable(maxSessions: 10)
+        racing.read("dev", session("dev", seq: 1), ownID: nil, now: 0)
+        XCTAssertEqual(racing.write("dev", session("dev", seq: 3), id: 1), .applied)
+        racing.read("dev", session("dev", seq: 2, generation: 1), ownID: nil, now: 0)
+        racing.read("dev", session("dev", seq: 3), ownID: 1, now: 0)
+        XCTAssertEqual(racing.load("dev", now: 0).record, session("dev", seq: 2, generation: 1))
+        // Any other node reading the topic in that order ends the same.
+        var other = MQTTSessionTable(maxSessions: 10)
+        for record in [session("dev", seq: 1), session("dev", seq: 2, generation: 1), session("dev", seq: 3)] {
+            other.read("dev", record, ownID: nil, now: 0)
+        }
+        XCTAssertEqual(other.load("dev", now: 0).record, session("dev", seq: 2, generation: 1))
+    }
+
     func testBoundsAndExpiry() {
         var table = MQTTSessionTable(maxSessions: 2)
-        XCTAssertTrue(table.write("a", session("a"), id: 1))
+        XCTAssertEqual(.applied, table.write("a", session("a"), id: 1))
         table.read("b", session("b", expiresAt: 50), ownID: nil, now: 0)
-        XCTAssertFalse(table.write("c", session("c"), id: 2), "MqttMaxSessions")
+        XCTAssertEqual(table.write("c", session("c"), id: 2), .noRoom, "MqttMaxSessions")
         table.read("c", session("c"), ownID: nil, now: 0)
         XCTAssertNil(table.load("c", now: 0).record, "not held beyond MqttMaxSessions")
         XCTAssertFalse(table.load("c", now: 0).hasRoom)

@@ -76,6 +76,37 @@ def test_a_v5_device_reconnecting_to_the_other_node_gets_every_message_it_missed
         assert not (node.run_dir / "mqtt-sessions").exists(), "Kafka mode keeps no session in RunDir"
 
 
+def test_a_take_over_on_the_other_node_while_the_old_connection_is_open(nodes, tansu):
+    """Node 1 does not know its connection was taken over on node 2: its later saves are of an older generation
+    and are not written, so node 2's session stays the one in the topic (docs/MQTT.md, "Take-over across
+    nodes")."""
+    node1, node2 = nodes
+    topic, cid = unique_topic(PREFIX), f"dev-{uuid.uuid4().hex[:8]}"
+    old = Device(node1.mqtt_port, cid, version="mqttv5", expiry=300)
+    old.subscribe(f"{topic}/dev7/cmd")
+    deadline, got = time.monotonic() + 35, []
+    while not got and time.monotonic() < deadline:
+        produce_one(tansu.bootstrap, topic, "dev7/cmd", "first")
+        got = old.nothing_more(2)
+    assert got, "kafka-in found the topic"
+    time.sleep(1.5)
+    new = Device(node2.mqtt_port, cid, version="mqttv5", expiry=300)
+    assert new.session_present is True
+    time.sleep(1)  # node 2 saved generation 1; node 1 read it
+    for value in ("m1", "m2"):
+        produce_one(tansu.bootstrap, topic, "dev7/cmd", value)
+    assert new.payloads(2, timeout=30) == ["m1", "m2"]
+    assert old.payloads(2, timeout=30) == ["m1", "m2"], "the old connection is still served"
+    time.sleep(1.5)  # both would save the positions they moved
+    old.close()
+    new.close()
+    time.sleep(1)
+    records = session_records(tansu.bootstrap, cid)
+    first_taken = next(i for i, r in enumerate(records) if r and r.get("generation") == 1)
+    assert all(r and r.get("generation") == 1 for r in records[first_taken:]), records[first_taken:]
+    assert len(records) > first_taken + 1, "node 2 saved the moved positions"
+
+
 def test_a_clean_start_on_the_other_node_deletes_the_session_with_a_tombstone(nodes, tansu):
     node1, node2 = nodes
     topic, cid = unique_topic(PREFIX), f"dev-{uuid.uuid4().hex[:8]}"

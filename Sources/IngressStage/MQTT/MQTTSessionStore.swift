@@ -30,6 +30,9 @@ public struct MQTTSessionRecord: RunDirJSONFile {
     public var subscriptions: [Subscription]
     /// Per subject (not filter), where recovery starts.
     public var positions: [String: MQTTSubjectPosition]
+    /// How many times a connection took the session up (nil: 0). In Kafka mode a save of an older generation than
+    /// the one stored (from a connection the session was taken from, still open on another node) is not applied.
+    public var generation: UInt64?
 
     /// A record this build can continue: protocol level 4 or 5.
     public var hasKnownVersion: Bool {
