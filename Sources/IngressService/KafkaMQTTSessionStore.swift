@@ -34,6 +34,7 @@ public final class KafkaMQTTSessionStore: MQTTSessionStorage {
         var nextID: UInt64 = 0
         /// Write id → client, until its delivery report.
         var inFlight: [UInt64: String] = [:]
+        var isClosed = false
     }
 
     private let topic: String
@@ -84,8 +85,18 @@ public final class KafkaMQTTSessionStore: MQTTSessionStorage {
                 Self.log(event, logger: logger)
             })
         consumer.start()
-        let producer = self.producer, consumer = self.consumer
-        DispatchQueue.global().async {
+        Self.ensureTopic(topic, producer: producer, consumer: consumer, state: state, logger: logger, attempt: 1)
+    }
+
+    /// Seconds between attempts to create the topic while Kafka does not answer.
+    static let topicRetrySeconds = 5
+
+    /// Creates the topic unless it exists, off the event loops; tries again while Kafka does not answer (a CONNECT
+    /// waits for the topic to be read, so it must come to exist), until the store closes.
+    private static func ensureTopic(_ topic: String, producer: KafkaProducer, consumer: KafkaConsumer,
+                                    state: NIOLockedValueBox<State>, logger: Logger, attempt: Int) {
+        DispatchQueue.global().async { [weak producer, weak consumer] in
+            guard let producer, let consumer, !state.withLockedValue({ $0.isClosed }) else { return }
             switch producer.createTopic(topic, partitions: Self.partitions, configs: ["cleanup.policy": "compact"],
                                         timeout: .seconds(10)) {
             case .success(.created):
@@ -95,8 +106,15 @@ public final class KafkaMQTTSessionStore: MQTTSessionStorage {
             case .success(.existed):
                 break
             case .failure(let error):
-                logger.warning("MQTT session topic not created; it is read when it exists",
-                               metadata: ["topic": "\(topic)", "error": "\(error)"])
+                logger.log(level: attempt == 1 ? .warning : .debug,
+                           "MQTT session topic not created yet; trying again every \(topicRetrySeconds) s",
+                           metadata: ["topic": "\(topic)", "error": "\(error)", "attempt": "\(attempt)"])
+                DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(topicRetrySeconds)) {
+                    [weak producer, weak consumer] in
+                    guard let producer, let consumer else { return }
+                    ensureTopic(topic, producer: producer, consumer: consumer, state: state, logger: logger,
+                                attempt: attempt + 1)
+                }
             }
             consumer.refresh()
         }
@@ -152,6 +170,7 @@ public final class KafkaMQTTSessionStore: MQTTSessionStorage {
     }
 
     public func close() {
+        state.withLockedValue { $0.isClosed = true }
         if !producer.flush(timeout: .seconds(2)) {
             logger.warning("MQTT sessions not all written to Kafka at shutdown",
                            metadata: ["outstanding": "\(producer.outstanding)"])
@@ -271,8 +290,12 @@ public final class KafkaMQTTSessionStore: MQTTSessionStorage {
 
     private static func log(_ event: KafkaEvent, logger: Logger) {
         switch event {
+        case .error(let error) where error.isFatal:
+            logger.error("MQTT session topic: fatal Kafka client error; sessions are not saved",
+                         metadata: ["error": "\(error)"])
         case .error(let error):
-            logger.warning("MQTT session topic: Kafka error", metadata: ["error": "\(error)"])
+            // Transient (librdkafka retries); reachability changes are logged at warning.
+            logger.debug("MQTT session topic: Kafka error", metadata: ["error": "\(error)"])
         case .reachability(let reachable, let reason):
             if reachable {
                 logger.info("MQTT session topic: Kafka reachable", metadata: ["reason": "\(reason)"])

@@ -5,13 +5,15 @@ docs/MQTT.md, "Persistent sessions"."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 import uuid
 
 import pytest
 
 from e2e_helpers import Client, broker_factory, free_port, run
-from kafka_helpers import KafkaBroker, produce_one, read_topic, tansu, unique_topic  # noqa: F401 (fixture)
+from kafka_helpers import (KafkaBroker, make_kafka_broker, make_tansu, produce_one, read_topic, tansu,  # noqa: F401
+                           unique_topic)
 from mqtt_helpers import Device
 
 PREFIX = f"ks{uuid.uuid4().hex[:6]}"
@@ -139,3 +141,42 @@ def test_a_publish_cannot_write_into_the_session_topic(nodes, tansu):
     status = run(scenario())
     assert status["status"] == "FAILED", status
     assert session_records(tansu.bootstrap, victim) == []
+
+
+def connack(port: int, cid: str, version: int, clean: bool, expiry: int | None = None) -> int:
+    """Sends a bare CONNECT and returns the CONNACK's return (3.1.1) or reason (v5) code."""
+    props = b""
+    if version == 5:
+        props = (b"\x11" + expiry.to_bytes(4, "big")) if expiry else b""
+        props = bytes([len(props)]) + props
+    body = (b"\x00\x04MQTT" + bytes([version, 0x02 if clean else 0x00]) + b"\x00\x1e" + props
+            + len(cid).to_bytes(2, "big") + cid.encode())
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(bytes([0x10, len(body)]) + body)
+        answer = b""
+        while len(answer) < 4:
+            chunk = s.recv(64)
+            assert chunk, f"closed without CONNACK (got {answer!r})"
+            answer += chunk
+    assert answer[0] == 0x20, answer
+    return answer[3]
+
+
+def test_kafka_down_at_start_refuses_session_connects_server_unavailable_not_no_session(make_tansu,
+                                                                                      make_kafka_broker):
+    kafka = make_tansu(start=False)  # a free port nobody listens on yet
+    port = free_port()
+    node = make_kafka_broker(kafka.bootstrap, name="ksdown", topics=[unique_topic("ksdown")],
+                             ListenMqtt=f"127.0.0.1:{port}", MqttSessionTopic=SESSIONS, HandshakeTimeout=4)
+    cid = f"dev-{uuid.uuid4().hex[:8]}"
+    started = time.monotonic()
+    assert connack(port, cid, 5, clean=False, expiry=300) == 0x88, "v5 Server unavailable"
+    assert time.monotonic() - started < 4, "answered within HandshakeTimeout"
+    assert connack(port, cid, 4, clean=False) == 0x03, "3.1.1 Server unavailable"
+    assert connack(port, cid, 5, clean=True) == 0x00, "a connection without a session is not affected"
+    assert "not read to its end in time" in node.log_text("ws-ingress")
+    kafka.start()
+    deadline = time.monotonic() + 45
+    while connack(port, cid, 5, clean=False, expiry=300) != 0x00:
+        assert time.monotonic() < deadline, "session CONNECTs accepted once Kafka is back"
+        time.sleep(1)
