@@ -34,7 +34,6 @@ public final class KafkaMQTTSessionStore: MQTTSessionStorage {
         var nextID: UInt64 = 0
         /// Write id → client, until its delivery report.
         var inFlight: [UInt64: String] = [:]
-        var isClosed = false
     }
 
     private let topic: String
@@ -45,6 +44,8 @@ public final class KafkaMQTTSessionStore: MQTTSessionStorage {
     private let state: NIOLockedValueBox<State>
     private let producer: KafkaProducer
     private let consumer: KafkaConsumer
+    /// Creates the topic if it is missing, trying again while that fails; ends once it exists.
+    private let topicCreator: JoinableThread
 
     /// The store of Kafka mode for ws-ingress (`IngressServer.main`); nil in standalone mode (the files).
     public static func make(_ context: StageContext) throws -> (any MQTTSessionStorage)? {
@@ -69,14 +70,15 @@ public final class KafkaMQTTSessionStore: MQTTSessionStorage {
         self.state = state
         var producerConfig = producerConfig
         producerConfig.set("acks", "all")  // and so idempotent (KafkaProducer)
-        producer = try KafkaProducer(
+        let producer = try KafkaProducer(
             config: producerConfig, nullKeyPartition: nil,
             onDelivery: { reports in Self.delivered(reports, state: state, logger: logger) },
             onEvent: { event in Self.log(event, logger: logger) })
+        self.producer = producer
         var options = KafkaConsumer.Options()
         options.topicIDs = topicIDs
         let token = self.token
-        consumer = try KafkaConsumer(
+        let consumer = try KafkaConsumer(
             config: consumerConfig, topics: KafkaTopicSelection(names: [topic]), options: options,
             startOffset: { _ in .beginning },
             onRecords: { records in Self.read(records, token: token, state: state, logger: logger) },
@@ -84,43 +86,49 @@ public final class KafkaMQTTSessionStore: MQTTSessionStorage {
                 Self.caughtUp(after: event, state: state, logger: logger)
                 Self.log(event, logger: logger)
             })
+        self.consumer = consumer
         consumer.start()
-        Self.ensureTopic(topic, producer: producer, consumer: consumer, state: state, logger: logger, attempt: 1)
-    }
-
-    /// Seconds between attempts to create the topic while Kafka does not answer.
-    static let topicRetrySeconds = 5
-
-    /// Creates the topic unless it exists, off the event loops; tries again while Kafka does not answer (a CONNECT
-    /// waits for the topic to be read, so it must come to exist), until the store closes.
-    private static func ensureTopic(_ topic: String, producer: KafkaProducer, consumer: KafkaConsumer,
-                                    state: NIOLockedValueBox<State>, logger: Logger, attempt: Int) {
-        DispatchQueue.global().async { [weak producer, weak consumer] in
-            guard let producer, let consumer, !state.withLockedValue({ $0.isClosed }) else { return }
-            switch producer.createTopic(topic, partitions: Self.partitions, configs: ["cleanup.policy": "compact"],
-                                        timeout: .seconds(10)) {
-            case .success(.created):
-                logger.info("MQTT session topic created", metadata: ["topic": "\(topic)"])
-                let waiters = state.withLockedValue { $0.catchUp.topicCreated() ? Self.takeWaiters(&$0) : [] }
-                for (waiter, loaded) in waiters { waiter.promise.succeed(loaded) }
-            case .success(.existed):
-                break
-            case .failure(let error):
-                logger.log(level: attempt == 1 ? .warning : .debug,
-                           "MQTT session topic not created yet; trying again every \(topicRetrySeconds) s",
-                           metadata: ["topic": "\(topic)", "error": "\(error)", "attempt": "\(attempt)"])
-                DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(topicRetrySeconds)) {
-                    [weak producer, weak consumer] in
-                    guard let producer, let consumer else { return }
-                    ensureTopic(topic, producer: producer, consumer: consumer, state: state, logger: logger,
-                                attempt: attempt + 1)
+        topicCreator = JoinableThread(name: "mqtt-sess-topic") { thread in
+            var attempt = 0
+            while !thread.isStopping {
+                attempt += 1
+                if Self.createTopic(topic, attempt: attempt, producer: producer, state: state, logger: logger) {
+                    consumer.refresh()
+                    return
+                }
+                for _ in 0..<(Self.topicRetrySeconds * 10) where !thread.isStopping {
+                    Thread.sleep(forTimeInterval: 0.1)
                 }
             }
-            consumer.refresh()
+        }
+    }
+
+    /// Seconds between attempts to create the topic while that fails (Kafka down, no `Create` ACL).
+    static let topicRetrySeconds = 5
+
+    /// Creates the topic unless it exists (blocks up to a few seconds); false when that failed. A CONNECT waits
+    /// for the topic to be read, so it must come to exist: `topicCreator` tries until then.
+    private static func createTopic(_ topic: String, attempt: Int, producer: KafkaProducer,
+                                    state: NIOLockedValueBox<State>, logger: Logger) -> Bool {
+        switch producer.createTopic(topic, partitions: partitions, configs: ["cleanup.policy": "compact"],
+                                    timeout: .seconds(3)) {
+        case .success(.created):
+            logger.info("MQTT session topic created", metadata: ["topic": "\(topic)"])
+            let waiters = state.withLockedValue { $0.catchUp.topicCreated() ? takeWaiters(&$0) : [] }
+            for (waiter, loaded) in waiters { waiter.promise.succeed(loaded) }
+            return true
+        case .success(.existed):
+            return true
+        case .failure(let error):
+            logger.log(level: attempt == 1 ? .warning : .debug,
+                       "MQTT session topic not created yet; trying again every \(topicRetrySeconds) s",
+                       metadata: ["topic": "\(topic)", "error": "\(error)", "attempt": "\(attempt)"])
+            return false
         }
     }
 
     deinit {
+        topicCreator.stop()
         consumer.close()
         producer.close(flushTimeout: .zero)
     }
@@ -170,7 +178,7 @@ public final class KafkaMQTTSessionStore: MQTTSessionStorage {
     }
 
     public func close() {
-        state.withLockedValue { $0.isClosed = true }
+        topicCreator.requestStop()
         if !producer.flush(timeout: .seconds(2)) {
             logger.warning("MQTT sessions not all written to Kafka at shutdown",
                            metadata: ["outstanding": "\(producer.outstanding)"])

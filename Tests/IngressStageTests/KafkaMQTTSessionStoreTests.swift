@@ -155,6 +155,19 @@ final class KafkaMQTTSessionStoreTests: XCTestCase {
         XCTAssertEqual(try load(reader, "dev199").record, session("dev199", seq: 199))
         reader.close()
 
+        // Kafka down when the store starts: unavailable; once it is back, the topic is read. (The mock cluster
+        // names no controller, so it cannot create topics: created here.)
+        let down = try KafkaMockCluster(brokers: 1)
+        try down.createTopic("sessions", partitions: 2)
+        try down.setBroker(1, up: false)
+        let waiting = try store(down.bootstrapServers, wait: .milliseconds(300))
+        XCTAssertEqual(try load(waiting, "dev1"), .unavailable)
+        try down.setBroker(1, up: true)
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline, try load(waiting, "dev1").isUnavailable { Thread.sleep(forTimeInterval: 0.2) }
+        XCTAssertEqual(try load(waiting, "dev1"), MQTTSessionLoaded(record: nil, hasRoom: true))
+        waiting.close()
+
         let started = Date()
         let unreachable = try store("127.0.0.1:1", wait: .milliseconds(300))
         XCTAssertEqual(try load(unreachable, "dev1"), .unavailable)
