@@ -17,7 +17,7 @@ from kafka_helpers import (KafkaBroker, make_kafka_broker, make_tansu, produce_o
 from mqtt_helpers import Device
 
 PREFIX = f"ks{uuid.uuid4().hex[:6]}"
-SESSIONS = f"sessions-{PREFIX}"  # not matched by kafka-in's topics.regex
+SESSIONS = f"sessions-{PREFIX}"  # matched by kafka-in's topics.regex too: kafka-in must leave it alone
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def nodes(tansu, tmp_path_factory):
     def build(index: int) -> KafkaBroker:
         port = free_port()
         b = KafkaBroker(tmp_path_factory.mktemp(f"ksess{index + 1}"), tansu.bootstrap, name=f"ksess{index + 1}",
-                        topics_regex=rf"^{PREFIX}-.*", ListenMqtt=f"127.0.0.1:{port}", MqttSessionTopic=SESSIONS,
+                        topics_regex=rf"^({PREFIX}-.*|{SESSIONS})", ListenMqtt=f"127.0.0.1:{port}", MqttSessionTopic=SESSIONS,
                         MqttSessionExpiry=300)
         b.mqtt_port = port
         return b
@@ -128,8 +128,22 @@ def test_a_clean_start_on_the_other_node_deletes_the_session_with_a_tombstone(no
     back.close()
 
 
-def test_a_publish_cannot_write_into_the_session_topic(nodes, tansu):
-    """A forged session (a publish on the session topic's subject) is refused by kafka-out, answered FAILED."""
+def test_a_publish_cannot_write_into_the_session_topic_nor_a_subscriber_read_it(nodes, tansu):
+    """A forged session (a publish on the session topic's subject) is refused by kafka-out, answered FAILED; kafka-in
+    does not deliver the topic's records although its topics.regex matches the topic."""
+    cid = f"dev-{uuid.uuid4().hex[:8]}"
+    device = Device(nodes[0].mqtt_port, cid, version="mqttv5", expiry=300)
+    time.sleep(1)
+    device.close()
+    time.sleep(0.5)
+    assert session_records(tansu.bootstrap, cid), "saved"
+
+    async def read_sessions():
+        async with await Client.connect(nodes[1].url, retry_for=30) as ws:
+            await ws.subscribe(f"/{SESSIONS}/{cid}", history=10)
+            return await ws.quiet(lambda f: f.get("op") == "message", 3)
+
+    assert run(read_sessions()) == []
     victim = f"victim-{uuid.uuid4().hex[:8]}"
     forged = json.dumps({"clientID": victim, "version": 5, "expirySeconds": 300, "expiresAt": 4e9,
                          "subscriptions": [{"filter": "secret/#", "qos": 1}], "positions": {}})
