@@ -198,13 +198,15 @@ public final class KafkaMQTTSessionStore: MQTTSessionStorage {
         }
         let (id, written) = state.withLockedValue { state in
             state.nextID += 1
-            let written = state.table.write(clientID, record, id: state.nextID)
+            let written = state.table.write(clientID, record, id: state.nextID, isCaughtUp: state.catchUp.isDone)
             if written == .applied { state.inFlight[state.nextID] = clientID }
             return (state.nextID, written)
         }
         switch written {
         case .applied:
             break
+        case .nothingToDelete:
+            return
         case .noRoom:
             return logger.warning("MQTT session not kept: MqttMaxSessions reached", metadata: ["client": "\(clientID)"])
         case .takenOver:

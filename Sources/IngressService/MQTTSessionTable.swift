@@ -15,6 +15,8 @@ struct MQTTSessionTable {
         case noRoom
         /// The table holds a newer generation: the session was taken up elsewhere; this save is not written.
         case takenOver
+        /// A delete of a session the table does not hold (every clean CONNECT deletes): no tombstone needed.
+        case nothingToDelete
     }
 
     let maxSessions: Int
@@ -37,10 +39,14 @@ struct MQTTSessionTable {
     }
 
     /// This instance writes `record` (nil: deletes) as write `id`; unless `.applied`, nothing is to be written.
-    mutating func write(_ clientID: String, _ record: MQTTSessionRecord?, id: UInt64) -> Written {
+    /// `isCaughtUp`: the table has read the topic to its end once, so a session it does not hold is not there.
+    mutating func write(_ clientID: String, _ record: MQTTSessionRecord?, id: UInt64,
+                        isCaughtUp: Bool = true) -> Written {
         if let record {
             guard hasRoom(for: clientID) else { return .noRoom }
             guard !isOlder(record, than: records[clientID]) else { return .takenOver }
+        } else if isCaughtUp && records[clientID] == nil && unreadOwnWrites[clientID] == nil {
+            return .nothingToDelete
         }
         records[clientID] = record
         unreadOwnWrites[clientID] = id

@@ -32,6 +32,16 @@ final class MQTTSessionTableTests: XCTestCase {
         XCTAssertEqual(table.load("dev", now: 0), MQTTSessionLoaded(record: nil, hasRoom: true), "tombstone")
     }
 
+    func testDeletingASessionNotHeldWritesNoTombstoneOnceCaughtUp() {
+        var table = MQTTSessionTable(maxSessions: 10)
+        XCTAssertEqual(table.write("clean", nil, id: 1, isCaughtUp: false), .applied, "it may be in the unread part")
+        table.read("clean", nil, ownID: 1, now: 0)
+        XCTAssertEqual(table.write("clean", nil, id: 2), .nothingToDelete, "every clean CONNECT deletes")
+        table.read("dev", session("dev"), ownID: nil, now: 0)
+        XCTAssertEqual(table.write("dev", nil, id: 3), .applied)
+        XCTAssertEqual(table.write("dev", nil, id: 4), .applied, "our tombstone not read back yet: written again")
+    }
+
     func testAFailedWriteNoLongerHoldsBackOtherWriters() {
         var table = MQTTSessionTable(maxSessions: 10)
         XCTAssertEqual(.applied, table.write("dev", session("dev", seq: 1), id: 5))
