@@ -89,10 +89,11 @@ let package = Package(
         // For tests only: librdkafka's in-process mock cluster and conveniences for producing test records.
         .target(name: "SwitchyardKafkaTesting", dependencies: ["CRdKafka", "SwitchyardKafka"]),
 
-        // TLS (swift-nio-ssl) and the JWT verifier (jwt-kit) of ws-ingress, apart from IngressStage: the edge and its
-        // parsers (and the sanitizer-built fuzzers in fuzzing/) then build without BoringSSL.
+        // TLS (swift-nio-ssl), the JWT verifier (jwt-kit) and the Kafka session store (librdkafka) of ws-ingress,
+        // apart from IngressStage: the edge and its parsers (and the sanitizer-built fuzzers in fuzzing/) then build
+        // without BoringSSL or librdkafka.
         .target(name: "IngressService", dependencies: [
-            "IngressStage", "SwitchyardCore",
+            "IngressStage", "SwitchyardCore", "SwitchyardKafka",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -140,7 +141,7 @@ let package = Package(
         .testTarget(name: "KafkaInStageTests", dependencies: ["KafkaInStage", "SwitchyardKafka"]),
         .testTarget(name: "SwitchyardClientTests", dependencies: ["SwitchyardClient"]),
         .testTarget(name: "IngressStageTests", dependencies: [
-            "IngressStage", "IngressService",
+            "IngressStage", "IngressService", "SwitchyardKafka", "SwitchyardKafkaTesting",
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),

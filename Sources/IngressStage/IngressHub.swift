@@ -37,8 +37,8 @@ final class IngressHub: @unchecked Sendable {
     private(set) var connections: [UInt64: ClientConnection] = [:]
     /// MQTT connections by client identifier: a second CONNECT with the same one takes the session over.
     var mqttClients: [String: ClientConnection] = [:]
-    /// Persistent MQTT sessions (`RunDir/mqtt-sessions/`); nil when `MqttSessionExpiry` is 0.
-    var mqttSessionStore: MQTTSessionStore?
+    /// Persistent MQTT sessions (`RunDir/mqtt-sessions/`, or the Kafka session topic); nil when `MqttSessionExpiry` is 0.
+    var mqttSessionStore: (any MQTTSessionStorage)?
     private var nextConnectionID: UInt64 = 0
     /// Connections written to since the last flush: flushed once per batch, then judged by what they left.
     private var dirty: [ClientConnection] = []

@@ -28,15 +28,18 @@ public final class IngressServer: @unchecked Sendable {
     private let eventLoop: EventLoop
     private let link: BackplaneLink
     private let hub: IngressHub
-    /// Persistent MQTT sessions (`RunDir/mqtt-sessions/`); nil when `MqttSessionExpiry` is 0.
-    private let sessionStore: MQTTSessionStore?
+    /// Persistent MQTT sessions (`RunDir/mqtt-sessions/`, or the Kafka session topic); nil when
+    /// `MqttSessionExpiry` is 0.
+    private let sessionStore: (any MQTTSessionStorage)?
     /// The certificate of the `ListenEncrypted` and `ListenMqttEncrypted` listeners; nil without them.
     private let tls: (any ListenerTLS)?
     private let entitlement: Entitlement
     private var serverChannels: [Channel] = []
 
-    /// `tls` for the encrypted listeners and `verifier` for `Entitlement = jwt` come from IngressService.
-    public init(context: StageContext, tls: (any ListenerTLS)?, verifier: (any TokenVerifying)?) throws {
+    /// `tls` for the encrypted listeners, `verifier` for `Entitlement = jwt` and `sessions` (Kafka mode: the Kafka
+    /// session store; nil: the files in `RunDir/mqtt-sessions/`) come from IngressService.
+    public init(context: StageContext, tls: (any ListenerTLS)?, verifier: (any TokenVerifying)?,
+                sessions: (any MQTTSessionStorage)? = nil) throws {
         self.context = context
         eventLoop = group.next()
         let topology = context.topology
@@ -46,8 +49,8 @@ public final class IngressServer: @unchecked Sendable {
         hub = IngressHub(instance: UInt32(context.instance), inboundAddress: context.inboundAddress,
                          config: context.config, logger: context.logger, metrics: context.metrics, link: link)
         sessionStore = context.config.mqttSessionExpiry > 0
-            ? MQTTSessionStore(runDir: context.config.runDir, maxSessions: context.config.mqttMaxSessions,
-                               logger: context.logger)
+            ? sessions ?? MQTTSessionStore(runDir: context.config.runDir, maxSessions: context.config.mqttMaxSessions,
+                                           logger: context.logger)
             : nil
         hub.mqttSessionStore = sessionStore
         self.tls = tls
@@ -192,21 +195,23 @@ public final class IngressServer: @unchecked Sendable {
         if !entitlement.awaitVerifications(timeout: 2) {
             context.logger.warning("token verifications still running at shutdown")
         }
-        sessionStore?.sync {}  // the sessions saved as their connections closed are written
+        sessionStore?.close()  // the sessions saved as their connections closed are written
         link.stop()
         try? group.syncShutdownGracefully()
     }
 
     /// The whole life of a ws-ingress instance.
-    /// `makeTLS` and `makeVerifier` build the TLS of the encrypted listeners and the JWT verifier (IngressService); a
-    /// `ConfigError` from either stops start-up with exit status 2, like one from the configuration.
+    /// `makeTLS`, `makeVerifier` and `makeSessions` build the TLS of the encrypted listeners, the JWT verifier and the
+    /// session store of Kafka mode (IngressService); a `ConfigError` from any stops start-up with exit status 2, like
+    /// one from the configuration.
     public static func main(makeTLS: (StageContext) throws -> (any ListenerTLS)?,
-                            makeVerifier: (SwitchyardConfig) throws -> (any TokenVerifying)?) -> Never {
+                            makeVerifier: (SwitchyardConfig) throws -> (any TokenVerifying)?,
+                            makeSessions: (StageContext) throws -> (any MQTTSessionStorage)?) -> Never {
         let context = StageContext.bootstrap(.ingress)
         let server: IngressServer
         do {
             server = try IngressServer(context: context, tls: try makeTLS(context),
-                                       verifier: try makeVerifier(context.config))
+                                       verifier: try makeVerifier(context.config), sessions: try makeSessions(context))
             try server.start()
         } catch let error as ConfigError {
             // Exit status 2: the supervisor reports the configuration and does not restart us.

@@ -63,8 +63,10 @@ public final class KafkaIn: EnvelopeHandler, @unchecked Sendable {
         if !resumed.isEmpty {
             context.logger.info("resuming from the last run's offsets", metadata: ["partitions": "\(resumed.count)"])
         }
+        var topics = consumerConfig.topics
+        topics.excluded = [context.config.mqttSessionTopic]  // ws-ingress's MQTT sessions are not messages
         consumer = try KafkaConsumer(
-            config: consumerConfig,
+            config: consumerConfig, topics: topics,
             startOffset: { [initialAssignmentDone] partition in
                 // Where the last run stopped (minus the warm-up window, for caches that restarted too), so a
                 // restart skips nothing; else the warm-up tail; topics that appear later from their beginning.

@@ -57,6 +57,17 @@ public final class KafkaOut: EnvelopeHandler, @unchecked Sendable {
             return
         }
         let (topic, key) = Subject.kafkaMapping(publish.message.subject)
+        guard topic != context.config.mqttSessionTopic else {
+            // ws-ingress's own topic of MQTT sessions: a publish must not write (forge) a session.
+            context.logger.warning("publish to the MQTT session topic refused",
+                                   metadata: ["subject": "\(publish.message.subject)"])
+            if publish.message.flags.contains(.wantsAck) {
+                outbox.send(.publishAck(PublishAck(requestID: publish.requestID, status: .failed,
+                                                   reason: "the subject is reserved (MqttSessionTopic)")),
+                            to: publish.replyTo, delivery: .reply)
+            }
+            return
+        }
         nextID += 1
         let id = nextID
         if publish.message.flags.contains(.wantsAck) {

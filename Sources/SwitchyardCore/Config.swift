@@ -160,12 +160,16 @@ public struct SwitchyardConfig: Sendable {
     /// Interval > 0) is kept after its connection ends; the most a v5 client may ask for. 0: no session is kept.
     /// Default 86400 (1 day).
     public var mqttSessionExpiry: Int = 86_400
-    /// `MqttMaxSessions`: persistent MQTT sessions kept in `RunDir/mqtt-sessions/`. Default 100000.
+    /// `MqttMaxSessions`: persistent MQTT sessions kept in `RunDir/mqtt-sessions/` (Kafka mode: held by each
+    /// ws-ingress instance from the session topic). Default 100000.
     public var mqttMaxSessions: Int = 100_000
     /// `MaxPatternsPerIngress`: distinct wildcard patterns (`+`, `#`) one ws-ingress instance holds subscriptions
     /// to; a SUBSCRIBE to one more gets SUBACK `0x80` (v5 `0x97`). Every pattern is kept by every fanout shard and
     /// looked at for every message. Default 10,000.
     public var maxPatternsPerIngress: Int = 10_000
+    /// `MqttSessionTopic`: Kafka mode: the compacted Kafka topic that holds the persistent MQTT sessions of every
+    /// node (created if missing). Default `switchyard-mqtt-sessions`.
+    public var mqttSessionTopic: String = "switchyard-mqtt-sessions"
     /// `IngressInstances`, `CacheInstances`, `FanoutInstances`, `KafkaOutInstances`: how many instances of each
     /// stage run (router and kafka-in always run one: `StageName.instanceLimit`).
     public var instances: [String: Int] = ["ws-ingress": 1, "router": 1, "cache": 1, "fanout": 1,
@@ -338,6 +342,9 @@ public struct SwitchyardConfig: Sendable {
         case "MqttSessionExpiry": mqttSessionExpiry = try integer(0...31_536_000)
         case "MqttMaxSessions": mqttMaxSessions = try integer(1...10_000_000)
         case "MaxPatternsPerIngress": maxPatternsPerIngress = try integer(1...1_000_000)
+        case "MqttSessionTopic":
+            if let problem = Subject.topicNameProblem(value) { throw fail(problem) }
+            mqttSessionTopic = value
         default:
             throw fail("unknown parameter")
         }

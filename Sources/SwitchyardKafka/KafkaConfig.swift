@@ -12,10 +12,13 @@ public struct KafkaTopicSelection: Sendable, Equatable {
     /// Swift `Regex` syntax; matched against the whole topic name (like Java's `Pattern.matches`, which Kafka's
     /// own `subscribe(Pattern)` uses). Topics starting with `__` (Kafka's internal ones) never match a regex.
     public var regex: String?
+    /// Topics never consumed even when listed or matched (kafka-in: ws-ingress's MQTT session topic).
+    public var excluded: Set<String>
 
-    public init(names: [String] = [], regex: String? = nil) {
+    public init(names: [String] = [], regex: String? = nil, excluded: Set<String> = []) {
         self.names = names
         self.regex = regex
+        self.excluded = excluded
     }
 
     public var isEmpty: Bool { names.isEmpty && regex == nil }

@@ -92,7 +92,8 @@ public final class KafkaConsumer: @unchecked Sendable {
             throw KafkaConfigError(file: config.file, line: 0, parameter: "group.id",
                                    problem: "librdkafka gave no consumer queue")
         }
-        self.loop = ConsumerLoop(client: client, queue: queue, names: Set(selection.names), regex: regex,
+        self.loop = ConsumerLoop(client: client, queue: queue, names: Set(selection.names).subtracting(selection.excluded),
+                                 excluded: selection.excluded, regex: regex,
                                  options: options, startOffset: startOffset, onRecords: onRecords)
     }
 
@@ -158,6 +159,7 @@ private final class ConsumerLoop: @unchecked Sendable {
     let client: RdKafkaClient
     let queue: OpaquePointer
     let names: Set<String>
+    let excluded: Set<String>
     let regex: Regex<AnyRegexOutput>?
     let options: ConsumerOptions
     let startOffset: @Sendable (KafkaPartitionInfo) -> KafkaOffset?
@@ -181,12 +183,14 @@ private final class ConsumerLoop: @unchecked Sendable {
 
     typealias ConsumerOptions = KafkaConsumer.Options
 
-    init(client: RdKafkaClient, queue: OpaquePointer, names: Set<String>, regex: Regex<AnyRegexOutput>?,
-         options: ConsumerOptions, startOffset: @escaping @Sendable (KafkaPartitionInfo) -> KafkaOffset?,
+    init(client: RdKafkaClient, queue: OpaquePointer, names: Set<String>, excluded: Set<String>,
+         regex: Regex<AnyRegexOutput>?, options: ConsumerOptions,
+         startOffset: @escaping @Sendable (KafkaPartitionInfo) -> KafkaOffset?,
          onRecords: @escaping @Sendable ([KafkaRecord]) -> Void) {
         self.client = client
         self.queue = queue
         self.names = names
+        self.excluded = excluded
         self.regex = regex
         self.options = options
         self.startOffset = startOffset
@@ -322,7 +326,7 @@ private final class ConsumerLoop: @unchecked Sendable {
 
     private func matches(_ topic: String) -> Bool {
         if names.contains(topic) { return true }
-        guard let regex, !topic.hasPrefix("__") else { return false }
+        guard let regex, !topic.hasPrefix("__"), !excluded.contains(topic) else { return false }
         return (try? regex.wholeMatch(in: topic)) != nil
     }
 

@@ -73,9 +73,9 @@ public final class KafkaProducer: @unchecked Sendable {
     }
 
     /// Queues one record. `id` comes back in its delivery report. Key, value and headers are copied.
-    /// A nil key is a null key; an empty buffer is an empty (not null) key or value; a header with a nil value
-    /// has a null value.
-    public func produce(topic: String, key: UnsafeRawBufferPointer?, value: UnsafeRawBufferPointer,
+    /// A nil key or value is a null one (a null value is a tombstone in a compacted topic); an empty buffer is an
+    /// empty (not null) key or value; a header with a nil value has a null value.
+    public func produce(topic: String, key: UnsafeRawBufferPointer?, value: UnsafeRawBufferPointer?,
                         headers: [KafkaHeader] = [], id: UInt64) -> KafkaProduceResult {
         state.withLockedValue { state -> KafkaProduceResult in
             if state.closed {
@@ -95,15 +95,15 @@ public final class KafkaProducer: @unchecked Sendable {
             // librdkafka reads a NULL pointer as a null key/value; a zero-length buffer may have no base address.
             let opaque = UnsafeMutableRawPointer(bitPattern: UInt(truncatingIfNeeded: id))
             let err = withUnsafeBytes(of: UInt8(0)) { empty -> rd_kafka_resp_err_t in
-                let valuePtr = UnsafeMutableRawPointer(mutating: value.baseAddress ?? empty.baseAddress!)
+                let valuePtr = value.map { UnsafeMutableRawPointer(mutating: $0.baseAddress ?? empty.baseAddress!) }
                 let keyPtr = key.map { $0.baseAddress ?? empty.baseAddress! }
                 guard !headers.isEmpty else {
-                    let rc = rd_kafka_produce(rkt, partition, SY_RD_KAFKA_MSG_F_COPY, valuePtr, value.count,
+                    let rc = rd_kafka_produce(rkt, partition, SY_RD_KAFKA_MSG_F_COPY, valuePtr, value?.count ?? 0,
                                               keyPtr, key?.count ?? 0, opaque)
                     return rc == 0 ? RD_KAFKA_RESP_ERR_NO_ERROR : rd_kafka_last_error()
                 }
                 let recordHeaders = Self.makeHeaders(headers)
-                let err = sy_rd_kafka_produce_with_headers(client.handle, rkt, partition, valuePtr, value.count,
+                let err = sy_rd_kafka_produce_with_headers(client.handle, rkt, partition, valuePtr, value?.count ?? 0,
                                                            keyPtr, key?.count ?? 0, recordHeaders, opaque)
                 // librdkafka owns the headers once the record is queued.
                 if err != RD_KAFKA_RESP_ERR_NO_ERROR { rd_kafka_headers_destroy(recordHeaders) }
@@ -116,14 +116,27 @@ public final class KafkaProducer: @unchecked Sendable {
     }
 
     /// Queues one record from `ByteBuffer`s (see `produce(topic:key:value:headers:id:)`).
-    public func produce(topic: String, key: ByteBuffer?, value: ByteBuffer, headers: [KafkaHeader] = [],
+    public func produce(topic: String, key: ByteBuffer?, value: ByteBuffer?, headers: [KafkaHeader] = [],
                         id: UInt64) -> KafkaProduceResult {
-        value.withUnsafeReadableBytes { v in
-            if let key {
-                return key.withUnsafeReadableBytes { k in produce(topic: topic, key: k, value: v, headers: headers, id: id) }
-            }
-            return produce(topic: topic, key: nil, value: v, headers: headers, id: id)
+        func withKey(_ v: UnsafeRawBufferPointer?) -> KafkaProduceResult {
+            guard let key else { return produce(topic: topic, key: nil, value: v, headers: headers, id: id) }
+            return key.withUnsafeReadableBytes { k in produce(topic: topic, key: k, value: v, headers: headers, id: id) }
         }
+        guard let value else { return withKey(nil) }
+        return value.withUnsafeReadableBytes { v in withKey(v) }
+    }
+
+    /// Creates `name` with `partitions` partitions, the broker's default replication and the topic `configs`
+    /// (e.g. `cleanup.policy = compact`); a broker that refuses the configs gets the topic without them. Blocks up
+    /// to about twice `timeout`: call it off any event loop. Returns `.created`, `.existed`, or the error.
+    public func createTopic(_ name: String, partitions: Int32, configs: [String: String],
+                            timeout: Duration) -> Result<KafkaTopicCreation, KafkaError> {
+        let result = KafkaAdmin.createTopic(client.handle, name, partitions: partitions, configs: configs,
+                                            timeout: timeout)
+        guard case .failure(let error) = result, !configs.isEmpty,
+              [RD_KAFKA_RESP_ERR_INVALID_CONFIG.rawValue, RD_KAFKA_RESP_ERR_POLICY_VIOLATION.rawValue,
+               RD_KAFKA_RESP_ERR_UNSUPPORTED_VERSION.rawValue].contains(error.code) else { return result }
+        return KafkaAdmin.createTopic(client.handle, name, partitions: partitions, configs: [:], timeout: timeout)
     }
 
     /// A librdkafka header list with copies of `headers`, for `rd_kafka_producev`.
@@ -241,5 +254,54 @@ private final class ProducerLoop: @unchecked Sendable {
         let name = String(cString: rd_kafka_topic_name(rkt))
         topicNames[rkt] = name
         return name
+    }
+}
+
+/// What `KafkaProducer.createTopic` found.
+public enum KafkaTopicCreation: Sendable, Equatable {
+    case created
+    /// The topic was there already (its settings left as they are).
+    case existed
+}
+
+/// librdkafka's admin API (CreateTopics), on a client's handle.
+enum KafkaAdmin {
+    static func createTopic(_ handle: OpaquePointer, _ name: String, partitions: Int32, configs: [String: String],
+                            timeout: Duration) -> Result<KafkaTopicCreation, KafkaError> {
+        var errbuf = [CChar](repeating: 0, count: 512)
+        guard let topic = rd_kafka_NewTopic_new(name, partitions, -1, &errbuf, errbuf.count) else {
+            let message = errbuf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+            return .failure(KafkaError(RD_KAFKA_RESP_ERR__INVALID_ARG, reason: message))
+        }
+        defer { rd_kafka_NewTopic_destroy(topic) }
+        for (key, value) in configs.sorted(by: { $0.key < $1.key }) {
+            _ = rd_kafka_NewTopic_set_config(topic, key, value)
+        }
+        guard let queue = rd_kafka_queue_new(handle) else {
+            return .failure(KafkaError(RD_KAFKA_RESP_ERR__FAIL, reason: "no queue for CreateTopics"))
+        }
+        defer { rd_kafka_queue_destroy(queue) }
+        let options = rd_kafka_AdminOptions_new(handle, RD_KAFKA_ADMIN_OP_CREATETOPICS)
+        defer { rd_kafka_AdminOptions_destroy(options) }
+        _ = rd_kafka_AdminOptions_set_request_timeout(options, milliseconds(timeout), &errbuf, errbuf.count)
+        var topics: [OpaquePointer?] = [topic]
+        rd_kafka_CreateTopics(handle, &topics, 1, options, queue)
+        guard let event = rd_kafka_queue_poll(queue, milliseconds(timeout) &+ 1000) else {
+            return .failure(KafkaError(RD_KAFKA_RESP_ERR__TIMED_OUT, reason: "CreateTopics '\(name)' timed out"))
+        }
+        defer { rd_kafka_event_destroy(event) }
+        let err = rd_kafka_event_error(event)
+        guard err == RD_KAFKA_RESP_ERR_NO_ERROR, let result = rd_kafka_event_CreateTopics_result(event) else {
+            return .failure(KafkaError(err, reason: rd_kafka_event_error_string(event).map { String(cString: $0) }))
+        }
+        var count = 0
+        guard let results = rd_kafka_CreateTopics_result_topics(result, &count), count > 0,
+              let first = results[0] else {
+            return .failure(KafkaError(RD_KAFKA_RESP_ERR__FAIL, reason: "CreateTopics '\(name)': no result"))
+        }
+        let topicError = rd_kafka_topic_result_error(first)
+        if topicError == RD_KAFKA_RESP_ERR_NO_ERROR { return .success(.created) }
+        if topicError == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS { return .success(.existed) }
+        return .failure(KafkaError(topicError, reason: rd_kafka_topic_result_error_string(first).map { String(cString: $0) }))
     }
 }

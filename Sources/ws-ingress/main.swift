@@ -1,4 +1,5 @@
 import IngressService
 import IngressStage
 
-IngressServer.main(makeTLS: IngressSecurity.tls, makeVerifier: IngressSecurity.verifier)
+IngressServer.main(makeTLS: IngressSecurity.tls, makeVerifier: IngressSecurity.verifier,
+                   makeSessions: KafkaMQTTSessionStore.make)

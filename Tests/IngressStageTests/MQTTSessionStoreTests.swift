@@ -223,7 +223,7 @@ final class MQTTSessionHubTests: XCTestCase {
     }
 
     override func tearDownWithError() throws {
-        hub.mqttSessionStore?.sync {}
+        (hub.mqttSessionStore as? MQTTSessionStore)?.sync {}
         runDir.remove()
     }
 
@@ -277,6 +277,7 @@ final class MQTTSessionHubTests: XCTestCase {
         let saved = try XCTUnwrap(hub.sessionRecord(of: old))
         XCTAssertEqual(saved.subscriptions, [.init(filter: "a/b", qos: 1)])
         XCTAssertEqual(saved.positions, ["/a/b": MQTTSubjectPosition(epoch: "e", seq: 4, sentSeq: 5)])
+        XCTAssertNil(saved.generation, "never taken up")
 
         let second = try channel()
         let new = try connect(second)
@@ -290,12 +291,13 @@ final class MQTTSessionHubTests: XCTestCase {
         }
         XCTAssertEqual(resent, [[5: true], [6: false]], "5 was sent before and not acknowledged: DUP")
         XCTAssertEqual(old.mqtt?.isReleased, true, "the old connection saves nothing over the new one's session")
+        XCTAssertEqual(hub.sessionRecord(of: new)?.generation, 1, "taken up once: a save of the old one's is older")
 
         // A clean session discards it.
         let third = try channel()
         _ = try connect(third, clean: true)
         XCTAssertEqual(try packets(third), [.connack(MQTTConnAck(sessionPresent: false, code: 0))])
-        hub.mqttSessionStore?.sync {}
-        XCTAssertNil(hub.mqttSessionStore?.loadNow("dev", now: 0).record)
+        (hub.mqttSessionStore as? MQTTSessionStore)?.sync {}
+        XCTAssertNil((hub.mqttSessionStore as? MQTTSessionStore)?.loadNow("dev", now: 0).record)
     }
 }

@@ -269,6 +269,15 @@ final class ConfigTests: XCTestCase {
         }
     }
 
+    func testMqttSessionTopicIsAKafkaTopicName() throws {
+        XCTAssertEqual(try SwitchyardConfig.parse("", file: "/x.conf").mqttSessionTopic, "switchyard-mqtt-sessions")
+        XCTAssertEqual(try SwitchyardConfig.parse("MqttSessionTopic = node.sessions_1", file: "/x.conf").mqttSessionTopic,
+                       "node.sessions_1")
+        for bad in ["MqttSessionTopic = a/b", "MqttSessionTopic = ..", "MqttSessionTopic = " + String(repeating: "x", count: 250)] {
+            XCTAssertThrowsError(try SwitchyardConfig.parse(bad, file: "/x.conf"), bad)
+        }
+    }
+
     func testListenMqttEncryptedNeedsTheCertificateAndAPortOfItsOwn() throws {
         XCTAssertEqual(try SwitchyardConfig.parse("", file: "/x.conf").listenMqttEncrypted, [], "off by default")
         let tls = "TLSCertificateFile = c.pem\nTLSKeyFile = k.pem\n"

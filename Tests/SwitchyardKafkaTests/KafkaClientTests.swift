@@ -156,7 +156,8 @@ final class KafkaClientTests: XCTestCase {
         quiet(&config)
         var options = mockOptions
         options.metadataRefresh = .milliseconds(200)
-        let consumer = try KafkaConsumer(config: config, topics: KafkaTopicSelection(regex: "veh\\..*"), options: options,
+        let consumer = try KafkaConsumer(config: config, topics: KafkaTopicSelection(regex: "veh\\..*", excluded: ["veh.sessions"]),
+                                         options: options,
                                          startOffset: { _ in .tail(3) },
                                          onRecords: { records.append($0) }, onEvent: { events.append($0) })
         consumer.start()
@@ -174,9 +175,11 @@ final class KafkaClientTests: XCTestCase {
         waitUntil("re-read of the last 2") { records.items.count == 3 + 8 + 2 }
         XCTAssertEqual(records.items.suffix(2).map(\.offset), [8, 9])
 
-        // A topic created later that matches the regex is picked up; one that doesn't match is not.
+        // A topic created later that matches the regex is picked up; one that doesn't match, or is excluded, is not.
         try cluster.createTopic("veh.b", partitions: 2)
         try cluster.createTopic("other", partitions: 1)
+        try cluster.createTopic("veh.sessions", partitions: 1)
+        XCTAssertEqual(producer.produce(topic: "veh.sessions", key: nil, value: Array("s0".utf8), id: 0), .queued)
         XCTAssertEqual(producer.produce(topic: "veh.b", key: nil, value: Array("b0".utf8), id: 0), .queued)
         XCTAssertEqual(producer.produce(topic: "other", key: nil, value: Array("o0".utf8), id: 0), .queued)
         XCTAssertTrue(producer.flush(timeout: .seconds(10)))

@@ -54,13 +54,13 @@ extension IngressHub {
     }
 
     /// The session a CONNECT continues: that of a connection of the same client still open on this instance
-    /// (handed over: fresher than its file), else the stored one; none under a clean session. A session that
-    /// will not outlive this connection is removed from the store now.
+    /// (handed over: fresher than its file, unless another node took the session up since), else the stored one;
+    /// none under a clean session. A session that will not outlive this connection is removed from the store now.
     func continuedSession(of clientID: String, terms: MQTTSessionTerms, stored: MQTTSessionRecord?)
         -> MQTTSessionRecord? {
         var record = stored
         if let previous = mqttClients[clientID], let old = previous.mqtt, old.isPersistent {
-            record = sessionRecord(of: previous)
+            if stored?.generation ?? 0 <= old.generation { record = sessionRecord(of: previous) }
             old.isReleased = true
         }
         if terms.discardsStored { record = nil }
@@ -72,6 +72,7 @@ extension IngressHub {
     /// this connection's token: what it may not have is dropped), recovering each subject from its position.
     func restore(_ record: MQTTSessionRecord, on connection: ClientConnection, session: MQTTSession) {
         session.restoredPositions = record.positions
+        session.generation = (record.generation ?? 0) &+ 1
         let subscriptions = record.subscriptions.map { MQTTSubscription(filter: $0.filter, options: min($0.qos, 1)) }
         metrics.addToGauge("mqttSessionsResumed", 1)
         logger.debug("MQTT session resumed", metadata: ["connection": "\(connection.id)", "client": "\(record.clientID)",
@@ -115,7 +116,8 @@ extension IngressHub {
         }
         return MQTTSessionRecord(clientID: session.clientID, version: session.version.rawValue, expirySeconds: expiry,
                                  expiresAt: Date().timeIntervalSince1970 + Double(expiry),
-                                 subscriptions: subscriptions, positions: positions)
+                                 subscriptions: subscriptions, positions: positions,
+                                 generation: session.generation == 0 ? nil : session.generation)
     }
 
     /// Saves the persistent sessions that changed, each at most once a second, and those unchanged for half

@@ -240,6 +240,11 @@ final class MQTTConnectionHandler: ChannelInboundHandler {
         try? channel.syncOptions?.setOption(ChannelOptions.autoRead, value: false)
         loading.assumeIsolated().whenSuccess { [self] stored in
             guard case .verifying(let connect, let held) = state, channel.isActive else { return }
+            guard !stored.isUnavailable else {
+                // The store could not say in time whether there is a session (Kafka mode): not "none".
+                let code = connect.version == .v5 ? MQTTReasonCode.serverUnavailable.rawValue : 0x03
+                return refuse(channel, MQTTConnAck(sessionPresent: false, code: code), version: connect.version)
+            }
             try? channel.syncOptions?.setOption(ChannelOptions.autoRead, value: true)
             admit(channel, connect, grant, stored: stored, held: held)
         }

@@ -30,6 +30,8 @@ final class MQTTSession {
     /// This connection saves the session no more: a newer connection of the same client on this instance took
     /// it over, or its connection ended and it was saved for the last time.
     var isReleased = false
+    /// How many times a connection took the stored session up (`MQTTSessionRecord.generation`).
+    var generation: UInt64 = 0
     /// Subscriptions or positions changed since the session was last saved.
     var needsSave = false
     /// Monotonic time of the last save.

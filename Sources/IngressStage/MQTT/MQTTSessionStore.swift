@@ -6,29 +6,38 @@ import SwitchyardCore
 /// Where a persistent session's device stands on one subject: it acknowledged every QoS 1 message up to `seq` of
 /// `epoch` (recovery starts after it), and was sent messages up to `sentSeq` (those after `seq` and up to
 /// `sentSeq` go again flagged DUP).
-struct MQTTSubjectPosition: Codable, Equatable, Sendable {
-    var epoch: String
-    var seq: UInt64
-    var sentSeq: UInt64
+public struct MQTTSubjectPosition: Codable, Equatable, Sendable {
+    public var epoch: String
+    public var seq: UInt64
+    public var sentSeq: UInt64
 }
 
-/// `mqtt-sessions/<hash>.json`: one persistent MQTT session (docs/MQTT.md, "Persistent sessions").
-struct MQTTSessionRecord: RunDirJSONFile {
-    struct Subscription: Codable, Equatable, Sendable {
-        var filter: String
-        var qos: UInt8
+/// `mqtt-sessions/<hash>.json` (or the value of a record of the Kafka session topic): one persistent MQTT
+/// session (docs/MQTT.md, "Persistent sessions").
+public struct MQTTSessionRecord: RunDirJSONFile {
+    public struct Subscription: Codable, Equatable, Sendable {
+        public var filter: String
+        public var qos: UInt8
     }
 
-    var clientID: String
+    public var clientID: String
     /// The protocol level of the connection that left it: 4 (3.1.1) or 5.
-    var version: UInt8
+    public var version: UInt8
     /// Seconds it is kept after its connection ends (already capped by `MqttSessionExpiry`).
-    var expirySeconds: UInt32
+    public var expirySeconds: UInt32
     /// Unix time it expires unless a connection takes it up: its last save plus `expirySeconds`.
-    var expiresAt: Double
-    var subscriptions: [Subscription]
+    public var expiresAt: Double
+    public var subscriptions: [Subscription]
     /// Per subject (not filter), where recovery starts.
-    var positions: [String: MQTTSubjectPosition]
+    public var positions: [String: MQTTSubjectPosition]
+    /// How many times a connection took the session up (nil: 0). In Kafka mode a save of an older generation than
+    /// the one stored (from a connection the session was taken from, still open on another node) is not applied.
+    public var generation: UInt64?
+
+    /// A record this build can continue: protocol level 4 or 5.
+    public var hasKnownVersion: Bool {
+        version == MQTTVersion.v311.rawValue || version == MQTTVersion.v5.rawValue
+    }
 }
 
 /// The persistent MQTT sessions of a node: one small file per session in `RunDir/mqtt-sessions/`, named by a
@@ -37,7 +46,7 @@ struct MQTTSessionRecord: RunDirJSONFile {
 /// the event loops, so every ws-ingress instance of the node, and an instance restarted after `kill -9`, sees
 /// the sessions the others left. The folder is created with the first session.
 // @unchecked Sendable: `knownCount` is touched only on `queue`; everything else is immutable.
-final class MQTTSessionStore: @unchecked Sendable {
+final class MQTTSessionStore: MQTTSessionStorage, @unchecked Sendable {
     static let folderName = "mqtt-sessions"
     /// A session file larger than this is not read (it is corrupt: `MaxSubjectsPerConnection` subjects fit).
     static let maxFileBytes = 16 << 20
@@ -60,11 +69,7 @@ final class MQTTSessionStore: @unchecked Sendable {
         self.logger = logger
     }
 
-    /// What a CONNECT finds: the stored session (nil: none, expired or unreadable) and whether a new one may be kept.
-    struct Loaded: Equatable, Sendable {
-        var record: MQTTSessionRecord?
-        var hasRoom: Bool
-    }
+    typealias Loaded = MQTTSessionLoaded
 
     // MARK: Off the event loop
 
@@ -94,6 +99,10 @@ final class MQTTSessionStore: @unchecked Sendable {
             }
             self.queue.async { self.recount() }
         }
+    }
+
+    func close() {
+        queue.sync {}  // the sessions saved as their connections closed are written
     }
 
     /// Runs `body` after everything queued before it (tests, shutdown).
@@ -217,7 +226,7 @@ final class MQTTSessionStore: @unchecked Sendable {
         guard size <= Self.maxFileBytes else { return unreadable("larger than \(Self.maxFileBytes) bytes") }
         do {
             guard let record = try MQTTSessionRecord.read(from: path) else { return nil }
-            guard record.version == MQTTVersion.v311.rawValue || record.version == MQTTVersion.v5.rawValue else {
+            guard record.hasKnownVersion else {
                 return unreadable("protocol level \(record.version)")
             }
             return record
