@@ -49,8 +49,10 @@ class PeerConnectionHandler: ChannelInboundHandler {
         let hello = session.opening(subscribeTo: subscribeTo)
         if hello.readableBytes > 0 { context.writeAndFlush(wrapOutboundOut(hello), promise: nil) }
         if let (every, bytes) = session.keepalive {
-            keepaliveTask = context.eventLoop.scheduleRepeatedTask(initialDelay: every, delay: every) { [weak self] _ in
-                guard let context = self?.context else { return }
+            // Runs on the channel's loop; `handlerRemoved` cancels it, which releases the handler.
+            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+            keepaliveTask = context.eventLoop.scheduleRepeatedTask(initialDelay: every, delay: every) { _ in
+                guard let context = handler.value.context else { return }
                 context.writeAndFlush(NIOAny(bytes), promise: nil)
             }
         }

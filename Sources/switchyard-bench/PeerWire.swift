@@ -45,8 +45,9 @@ enum PeerEvent {
 }
 
 /// One connection's side of a peer protocol, without sockets: what to send on connect, how to frame a publish,
-/// and what the server's bytes mean. Subscriber sessions subscribe to `subscribeTo` when they open.
-protocol PeerSession {
+/// and what the server's bytes mean. Subscriber sessions subscribe to `subscribeTo` when they open. A value type
+/// (each connection mutates its own copy), `Sendable` so that the handler factories can run on an event loop.
+protocol PeerSession: Sendable {
     /// Bytes to send once the connection is up; `subscribeTo` is nil for a publisher.
     mutating func opening(subscribeTo subjectIndex: Int?) -> ByteBuffer
     /// Consumes every complete unit at the front of `buffer` (what is left is an incomplete one).

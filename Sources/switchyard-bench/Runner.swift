@@ -176,25 +176,31 @@ final class ScenarioRunner {
         _ = allowed
 
         // Publishers.
-        var publisherHandlers: [(EventLoop, BenchPublisher)] = []
+        var publisherHandlers: [(EventLoop, NIOLoopBoundBox<BenchPublisher & ChannelHandler>)] = []
         let perPublisherRate = options.rate / Double(options.publisherCount)
         for index in 0..<options.publisherCount {
             let loopIndex = (options.subscriberCount + index) % loops.count
             let loop = loops[loopIndex]
             let loopStats = stats[loopIndex]
-            let handler: BenchPublisher & ChannelHandler
+            // The handler is sent to its loop at once: the pipeline adds it there, and `run` is called there.
+            let publisher: NIOLoopBoundBox<BenchPublisher & ChannelHandler>
             if let session {
-                handler = PeerPublisherHandler(stats: loopStats, session: session, subjectCount: subjects.count,
-                                               firstSubject: index, payload: options.payload,
-                                               ratePerSecond: perPublisherRate)
+                publisher = .makeBoxSendingValue(
+                    PeerPublisherHandler(stats: loopStats, session: session, subjectCount: subjects.count,
+                                         firstSubject: index, payload: options.payload,
+                                         ratePerSecond: perPublisherRate),
+                    eventLoop: loop)
             } else {
-                handler = PublisherHandler(stats: loopStats, subjects: subjects, firstSubject: index,
-                                           payload: options.payload, window: options.window,
-                                           ratePerSecond: perPublisherRate, suffix: suffix, seed: random.next())
+                publisher = .makeBoxSendingValue(
+                    PublisherHandler(stats: loopStats, subjects: subjects, firstSubject: index,
+                                     payload: options.payload, window: options.window,
+                                     ratePerSecond: perPublisherRate, suffix: suffix, seed: random.next()),
+                    eventLoop: loop)
             }
-            let channel = try connect(on: loop, source: nil, stats: loopStats, seed: random.next()) { handler }.wait()
+            let channel = try connect(on: loop, source: nil, stats: loopStats, seed: random.next()) { publisher.value }
+                .wait()
             channels.append(channel)
-            publisherHandlers.append((loop, handler))
+            publisherHandlers.append((loop, publisher))
         }
         result.publishers = publisherHandlers.count
 
@@ -209,8 +215,8 @@ final class ScenarioRunner {
             }.wait()
         }
         result.setupSeconds = Double(start - setupStarted) / 1e9
-        for (loop, handler) in publisherHandlers {
-            loop.execute { handler.run(start: start, stop: windowEnd) }
+        for (loop, publisher) in publisherHandlers {
+            loop.execute { publisher.value.run(start: start, stop: windowEnd) }
         }
         log("publishing: \(options.warmup)s warm-up, then \(options.duration)s measured")
 
@@ -281,7 +287,7 @@ final class ScenarioRunner {
     /// A connection to the target in its protocol's transport: WebSocket (with the MQTT subprotocol for MQTT, and
     /// a byte-stream adapter under a peer protocol's handler) or, for the floor, plain TCP.
     private func connect(on loop: EventLoop, source: SocketAddress?, stats: LoopStats, seed: UInt64,
-                         makeHandler: @escaping () -> ChannelHandler) -> EventLoopFuture<Channel> {
+                         makeHandler: @escaping @Sendable () -> ChannelHandler) -> EventLoopFuture<Channel> {
         switch options.wireProtocol {
         case .switchyard:
             return WebSocketConnector.connect(on: loop, host: host, port: port, path: options.webSocketPath,
