@@ -65,7 +65,7 @@ public enum WebSocketConnector {
                                subprotocol: String? = nil,
                                source: SocketAddress? = nil, maxFrameSize: Int = 1 << 22,
                                connectTimeout: TimeAmount = .seconds(10),
-                               makeHandler: @escaping (Channel) -> ChannelHandler) -> EventLoopFuture<Channel> {
+                               makeHandler: @escaping @Sendable (Channel) -> ChannelHandler) -> EventLoopFuture<Channel> {
         let upgraded = eventLoop.makePromise(of: Void.self)
         var bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
@@ -73,8 +73,10 @@ public enum WebSocketConnector {
             .channelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
         if let source { bootstrap = bootstrap.bind(to: source) }
         bootstrap = bootstrap.channelInitializer { channel in
-            let requestHandler = UpgradeRequestHandler(host: "\(host):\(port)", path: path, subprotocol: subprotocol,
-                                                       upgraded: upgraded)
+            // Runs on the channel's loop, as the upgrade's completion handler that removes it.
+            let requestHandler = NIOLoopBound(UpgradeRequestHandler(host: "\(host):\(port)", path: path,
+                                                                    subprotocol: subprotocol, upgraded: upgraded),
+                                              eventLoop: channel.eventLoop)
             let upgrader = NIOWebSocketClientUpgrader(
                 maxFrameSize: maxFrameSize,
                 automaticErrorHandling: true,
@@ -87,14 +89,14 @@ public enum WebSocketConnector {
             let configuration: NIOHTTPClientUpgradeConfiguration = (
                 upgraders: [upgrader],
                 completionHandler: { context in
-                    context.pipeline.syncOperations.removeHandler(requestHandler, promise: nil)
+                    context.pipeline.syncOperations.removeHandler(requestHandler.value, promise: nil)
                 })
             return channel.eventLoop.makeCompletedFuture {
                 // Bytes that arrive with the 101 answer are the server's first frames (NATS sends INFO at once):
                 // forwarded to the WebSocket decoder, not dropped.
                 try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes,
                                                                           withClientUpgrade: configuration)
-                try channel.pipeline.syncOperations.addHandler(requestHandler)
+                try channel.pipeline.syncOperations.addHandler(requestHandler.value)
             }
         }
         return bootstrap.connect(host: host, port: port).flatMap { channel in

@@ -71,7 +71,8 @@ struct PublishTemplate {
 }
 
 /// One `pub` run, confined to its event loop: connect, publish, count the answers, exit.
-final class PublishSession {
+// @unchecked Sendable: touched only on `loop` (`start` hops there with `execute`; every callback runs there).
+final class PublishSession: @unchecked Sendable {
     private let loop: EventLoop
     private let servers: ServerList
     private let template: PublishTemplate

@@ -90,7 +90,8 @@ struct MessagePrinter {
 
 /// One `sub` run, confined to its event loop: connect, subscribe (recovering after the first connection),
 /// print, and reconnect whenever the connection ends, until `count` messages were printed.
-final class SubscribeSession {
+// @unchecked Sendable: touched only on `loop` (`start` hops there with `execute`; every callback runs there).
+final class SubscribeSession: @unchecked Sendable {
     private let loop: EventLoop
     private let servers: ServerList
     private var tracker: SubscriptionTracker
