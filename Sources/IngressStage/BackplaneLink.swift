@@ -10,10 +10,8 @@ import SwitchyardCore
 /// thread from a bounded queue. When that queue is empty (an idle pipe), the loop sends the batch itself with a
 /// non-blocking `nn_send` instead, saving the sender thread's wake-up on the way of every lone publish; with a
 /// backlog, or when nanomsg cannot take the batch at once, it queues behind the others (order kept).
-/// Received batches already waiting for the loop are delivered back to back and flushed once after the last
-/// (`MergedFlushRule`), so that a loop that is behind writes each subscriber's messages of several batches at once.
-// @unchecked Sendable: `pending`, `flushScheduled`, `deliver`, `flushRule` only on `eventLoop`; `queue` only under
-// `queueCondition`; `waitingBatches` under its own lock; `threads` only on the thread that calls `start` and `stop`.
+// @unchecked Sendable: `pending`, `flushScheduled`, `deliver` only on `eventLoop`; `queue` only under `queueCondition`;
+// `threads` only on the thread that calls `start` and `stop`.
 final class BackplaneLink: @unchecked Sendable {
     /// Outgoing batches that may wait for the router before the ingress calls itself congested.
     static let maxQueuedBatches = 256
@@ -34,10 +32,7 @@ final class BackplaneLink: @unchecked Sendable {
     private var pending = BatchWriter()
     private var flushScheduled = false
     /// Set by `start` before the receiver thread exists.
-    private var deliver: (_ envelopes: [Envelope], _ flush: Bool) -> Void = { _, _ in }
-    private var flushRule = MergedFlushRule()
-    /// Received batches handed to the loop and not yet delivered.
-    private let waitingBatches = NIOLockedValueBox(0)
+    private var deliver: ([Envelope]) -> Void = { _ in }
 
     // Sender queue, shared with the sender thread.
     private let queueCondition = NSCondition()
@@ -53,9 +48,8 @@ final class BackplaneLink: @unchecked Sendable {
         outbound = try NanomsgSocket.pipeline(.push, routerAddress, timeoutMilliseconds: 500)
     }
 
-    /// Starts both threads. `deliver` runs on the event loop with each received batch, and whether to flush the
-    /// connections it wrote to now (false: more batches wait right behind it, and the flush comes after them).
-    func start(deliver: @escaping (_ envelopes: [Envelope], _ flush: Bool) -> Void) {
+    /// Starts both threads. `deliver` runs on the event loop with each received batch.
+    func start(deliver: @escaping ([Envelope]) -> Void) {
         self.deliver = deliver
         threads = [
             JoinableThread(name: "ingress-receive") { [self] _ in receiveLoop() },
@@ -75,9 +69,6 @@ final class BackplaneLink: @unchecked Sendable {
     }
 
     private var isRunning: Bool { running.withLockedValue { $0 } }
-
-    /// Received batches handed to the event loop and not delivered yet.
-    var batchesWaitingForTheLoop: Int { waitingBatches.withLockedValue { $0 } }
 
     /// True while the router is not keeping up: new publishes are refused rather than queued without bound.
     var isCongested: Bool {
@@ -172,40 +163,10 @@ final class BackplaneLink: @unchecked Sendable {
             guard let envelopes = EnvelopeCodec.decodeReceived(batch, logger: logger, metrics: metrics) else { continue }
             guard isRunning else { return }
             inFlight.wait()
-            let batchBytes = batch.readableBytes
-            waitingBatches.withLockedValue { $0 += 1 }
             eventLoop.execute { [self] in
-                let moreWaiting = waitingBatches.withLockedValue { waiting in
-                    waiting -= 1
-                    return waiting > 0
-                }
-                deliver(envelopes, flushRule.flushes(afterBatchOf: batchBytes, moreWaiting: moreWaiting))
+                deliver(envelopes)
                 inFlight.signal()
             }
         }
-    }
-}
-
-/// When the connections written to by received batches are flushed: after a batch with none waiting behind it
-/// (light load: every batch, as it comes), and otherwise after the last of the batches waiting back to back, but
-/// at the latest after `maxBatches` batches or `maxBytes` received bytes, so that no subscriber's output waits for
-/// an unbounded backlog. Merged, each subscriber gets several batches' messages in one write.
-struct MergedFlushRule {
-    /// Batches delivered at most before a flush.
-    static let maxBatches = 8
-    /// Received batch bytes delivered at most before a flush (8 full `Outbox.batchBytes` batches).
-    static let maxBytes = 8 * Outbox.batchBytes
-
-    private var batches = 0
-    private var bytes = 0
-
-    /// Counts a delivered batch of `batchBytes`; true when its connections are to be flushed now.
-    mutating func flushes(afterBatchOf batchBytes: Int, moreWaiting: Bool) -> Bool {
-        batches += 1
-        bytes += min(max(batchBytes, 0), Self.maxBytes)
-        guard !moreWaiting || batches >= Self.maxBatches || bytes >= Self.maxBytes else { return false }
-        batches = 0
-        bytes = 0
-        return true
     }
 }

@@ -40,8 +40,7 @@ final class IngressHub: @unchecked Sendable {
     /// Persistent MQTT sessions (`RunDir/mqtt-sessions/`, or the Kafka session topic); nil when `MqttSessionExpiry` is 0.
     var mqttSessionStore: (any MQTTSessionStorage)?
     private var nextConnectionID: UInt64 = 0
-    /// Connections written to since the last flush: flushed once per batch (or run of waiting batches), then judged
-    /// by what they left.
+    /// Connections written to since the last flush: flushed once per batch, then judged by what they left.
     private var dirty: [ClientConnection] = []
 
     init(instance: UInt32, inboundAddress: String, config: SwitchyardConfig, logger: Logger, metrics: StageMetrics,
@@ -307,9 +306,7 @@ final class IngressHub: @unchecked Sendable {
 
     // MARK: From the pipeline
 
-    /// Delivers a batch from the pipeline; `flush` false leaves the connections it wrote to for the flush after
-    /// the next batch (one already waits: `MergedFlushRule`).
-    func handle(_ envelopes: [Envelope], flush: Bool = true) {
+    func handle(_ envelopes: [Envelope]) {
         for envelope in envelopes {
             switch envelope {
             case .message(let message):
@@ -325,7 +322,7 @@ final class IngressHub: @unchecked Sendable {
                                metadata: ["envelope": "\(envelope.kindName)"])
             }
         }
-        if flush { flushDirty() }
+        flushDirty()
     }
 
     /// Encodes the message once per protocol and writes the same frame to every live subscriber: of its subject,

@@ -59,7 +59,7 @@ public final class IngressServer: @unchecked Sendable {
 
     /// Starts serving; returns once every listening address is bound.
     public func start() throws {
-        link.start { [hub] envelopes, flush in hub.handle(envelopes, flush: flush) }
+        link.start { [hub] envelopes in hub.handle(envelopes) }
         let hub = self.hub
         // Before any client can subscribe (one event loop): the fanouts forget what a previous process of this
         // instance left behind.

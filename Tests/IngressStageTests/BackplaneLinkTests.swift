@@ -1,8 +1,5 @@
 import Foundation
-import NIOConcurrencyHelpers
-import NIOCore
 import NIOEmbedded
-import NIOPosix
 import SwitchyardCore
 import XCTest
 @testable import IngressStage
@@ -68,48 +65,8 @@ final class BackplaneLinkTests: XCTestCase {
         loop.run()
         XCTAssertEqual(link.queuedBatches, 2)
 
-        link.start { _, _ in }
+        link.start { _ in }
         defer { link.stop() }
         XCTAssertEqual(try receiveMarkers(router, count: 2), ["first", "second"])
-    }
-
-    /// Batches the receiver thread hands a busy loop are delivered back to back with one flush after the last.
-    func testBatchesWaitingForABusyLoopAreFlushedAfterTheLast() throws {
-        let runDir = try TestRunDir("backplane-merge")
-        defer { runDir.remove() }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        defer { try? group.syncShutdownGracefully() }
-        let loop = group.next()
-        let link = try BackplaneLink(eventLoop: loop, inboundAddress: "ipc://\(runDir.path)/ws-ingress-0.ipc",
-                                     routerAddress: "ipc://\(runDir.path)/router-0.ipc", logger: logger,
-                                     metrics: StageMetrics())
-        let delivered = NIOLockedValueBox<[(marker: String, flush: Bool)]>([])
-        link.start { envelopes, flush in
-            for case .peerUp(let peer) in envelopes { delivered.withLockedValue { $0.append((peer.stage, flush)) } }
-        }
-        defer { link.stop() }
-        let pipeline = try NanomsgSocket.pipeline(.push, "ipc://\(runDir.path)/ws-ingress-0.ipc",
-                                                  timeoutMilliseconds: 2000)
-        func push(_ name: String) throws {
-            var writer = BatchWriter()
-            writer.append(marker(name))
-            XCTAssertTrue(try pipeline.send(writer.finish()))
-        }
-        func waitUntil(_ condition: () -> Bool) {
-            let deadline = Date().addingTimeInterval(5)
-            while !condition() && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
-        }
-
-        let busy = DispatchSemaphore(value: 0)
-        loop.execute { busy.wait() }
-        for name in ["a", "b", "c"] { try push(name) }
-        waitUntil { link.batchesWaitingForTheLoop == 3 }
-        XCTAssertEqual(link.batchesWaitingForTheLoop, 3)
-        busy.signal()
-        waitUntil { delivered.withLockedValue { $0.count } == 3 }
-        try push("d")
-        waitUntil { delivered.withLockedValue { $0.count } == 4 }
-        let flushes = delivered.withLockedValue { $0.map { "\($0.marker):\($0.flush)" } }
-        XCTAssertEqual(flushes, ["a:false", "b:false", "c:true", "d:true"])
     }
 }
