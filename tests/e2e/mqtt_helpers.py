@@ -174,6 +174,15 @@ class Device:
             out.append(self.messages.get().payload.decode())
         return out
 
+    def first_while(self, send, timeout: float = 35) -> list[str]:
+        """Calls `send()` every 2 s until payloads arrive (kafka-in finds a new topic of its regex only at its
+        next metadata refresh); returns them."""
+        deadline, got = time.monotonic() + timeout, []
+        while not got and time.monotonic() < deadline:
+            send()
+            got = self.nothing_more(2)
+        return got
+
     def close(self):
         self.client.disconnect()
         self.client.loop_stop()

@@ -121,11 +121,7 @@ def test_a_persistent_session_recovers_what_it_missed_from_kafka_after_a_cache_r
     topic, cid = unique_topic(CONSUMED), f"dev-{uuid.uuid4().hex[:8]}"
     device = Device(node.mqtt_port, cid)
     device.subscribe(f"{topic}/dev7/cmd")
-    # kafka-in finds a new topic of its regex at its next metadata refresh: produce until one arrives.
-    deadline, got = time.monotonic() + 35, []
-    while not got and time.monotonic() < deadline:
-        produce_one(tansu.bootstrap, topic, "dev7/cmd", "first")
-        got = device.nothing_more(2)
+    got = device.first_while(lambda: produce_one(tansu.bootstrap, topic, "dev7/cmd", "first"))
     assert got and set(got) == {"first"}, got
     time.sleep(1.5)  # the acknowledged position is saved within a second
     device.close()
