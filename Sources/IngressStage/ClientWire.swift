@@ -1,18 +1,21 @@
 import NIOCore
 import NIOWebSocket
 
-/// A frame of server output as every copy of it goes out: the frame (for the pipeline) and, for a WebSocket, its
-/// bytes on the wire (unmasked header and payload in one buffer), both built once and shared by every receiver.
+/// A frame of server output as every copy of it goes out: its WebSocket bytes on the wire (unmasked header and
+/// payload in one buffer), built once and shared by every receiver; the payload alone (what an MQTT connection
+/// over TCP sends) is a view into the same buffer.
 struct WireFrame {
-    let frame: WebSocketFrame
-    /// The complete WebSocket frame: what `WebSocketFrameEncoder` would write for `frame`, in one buffer.
+    let opcode: WebSocketOpcode
+    /// The complete WebSocket frame: what `WebSocketFrameEncoder` would write for a final frame of `opcode`.
     let webSocketBytes: ByteBuffer
+    /// Bytes of the WebSocket header before the payload.
+    private let headerLength: Int
 
-    init(_ frame: WebSocketFrame, allocator: ByteBufferAllocator) {
-        self.frame = frame
-        let length = frame.data.readableBytes
+    init(opcode: WebSocketOpcode, data: ByteBuffer, allocator: ByteBufferAllocator) {
+        self.opcode = opcode
+        let length = data.readableBytes
         var bytes = allocator.buffer(capacity: length + 10)
-        bytes.writeInteger(UInt8(frame.fin ? 0x80 : 0) | UInt8(webSocketOpcode: frame.opcode))
+        bytes.writeInteger(0x80 | UInt8(webSocketOpcode: opcode))
         switch length {
         case ...125:
             bytes.writeInteger(UInt8(length))
@@ -23,16 +26,39 @@ struct WireFrame {
             bytes.writeInteger(UInt8(127))
             bytes.writeInteger(UInt64(length))
         }
-        bytes.writeImmutableBuffer(frame.data)
+        headerLength = bytes.readableBytes
+        bytes.writeImmutableBuffer(data)
         webSocketBytes = bytes
     }
 
-    init(opcode: WebSocketOpcode, data: ByteBuffer, allocator: ByteBufferAllocator) {
-        self.init(WebSocketFrame(fin: true, opcode: opcode, data: data), allocator: allocator)
+    /// `frame` (final, unmasked, no extension bits: what the hub writes) as it goes out.
+    init(_ frame: WebSocketFrame, allocator: ByteBufferAllocator) {
+        self.init(opcode: frame.opcode, data: frame.data, allocator: allocator)
+    }
+
+    private init(opcode: WebSocketOpcode, webSocketBytes: ByteBuffer, headerLength: Int) {
+        self.opcode = opcode
+        self.webSocketBytes = webSocketBytes
+        self.headerLength = headerLength
+    }
+
+    /// The payload: a view into `webSocketBytes`, no copy.
+    var payload: ByteBuffer {
+        webSocketBytes.getSlice(at: webSocketBytes.readerIndex + headerLength, length: payloadBytes) ?? ByteBuffer()
     }
 
     /// Bytes of payload: what counts against a client's `ClientBufferLimit`.
-    var payloadBytes: Int { frame.data.readableBytes }
+    var payloadBytes: Int { webSocketBytes.readableBytes - headerLength }
+
+    var frame: WebSocketFrame { WebSocketFrame(fin: true, opcode: opcode, data: payload) }
+
+    /// A copy (one buffer) with `value` written at `offset` bytes into the payload: a QoS 1 MQTT PUBLISH's own
+    /// packet identifier in a packet shared by every subscriber.
+    func setting(_ value: UInt16, atPayloadOffset offset: Int) -> WireFrame {
+        var bytes = webSocketBytes
+        bytes.setInteger(value, at: bytes.readerIndex + headerLength + offset)
+        return WireFrame(opcode: opcode, webSocketBytes: bytes, headerLength: headerLength)
+    }
 }
 
 /// Where a connection's shared output enters its pipeline: right below the handlers that would encode each copy
@@ -45,47 +71,52 @@ struct WireFrame {
 struct ClientWire {
     private enum Entry {
         /// Complete WebSocket frames, written by the encoder's context (to the handler after it).
-        case webSocket(encoder: ChannelHandlerContext, protocolHandler: WebSocketProtocolHandler?)
+        case webSocket
         /// The frame's payload (an MQTT packet), written by `MQTTTCPFraming`'s context.
-        case tcp(framing: ChannelHandlerContext)
-        case pipeline(Channel)
+        case tcp
+        case pipeline
     }
 
     private let entry: Entry
+    /// The context that writes: the encoder's or the framing's; nil for `.pipeline`.
+    private let context: ChannelHandlerContext?
+    private let protocolHandler: WebSocketProtocolHandler?
+    private let channel: Channel
 
     /// Looks the entry point up in `channel`'s pipeline (on its event loop).
     init(channel: Channel) {
+        self.channel = channel
         let pipeline = channel.pipeline.syncOperations
         if let encoder = try? pipeline.context(handlerType: WebSocketFrameEncoder.self) {
-            entry = .webSocket(encoder: encoder,
-                               protocolHandler: try? pipeline.handler(type: WebSocketProtocolHandler.self))
+            entry = .webSocket
+            context = encoder
+            protocolHandler = try? pipeline.handler(type: WebSocketProtocolHandler.self)
         } else if let framing = try? pipeline.context(handlerType: MQTTTCPFraming.self) {
-            entry = .tcp(framing: framing)
+            entry = .tcp
+            context = framing
+            protocolHandler = nil
         } else {
-            entry = .pipeline(channel)
+            entry = .pipeline
+            context = nil
+            protocolHandler = nil
         }
     }
 
     /// Writes `frame` without flushing.
     func write(_ frame: WireFrame) {
         switch entry {
-        case .webSocket(let encoder, let protocolHandler):
+        case .webSocket:
             guard protocolHandler?.closeSent != true else { return }
-            encoder.write(NIOAny(frame.webSocketBytes), promise: nil)
-        case .tcp(let framing):
-            framing.write(NIOAny(frame.frame.data), promise: nil)
-        case .pipeline(let channel):
+            context?.write(NIOAny(frame.webSocketBytes), promise: nil)
+        case .tcp:
+            context?.write(NIOAny(frame.payload), promise: nil)
+        case .pipeline:
             channel.write(frame.frame, promise: nil)
         }
     }
 
     /// Flushes what was written (and whatever the handlers above wrote before).
     func flush() {
-        switch entry {
-        case .webSocket(let context, _), .tcp(let context):
-            context.flush()
-        case .pipeline(let channel):
-            channel.flush()
-        }
+        if let context { context.flush() } else { channel.flush() }
     }
 }

@@ -330,15 +330,10 @@ final class IngressHub: @unchecked Sendable {
     private func deliver(_ message: Message) {
         var frame: WireFrame?
         var mqttPublish: MQTTOutgoingPublish?
-        /// The last MQTT packet framed: every QoS 0 subscriber of one protocol version shares one packet.
-        var mqttFrame: WireFrame?
         func writeMQTT(to connection: ClientConnection, _ session: MQTTSession) {
             var publish = mqttPublish ?? MQTTOutgoingPublish(message: message, retain: false)
             defer { mqttPublish = publish }
-            guard let packet = publish.packet(for: session, allocator: allocator) else { return }
-            let framed = mqttFrame.flatMap { $0.frame.data == packet ? $0 : nil }
-                ?? WireFrame(opcode: .binary, data: packet, allocator: allocator)
-            mqttFrame = framed
+            guard let framed = publish.wireFrame(for: session, allocator: allocator) else { return }
             writeLive(framed, to: connection)
         }
         let askedAgain = table.subscribesAskedAgain

@@ -165,13 +165,14 @@ final class MQTTSession {
     }
 }
 
-/// One message's PUBLISH for MQTT subscribers: encoded at most once per version, QoS and DUP and shared by every
-/// subscriber; a QoS 1 copy differs only in its packet identifier, set in the shared bytes' copy.
+/// One message's PUBLISH for MQTT subscribers: encoded, and framed as a WebSocket binary frame, at most once per
+/// version, QoS and DUP and shared by every subscriber; a QoS 1 copy differs only in its packet identifier, set in
+/// a copy of the shared frame (one buffer per QoS 1 subscriber, none per QoS 0 one).
 struct MQTTOutgoingPublish {
     let message: Message
     /// Set for a retained message sent because of a subscription (a snapshot); clear on live forwarding.
     let retain: Bool
-    private var encoded: [Int: (packet: ByteBuffer, packetIDOffset: Int)] = [:]
+    private var encoded: [Int: (frame: WireFrame, packetIDOffset: Int)] = [:]
 
     init(message: Message, retain: Bool) {
         self.message = message
@@ -180,6 +181,12 @@ struct MQTTOutgoingPublish {
 
     /// The packet for `session`, or nil when it exceeds the client's Maximum Packet Size.
     mutating func packet(for session: MQTTSession, allocator: ByteBufferAllocator) -> ByteBuffer? {
+        wireFrame(for: session, allocator: allocator)?.payload
+    }
+
+    /// The packet for `session` as it goes out (`WireFrame.payload` is the packet alone), or nil when it exceeds
+    /// the client's Maximum Packet Size.
+    mutating func wireFrame(for session: MQTTSession, allocator: ByteBufferAllocator) -> WireFrame? {
         let wantsQoS1 = message.flags.contains(.guaranteed) && session.deliveryQoS(for: message.subject) > 0
         let packetID = wantsQoS1 ? session.takePacketID() : nil
         let qos: UInt8 = packetID == nil ? 0 : 1
@@ -188,20 +195,18 @@ struct MQTTOutgoingPublish {
         let key = Int(session.version.rawValue) << 2 | (dup ? 2 : 0) | Int(qos)
         let shared = encoded[key] ?? encode(version: session.version, qos: qos, dup: dup, allocator: allocator)
         encoded[key] = shared
-        guard shared.packet.readableBytes <= session.maxPacketSize else {
+        guard shared.frame.payloadBytes <= session.maxPacketSize else {
             if let packetID { session.release(packetID) }
             session.noteSent(message, packetID: nil)
             return nil
         }
         session.noteSent(message, packetID: packetID)
-        guard let packetID else { return shared.packet }
-        var packet = shared.packet
-        packet.setInteger(packetID, at: packet.readerIndex + shared.packetIDOffset)
-        return packet
+        guard let packetID else { return shared.frame }
+        return shared.frame.setting(packetID, atPayloadOffset: shared.packetIDOffset)
     }
 
     private func encode(version: MQTTVersion, qos: UInt8, dup: Bool, allocator: ByteBufferAllocator)
-        -> (packet: ByteBuffer, packetIDOffset: Int) {
+        -> (frame: WireFrame, packetIDOffset: Int) {
         var publish = MQTTPublish(topic: MQTTTopic.topic(of: message.subject), payload: message.content, qos: qos,
                                   retain: retain, dup: dup, packetID: qos > 0 ? 0 : nil)
         // v5 subscribers get the headers as User Properties; 3.1.1 has no way to carry them.
@@ -209,6 +214,7 @@ struct MQTTOutgoingPublish {
             publish.properties = MQTTProperties(userProperties: message.headers)
         }
         let packet = MQTTCodec.encode(.publish(publish), version: version, allocator: allocator)
-        return (packet, MQTTCodec.packetIDOffset(ofPublish: packet))
+        let packetIDOffset = MQTTCodec.packetIDOffset(ofPublish: packet)
+        return (WireFrame(opcode: .binary, data: packet, allocator: allocator), packetIDOffset)
     }
 }
