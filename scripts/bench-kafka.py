@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
 """Kafka-mode benchmark: Switchyard next to librdkafka alone, against the same Tansu, in one run.
 
-  .venv/bin/python scripts/bench-kafka.py [--records N] [--duration S]
+  .venv/bin/python scripts/bench-kafka.py [--records N] [--duration S] [--publishers P] [--windows W1,W2,...]
+                                          [--publish-only]
 
 Starts a Tansu broker and a Kafka-mode stack on free loopback ports (temporary folders), then measures:
 
 1. WebSocket -> Kafka publish rate: `switchyard-bench --scenario publish` (acked publishes/s: OK only after
-   Kafka's delivery report), next to `kcat -P` producing the same number of records (librdkafka alone).
+   Kafka's delivery report) with P publishers at each in-flight window W per publisher (a rate that stops
+   growing with the window is the stages' limit, not the bench's), with the CPU of every stage, of Tansu and of
+   the bench during the measured window; next to `kcat -P` producing the same number of records (librdkafka
+   alone), with kcat's and Tansu's CPU for it. CPU is reported as CPU-microseconds per acked publish / per
+   produced record.
 2. Kafka -> WebSocket delivery: N records produced as fast as librdkafka goes, each carrying its send time;
    received live by a WebSocket subscriber through Switchyard and, at the same time, by a librdkafka consumer
    (confluent-kafka) reading the partition directly: rate and latency of each (both clients are Python, so the
@@ -70,17 +75,47 @@ def start_stack(folder: str, bootstrap: str) -> tuple[str, int]:
     return conf, port
 
 
-def publish_rate(port: int, duration: int, records: int, bootstrap: str) -> dict:
-    """Switchyard's acked WebSocket publishes/s into Kafka, and kcat's produce rate for the same count."""
-    out = tempfile.mktemp(suffix=".json")
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a running process (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def publish_rate(port: int, duration: int, records: int, bootstrap: str, run_dir: str, tansu_pid: int,
+                 publishers: int, windows: list[int]) -> dict:
+    """Switchyard's acked WebSocket publishes/s into Kafka at each window, with the CPU per acked publish of
+    every stage, Tansu and the bench; then kcat's produce rate for `records` and its CPU per record."""
     bench = os.path.join(REPO, ".build", "release", "switchyard-bench")
-    subprocess.run([bench, "--scenario", "publish", "--target", f"127.0.0.1:{port}", "--duration", str(duration),
-                    "--warmup", "1", "--quiet", "--json-out", out], check=False, capture_output=True, timeout=300)
-    with open(out) as f:
-        summary = json.load(f)
-    lines = "".join(f"k{i % 100}:" + "x" * 64 + "\n" for i in range(records))
+    runs = []
+    for window in windows:
+        out = tempfile.mktemp(suffix=".json")
+        subprocess.run([bench, "--scenario", "publish", "--target", f"127.0.0.1:{port}", "--duration", str(duration),
+                        "--warmup", "1", "--publishers", str(publishers), "--window", str(window),
+                        "--watch-rundir", run_dir, "--watch-pid", f"tansu={tansu_pid}",
+                        "--quiet", "--json-out", out], check=False, capture_output=True, timeout=300)
+        with open(out) as f:
+            summary = json.load(f).get("switchyard", {})
+        rate = summary.get("publishes_acked_per_s") or 0
+        cores = summary.get("cpu_cores", {})
+        runs.append({"publishers": publishers, "window": window, "acked_per_s": rate,
+                     "ack_latency_ms": summary.get("ack_latency_ms"), "failed": summary.get("publishes_failed"),
+                     "cores": cores,
+                     "cpu_us_per_publish": {name: round(c * 1e6 / rate, 2) for name, c in cores.items()} if rate else {}})
+    lines = "".join(f"k{i % 100}:" + "x" * 100 + "\n" for i in range(records))
+    tansu_before = process_cpu_seconds(tansu_pid)
+    children_before = os.times()
     seconds = kcat("-P", "-b", bootstrap, "-t", "benchout", "-K:", stdin=lines)
-    return {"switchyard": summary, "kcat_records_per_s": records / seconds}
+    children_after = os.times()
+    kcat_cpu = (children_after.children_user - children_before.children_user
+                + children_after.children_system - children_before.children_system)
+    tansu_cpu = process_cpu_seconds(tansu_pid) - tansu_before
+    return {"switchyard": runs, "kcat_records_per_s": records / seconds,
+            "kcat_cpu_us_per_record": round(kcat_cpu * 1e6 / records, 2),
+            "tansu_cpu_us_per_record_for_kcat": round(tansu_cpu * 1e6 / records, 2)}
 
 
 async def ws_receive(port: int, records: int, ready: threading.Event, results: dict) -> None:
@@ -159,28 +194,40 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=20000)
     parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--publishers", type=int, default=4, help="publishing connections (default 4)")
+    parser.add_argument("--windows", default="100",
+                        help="in-flight window per publisher, one publish run per value: e.g. 100,400,1600")
+    parser.add_argument("--publish-only", action="store_true", help="skip the Kafka -> WebSocket part")
     args = parser.parse_args()
+    windows = [int(w) for w in args.windows.split(",") if w.strip()]
     folder = tempfile.mkdtemp(prefix="sy-bench-kafka-")
     tansu_dir = os.path.join(folder, "tansu")
     kafka_port = free_port()
     bootstrap = f"127.0.0.1:{kafka_port}"
     conf = None
     try:
-        run(["bash", os.path.join(REPO, "scripts", "tansu.sh"), "start", str(kafka_port), tansu_dir])
+        tansu_pid = int(run(["bash", os.path.join(REPO, "scripts", "tansu.sh"), "start", str(kafka_port),
+                             tansu_dir]).stdout.split()[-1])
         conf, port = start_stack(os.path.join(folder, "node"), bootstrap)
-        produce = publish_rate(port, args.duration, args.records, bootstrap)
-        deliver = delivery(port, bootstrap, args.records)
+        produce = publish_rate(port, args.duration, args.records, bootstrap, os.path.join(folder, "node", "run"),
+                               tansu_pid, args.publishers, windows)
+        deliver = {} if args.publish_only else delivery(port, bootstrap, args.records)
     finally:
         if conf:
             subprocess.run([os.path.join(REPO, "switchyard"), "stop", "-c", conf], capture_output=True)
         subprocess.run(["bash", os.path.join(REPO, "scripts", "tansu.sh"), "stop", tansu_dir], capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
-    sy = produce["switchyard"].get("switchyard", {})
-    rate = sy.get("publishes_acked_per_s") or 0
     print("WebSocket -> Kafka (acked after Kafka's delivery report)")
-    print(f"  switchyard (publish scenario): {rate:.0f} acked publishes/s, ack latency {sy.get('ack_latency_ms')}")
-    print(f"  kcat -P (librdkafka alone):    {produce['kcat_records_per_s']:.0f} records/s")
-    print(f"  ratio switchyard/librdkafka:   {rate / produce['kcat_records_per_s']:.2f}")
+    for r in produce["switchyard"]:
+        print(f"  switchyard, {r['publishers']} publishers x window {r['window']}: {r['acked_per_s']:.0f} acked "
+              f"publishes/s, {r['failed']} failed, ack latency {r['ack_latency_ms']}")
+        print("    CPU-us per acked publish: " + ", ".join(f"{name} {us}" for name, us in
+                                                         sorted(r["cpu_us_per_publish"].items())))
+    best = max((r["acked_per_s"] for r in produce["switchyard"]), default=0)
+    print(f"  kcat -P (librdkafka alone):    {produce['kcat_records_per_s']:.0f} records/s, "
+          f"kcat {produce['kcat_cpu_us_per_record']} CPU-us per record, "
+          f"tansu {produce['tansu_cpu_us_per_record_for_kcat']}")
+    print(f"  ratio switchyard (best window)/librdkafka: {best / produce['kcat_records_per_s']:.2f}")
     print(f"Kafka -> WebSocket ({args.records} records, one partition, produced as fast as librdkafka goes)")
     for name in ("switchyard", "librdkafka"):
         r = deliver.get(name)

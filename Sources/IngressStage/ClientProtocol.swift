@@ -37,32 +37,36 @@ public struct ClientFrameError: Error, Equatable, Sendable {
     static func invalidFrame(_ reason: String) -> Self { Self(code: "INVALID_FRAME", reason: reason) }
 }
 
-/// Parses client frames (JSON text, one object per frame, `op` first).
+/// Parses client frames (JSON text, one object per frame, `op` first) with `ClientJSONReader`.
 public enum ClientFrameParser {
+    private typealias Fields = [String: ClientJSONValue]
+
     public static func parse(_ text: ByteBuffer) -> Result<ClientRequest, ClientFrameError> {
-        let object: Any
-        do {
-            object = try JSONSerialization.jsonObject(with: Data(text.readableBytesView), options: [])
-        } catch {
+        let fields: Fields
+        switch ClientJSONReader.parse(text) {
+        case .failure:
             return .failure(.invalidJSON("the frame is not valid JSON"))
+        case .success(.object(let members)):
+            fields = members
+        case .success:
+            return .failure(.invalidJSON("the frame is not a JSON object"))
         }
-        guard let fields = object as? [String: Any] else { return .failure(.invalidJSON("the frame is not a JSON object")) }
-        guard let op = fields["op"] as? String else { return .failure(.invalidFrame("missing string field 'op'")) }
+        guard let op = fields["op"]?.string else { return .failure(.invalidFrame("missing string field 'op'")) }
         do {
             switch op {
             case "connect":
-                return .success(.connect(token: try optional(fields, "token", as: String.self)))
+                return .success(.connect(token: try optionalString(fields, "token")))
             case "subscribe":
                 let subjects = try subjectList(fields)
                 let history = try optionalCount(fields, "history") ?? 0
                 var recover: [String: RecoveryPosition] = [:]
                 if let positions = fields["recover"] {
-                    guard let positions = positions as? [String: Any] else {
+                    guard case .object(let positions) = positions else {
                         throw ClientFrameError.invalidFrame("'recover' must be an object of subject → {epoch, seq}")
                     }
                     for (subject, value) in positions {
-                        guard let position = value as? [String: Any], let epoch = position["epoch"] as? String,
-                              let seq = unsignedInteger(position["seq"]) else {
+                        guard case .object(let position) = value, let epoch = position["epoch"]?.string,
+                              case .number(let number) = position["seq"], let seq = number.unsignedInteger else {
                             throw ClientFrameError.invalidFrame("recover['\(subject)'] must be {\"epoch\": string, \"seq\": unsigned integer}")
                         }
                         recover[subject] = RecoveryPosition(epoch: epoch, seq: seq)
@@ -85,15 +89,15 @@ public enum ClientFrameParser {
         }
     }
 
-    private static func publish(_ fields: [String: Any]) throws -> ClientPublish {
-        guard let subject = fields["subject"] as? String else {
+    private static func publish(_ fields: Fields) throws -> ClientPublish {
+        guard let subject = fields["subject"]?.string else {
             throw ClientFrameError.invalidFrame("publish needs a string field 'subject'")
         }
-        guard let content = fields["content"] as? String else {
+        guard let content = fields["content"]?.string else {
             throw ClientFrameError.invalidFrame("publish needs a string field 'content'")
         }
         let binary: Bool
-        switch try optional(fields, "encoding", as: String.self) {
+        switch try optionalString(fields, "encoding") {
         case nil, "utf8", "text": binary = false
         case "base64": binary = true
         case let other?: throw ClientFrameError.invalidFrame("unknown encoding '\(other)' (use base64)")
@@ -108,51 +112,51 @@ public enum ClientFrameParser {
             bytes.writeString(content)
         }
         let guaranteed: Bool
-        switch try optional(fields, "qos", as: String.self) {
+        switch try optionalString(fields, "qos") {
         case nil, "GUARANTEED": guaranteed = true
         case "STANDARD": guaranteed = false
         case let other?: throw ClientFrameError.invalidFrame("unknown qos '\(other)' (STANDARD or GUARANTEED)")
         }
-        return ClientPublish(subject: subject, content: bytes, closure: try optional(fields, "closure", as: String.self),
-                             retained: try optional(fields, "retained", as: Bool.self) ?? true,
+        return ClientPublish(subject: subject, content: bytes, closure: try optionalString(fields, "closure"),
+                             retained: try optionalBool(fields, "retained") ?? true,
                              guaranteed: guaranteed, binary: binary)
     }
 
-    private static func subjectList(_ fields: [String: Any]) throws -> [String] {
-        guard let subjects = fields["subjects"] as? [Any], let strings = subjects as? [String], !strings.isEmpty else {
+    private static func subjectList(_ fields: Fields) throws -> [String] {
+        guard case .array(let subjects) = fields["subjects"], !subjects.isEmpty else {
             throw ClientFrameError.invalidFrame("'subjects' must be a non-empty array of strings")
         }
-        return strings
-    }
-
-    private static func optional<T>(_ fields: [String: Any], _ name: String, as type: T.Type) throws -> T? {
-        guard let value = fields[name], !(value is NSNull) else { return nil }
-        if T.self == Bool.self {
-            // JSON numbers would also cast to Bool: accept only true and false.
-            guard let number = value as? NSNumber, isBoolean(number) else {
-                throw ClientFrameError.invalidFrame("'\(name)' must be true or false")
+        return try subjects.map {
+            guard let subject = $0.string else {
+                throw ClientFrameError.invalidFrame("'subjects' must be a non-empty array of strings")
             }
-            return number.boolValue as? T
+            return subject
         }
-        guard let typed = value as? T else { throw ClientFrameError.invalidFrame("'\(name)' has the wrong type") }
-        return typed
     }
 
-    /// Foundation marks JSON booleans with the Objective-C type code of `char`.
-    private static func isBoolean(_ number: NSNumber) -> Bool { String(cString: number.objCType) == "c" }
+    /// A field that may be absent or null, else a string.
+    private static func optionalString(_ fields: Fields, _ name: String) throws -> String? {
+        switch fields[name] {
+        case nil, .null?: return nil
+        case .string(let value)?: return value
+        default: throw ClientFrameError.invalidFrame("'\(name)' has the wrong type")
+        }
+    }
 
-    private static func optionalCount(_ fields: [String: Any], _ name: String) throws -> Int? {
+    /// A field that may be absent or null, else `true` or `false` (not a number).
+    private static func optionalBool(_ fields: Fields, _ name: String) throws -> Bool? {
+        switch fields[name] {
+        case nil, .null?: return nil
+        case .bool(let value)?: return value
+        default: throw ClientFrameError.invalidFrame("'\(name)' must be true or false")
+        }
+    }
+
+    private static func optionalCount(_ fields: Fields, _ name: String) throws -> Int? {
         guard let value = fields[name] else { return nil }
-        guard let count = unsignedInteger(value), count <= UInt64(Int32.max) else {
+        guard case .number(let number) = value, let count = number.unsignedInteger, count <= UInt64(Int32.max) else {
             throw ClientFrameError.invalidFrame("'\(name)' must be a non-negative integer")
         }
         return Int(count)
-    }
-
-    private static func unsignedInteger(_ value: Any?) -> UInt64? {
-        guard let number = value as? NSNumber, !isBoolean(number) else { return nil }
-        let double = number.doubleValue
-        guard double >= 0, double == double.rounded(.down), double < 1.8e19 else { return nil }
-        return number.uint64Value
     }
 }

@@ -72,4 +72,62 @@ final class ClientProtocolTests: XCTestCase {
         XCTAssertEqual(object["content"] as? String, "/wA=")
         XCTAssertEqual(object["encoding"] as? String, "base64")
     }
+
+    // MARK: ClientJSONReader
+
+    private func json(_ text: String) -> ClientJSONValue? {
+        try? ClientJSONReader.parse(ByteBuffer(string: text)).get()
+    }
+
+    func testReaderReadsWhatJSONSerializationReads() throws {
+        let texts = [
+            #"{"op":"publish","subject":"/a","content":"h\u00e9\"llo\n\ud83d\ude00\/","n":[1,-2.5e3,0,true,false,null],"o":{}}"#,
+            " \t\r\n{ \"a\" : [ ] , \"b\" : { \"c\" : [ [ ] ] } } \n",
+            #"{"big":18446744073709551615,"neg":-0,"frac":41.0,"exp":4.1E+1}"#,
+            #"{"dup":1,"dup":2}"#,
+        ]
+        for text in texts {
+            let reference = try JSONSerialization.jsonObject(with: Data(text.utf8)) as! NSDictionary
+            let value = try XCTUnwrap(json(text), text)
+            XCTAssertEqual(foundationObject(value) as? NSDictionary, reference, text)
+        }
+        guard case .object(let numbers) = json(#"{"big":18446744073709551615,"neg":-0,"frac":41.0,"exp":4.1E+1,"over":18446744073709551616}"#),
+              case .number(let big) = numbers["big"], case .number(let neg) = numbers["neg"],
+              case .number(let frac) = numbers["frac"], case .number(let exp) = numbers["exp"],
+              case .number(let over) = numbers["over"] else { return XCTFail("numbers") }
+        XCTAssertEqual(big.unsignedInteger, UInt64.max, "exact, not through a Double")
+        XCTAssertEqual(neg.unsignedInteger, 0)
+        XCTAssertEqual(frac.unsignedInteger, 41)
+        XCTAssertEqual(exp.unsignedInteger, 41)
+        XCTAssertNil(over.unsignedInteger, "above UInt64: only a Double, past the 1.8e19 bound")
+    }
+
+    func testReaderRefusesWhatIsNotJSON() {
+        let invalid = [
+            "", " ", "{", "}", #"{"a":1,}"#, "[1,]", #"{"a" 1}"#, #"{'a':1}"#, "{a:1}", #"{"a":1} x"#, #"{"a":1}{}"#,
+            "01", "-", "1.", ".5", "1e", "+1", "0x10", "NaN", "Infinity", "tru", "nul", "True",
+            "\"a\u{01}\"", "\"a\nb\"", #""\x""#, #""\u12""#, #""\uzzzz""#,
+            #""\ud800""#, #""\udc00""#, #""\ud800\u0041""#, #""unterminated"#, "/* c */ {}",
+            String(repeating: "[", count: ClientJSONReader.maxDepth + 1) + String(repeating: "]", count: ClientJSONReader.maxDepth + 1),
+        ]
+        for text in invalid {
+            XCTAssertNil(json(text), "accepted: \(text.debugDescription)")
+        }
+        let deepest = String(repeating: "[", count: ClientJSONReader.maxDepth) + String(repeating: "]", count: ClientJSONReader.maxDepth)
+        XCTAssertNotNil(json(deepest))
+        XCTAssertNil(json(String(repeating: "[", count: 100_000)), "deep nesting is refused, not recursed into")
+        XCTAssertEqual(errorCode(String(repeating: "{\"a\":", count: 1_000)), "INVALID_JSON")
+    }
+
+    private func foundationObject(_ value: ClientJSONValue) -> Any {
+        switch value {
+        case .object(let members): return NSDictionary(dictionary: members.mapValues(foundationObject))
+        case .array(let elements): return NSArray(array: elements.map(foundationObject))
+        case .string(let string): return NSString(string: string)
+        case .number(let number): return number.exactUnsigned.map { NSNumber(value: $0) } ?? NSNumber(value: number.double)
+        case .bool(let bool): return NSNumber(value: bool)
+        case .null: return NSNull()
+        }
+    }
 }
+
