@@ -6,8 +6,9 @@ import NIOCore
 /// dictionaries and `NSNumber`s for every frame, which a publish-heavy run measured at about a third of
 /// ws-ingress's CPU (docs/BENCHMARKS.md, "WebSocket → Kafka saturated").
 enum ClientJSONValue: Equatable {
-    /// Members by name; of a name given twice the last counts (as with `JSONSerialization`).
-    case object([String: ClientJSONValue])
+    /// Members in the order written (a frame has a handful: a linear search is cheaper than hashing each name);
+    /// `member(_:)` finds one.
+    case object([ClientJSONMember])
     case array([ClientJSONValue])
     case string(String)
     case number(ClientJSONNumber)
@@ -17,6 +18,18 @@ enum ClientJSONValue: Equatable {
     var string: String? {
         if case .string(let value) = self { return value }
         return nil
+    }
+}
+
+struct ClientJSONMember: Equatable {
+    let name: String
+    let value: ClientJSONValue
+}
+
+extension [ClientJSONMember] {
+    /// The value of member `name`; of a name given twice the last counts (as with `JSONSerialization`).
+    subscript(name: String) -> ClientJSONValue? {
+        last { $0.name == name }?.value
     }
 }
 
@@ -107,7 +120,7 @@ struct ClientJSONReader {
     private mutating func object(depth: Int) throws -> ClientJSONValue {
         guard depth <= Self.maxDepth else { throw error("nested more than \(Self.maxDepth) levels") }
         index += 1  // {
-        var members: [String: ClientJSONValue] = [:]
+        var members: [ClientJSONMember] = []
         skipWhitespace()
         if current == UInt8(ascii: "}") {
             index += 1
@@ -120,7 +133,7 @@ struct ClientJSONReader {
             guard current == UInt8(ascii: ":") else { throw error("expected ':'") }
             index += 1
             skipWhitespace()
-            members[name] = try value(depth: depth)
+            members.append(ClientJSONMember(name: name, value: try value(depth: depth)))
             skipWhitespace()
             switch current {
             case UInt8(ascii: ","):

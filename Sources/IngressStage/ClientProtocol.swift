@@ -39,7 +39,7 @@ public struct ClientFrameError: Error, Equatable, Sendable {
 
 /// Parses client frames (JSON text, one object per frame, `op` first) with `ClientJSONReader`.
 public enum ClientFrameParser {
-    private typealias Fields = [String: ClientJSONValue]
+    private typealias Fields = [ClientJSONMember]
 
     public static func parse(_ text: ByteBuffer) -> Result<ClientRequest, ClientFrameError> {
         let fields: Fields
@@ -64,12 +64,12 @@ public enum ClientFrameParser {
                     guard case .object(let positions) = positions else {
                         throw ClientFrameError.invalidFrame("'recover' must be an object of subject → {epoch, seq}")
                     }
-                    for (subject, value) in positions {
-                        guard case .object(let position) = value, let epoch = position["epoch"]?.string,
+                    for member in positions {
+                        guard case .object(let position) = member.value, let epoch = position["epoch"]?.string,
                               case .number(let number) = position["seq"], let seq = number.unsignedInteger else {
-                            throw ClientFrameError.invalidFrame("recover['\(subject)'] must be {\"epoch\": string, \"seq\": unsigned integer}")
+                            throw ClientFrameError.invalidFrame("recover['\(member.name)'] must be {\"epoch\": string, \"seq\": unsigned integer}")
                         }
-                        recover[subject] = RecoveryPosition(epoch: epoch, seq: seq)
+                        recover[member.name] = RecoveryPosition(epoch: epoch, seq: seq)
                     }
                 }
                 return .success(.subscribe(subjects: subjects, history: history, recover: recover))

@@ -121,7 +121,9 @@ final class ClientProtocolTests: XCTestCase {
 
     private func foundationObject(_ value: ClientJSONValue) -> Any {
         switch value {
-        case .object(let members): return NSDictionary(dictionary: members.mapValues(foundationObject))
+        case .object(let members):
+            return NSDictionary(dictionary: Dictionary(members.map { ($0.name, foundationObject($0.value)) },
+                                                       uniquingKeysWith: { _, last in last }))
         case .array(let elements): return NSArray(array: elements.map(foundationObject))
         case .string(let string): return NSString(string: string)
         case .number(let number): return number.exactUnsigned.map { NSNumber(value: $0) } ?? NSNumber(value: number.double)
