@@ -1,4 +1,4 @@
-import Foundation
+import IngressStage
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -8,7 +8,7 @@ import SwitchyardCore
 /// The reference the bench compares Switchyard against: a minimal single-process, single-event-loop WebSocket
 /// fan-out server doing the protocol subset the bench uses. Subscribe → `subscribed` ALLOW; publish → seq + 1 for
 /// its subject, the message frame encoded once (same layout as ws-ingress) and written to every subscriber of the
-/// subject, then `publish_status` OK. Client frames are parsed with JSONSerialization, as ws-ingress does, so
+/// subject, then `publish_status` OK. Client frames are parsed with ws-ingress's own `ClientFrameParser`, so
 /// that the ratio measures the pipeline (processes, nanomsg hops, cache, fanout) rather than a JSON parser.
 /// No storage, no recovery, no back-pressure policy. Writes are flushed once per event-loop round.
 final class BaselineServer {
@@ -150,34 +150,29 @@ final class BaselineHandler: ChannelInboundHandler {
     }
 
     private func handle(_ context: ChannelHandlerContext, _ text: ByteBuffer) {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(text.readableBytesView)),
-              let fields = object as? [String: Any], let op = fields["op"] as? String else {
-            return reply(context, ["op": "error", "code": "INVALID_JSON", "reason": "the frame is not a JSON object"])
+        let request: ClientRequest
+        switch ClientFrameParser.parse(text) {
+        case .success(let parsed): request = parsed
+        case .failure(let error): return reply(context, ["op": "error", "code": error.code, "reason": error.reason])
         }
-        switch op {
-        case "subscribe":
-            for case let subject as String in fields["subjects"] as? [Any] ?? [] {
+        switch request {
+        case .subscribe(let requested, _, _):
+            for subject in requested {
                 reply(context, ["op": "subscribed", "subject": subject, "status": "ALLOW"])
                 subjects.insert(subject)
                 hub.subscribers[subject, default: [:]][ObjectIdentifier(context.channel)] = context.channel
             }
-        case "unsubscribe":
-            let removed = Set((fields["subjects"] as? [Any] ?? []).compactMap { $0 as? String })
+        case .unsubscribe(let requested):
+            let removed = Set(requested)
             hub.remove(context.channel, subjects: removed.intersection(subjects))
             subjects.subtract(removed)
-        case "publish":
-            guard let subject = fields["subject"] as? String, let content = fields["content"] as? String else {
-                return reply(context, ["op": "error", "code": "INVALID_FRAME", "reason": "publish needs subject and content"])
-            }
-            let closure = fields["closure"] as? String
-            _ = hub.publish(subject: subject, content: content, closure: closure)
-            if let closure { reply(context, ["op": "publish_status", "closure": closure, "status": "OK"]) }
-        case "ping":
+        case .publish(let publish):
+            _ = hub.publish(subject: publish.subject, content: String(buffer: publish.content), closure: publish.closure)
+            if let closure = publish.closure { reply(context, ["op": "publish_status", "closure": closure, "status": "OK"]) }
+        case .ping:
             reply(context, ["op": "pong"])
-        case "connect":
+        case .connect:
             break
-        default:
-            reply(context, ["op": "error", "code": "UNKNOWN_OP", "reason": "unknown op '\(op)'"])
         }
     }
 
