@@ -60,7 +60,11 @@ public enum ServerFrames {
     public static let pong: ByteBuffer = object(["op": "pong"])
 
     private static func object(_ fields: KeyValuePairs<String, String?>) -> ByteBuffer {
-        var buffer = ByteBuffer()
+        // Sized up front (names, values, quotes and separators; escapes may still grow it) so that writing it
+        // does not reallocate as it goes.
+        var capacity = 2
+        for (key, value) in fields { capacity += key.utf8.count + (value?.utf8.count ?? 0) + 6 }
+        var buffer = ByteBufferAllocator().buffer(capacity: capacity)
         buffer.writeJSONObject(fields)
         return buffer
     }
