@@ -205,6 +205,51 @@ final class MQTTSessionPositionTests: XCTestCase {
         XCTAssertFalse(session.isResend(otherEpoch.message), "another epoch's 5 is another message")
         _ = otherEpoch.packet(for: session, allocator: allocator)
     }
+
+    func decoded(_ bytes: ByteBuffer?) throws -> MQTTPublish {
+        var bytes = try XCTUnwrap(bytes)
+        let packet = try MQTTCodec.decode(XCTUnwrap(MQTTFraming.next(from: &bytes, maxBodySize: .max)), version: .v311)
+        guard case .publish(let publish) = packet else { throw XCTSkip("not a PUBLISH") }
+        return publish
+    }
+
+    func testReSendsKeepTheirPacketIdentifiersAndNewMessagesDoNotTakeThem() throws {
+        let before = persistentSession()
+        for seq: UInt64 in 5...7 {
+            var publish = MQTTOutgoingPublish(message: message(seq), retain: false)
+            _ = try XCTUnwrap(publish.packet(for: before, allocator: allocator))
+        }
+        before.acknowledge(1)
+        let positions = before.positions(of: ["/a/b"])
+        XCTAssertEqual(positions, ["/a/b": MQTTSubjectPosition(epoch: "e", seq: 5, sentSeq: 7)])
+        let saved = before.unacknowledgedMessages(within: positions)
+        XCTAssertEqual(saved.map(\.packetID), [2, 3], "6 and 7 await their PUBACK")
+        XCTAssertEqual(saved.map(\.seq), [6, 7])
+
+        let after = persistentSession()
+        after.restoredPositions = positions
+        after.restorePacketIDs(saved)
+        XCTAssertEqual(after.unacknowledgedMessages(within: positions), saved, "kept until re-sent")
+        var live = MQTTOutgoingPublish(message: message(1, epoch: "f"), retain: false)
+        XCTAssertEqual(try decoded(live.packet(for: after, allocator: allocator)).packetID, 1)
+        var next = MQTTOutgoingPublish(message: message(2, epoch: "f"), retain: false)
+        XCTAssertEqual(try decoded(next.packet(for: after, allocator: allocator)).packetID, 4, "2 and 3 are kept")
+        let resent = try (UInt64(6)...7).map { seq -> MQTTPublish in
+            var publish = MQTTOutgoingPublish(message: message(seq), retain: false)
+            return try decoded(publish.packet(for: after, allocator: allocator))
+        }
+        XCTAssertEqual(resent.map(\.packetID), [2, 3], "MQTT-4.4.0-1: the identifiers they were sent with")
+        XCTAssertEqual(resent.map(\.dup), [true, true])
+        XCTAssertEqual(after.unacknowledgedCount, 4)
+        XCTAssertTrue(after.acknowledge(2), "the re-send's PUBACK")
+
+        let forgetting = persistentSession()
+        forgetting.restoredPositions = positions
+        forgetting.restorePacketIDs(saved + [.init(subject: "/a/b", epoch: "e", seq: 9, packetID: 0)])
+        XCTAssertEqual(forgetting.unacknowledgedMessages(within: positions), saved, "identifier 0 is not one")
+        forgetting.forget("/a/b")
+        XCTAssertEqual(forgetting.unacknowledgedMessages(within: positions), [], "unsubscribed: given up")
+    }
 }
 
 /// The hub continuing a persistent session: a take-over on the same instance hands it over, its subscriptions
@@ -287,6 +332,7 @@ final class MQTTSessionHubTests: XCTestCase {
         try answer(new, messages: [message(5), message(6)], lastSeq: 6)
         let resent = try packets(second).map { packet -> [UInt64: Bool] in
             guard case .publish(let publish) = packet else { return [:] }
+            XCTAssertEqual(publish.packetID, publish.dup ? 2 : 1, "5 with the identifier it had; 6 not with that one")
             return [UInt64(String(buffer: publish.payload).dropFirst())!: publish.dup]
         }
         XCTAssertEqual(resent, [[5: true], [6: false]], "5 was sent before and not acknowledged: DUP")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import time
 import uuid
@@ -14,7 +15,7 @@ import uuid
 import pytest
 
 from e2e_helpers import Broker, Client, free_port, pid_alive, run, running, unique_subject, wait_until
-from mqtt_helpers import Device, topic_of
+from mqtt_helpers import Device, RawPublish, connect_packet, puback_packet, read_packet, subscribe_packet, topic_of
 
 pytestmark = pytest.mark.skipif(not shutil.which("mosquitto_pub") or not shutil.which("mosquitto_sub"),
                                 reason="mosquitto-clients is not installed (scripts/setup.sh installs it)")
@@ -91,6 +92,45 @@ def test_a_reconnecting_device_gets_the_qos1_messages_it_missed(broker, version)
     assert again.nothing_more() == [], "m1 was acknowledged: not sent again"
     publish_by_websocket(broker, s, "m5")
     assert again.payloads(1) == ["m5"], "live again"
+    again.close()
+
+
+def test_resent_qos1_messages_keep_their_packet_identifiers(broker):
+    """MQTT-4.4.0-1: a raw 3.1.1 device acknowledges m1 and not m2, m3, and goes; after its reconnect m2 and m3
+    come again with DUP 1 and the packet identifiers they had (2 and 3: a renumbering would start at 1), and a new
+    message takes neither while they await their PUBACK."""
+    s, cid = unique_subject("sess-ids"), client_id()
+
+    def connect(session_present: bool):
+        sock = socket.create_connection(("127.0.0.1", broker.mqtt_port), timeout=10)
+        sock.sendall(connect_packet(client_id=cid, keepalive=30, clean=False))
+        first, body = read_packet(sock)
+        assert first == 0x20 and body == bytes([int(session_present), 0]), (first, body)
+        return sock
+
+    sock = connect(session_present=False)
+    sock.sendall(subscribe_packet(1, topic_of(s)))
+    assert read_packet(sock) == (0x90, b"\x00\x01\x01"), "SUBACK, QoS 1"
+    publish_by_websocket(broker, s, "m1")
+    m1 = RawPublish(*read_packet(sock))
+    sock.sendall(puback_packet(m1.packet_id))
+    publish_by_websocket(broker, s, "m2", "m3")
+    sent = [RawPublish(*read_packet(sock)) for _ in range(2)]
+    assert [(p.payload, p.qos, p.dup) for p in sent] == [("m2", 1, False), ("m3", 1, False)]
+    ids = [p.packet_id for p in sent]
+    assert m1.packet_id not in ids
+    sock.close()  # no PUBACK for m2, m3; no DISCONNECT
+    wait_until(lambda: len((stored_session(broker, cid) or {}).get("unacknowledged") or []) == 2, 10,
+               what="the session saved with its two unacknowledged messages")
+
+    again = connect(session_present=True)
+    resent = [RawPublish(*read_packet(again)) for _ in range(2)]
+    assert [(p.payload, p.qos, p.dup, p.packet_id) for p in resent] == [("m2", 1, True, ids[0]), ("m3", 1, True, ids[1])]
+    publish_by_websocket(broker, s, "m4")
+    m4 = RawPublish(*read_packet(again))
+    assert (m4.payload, m4.dup) == ("m4", False) and m4.packet_id not in ids, "not an identifier still in flight"
+    for p in resent + [m4]:
+        again.sendall(puback_packet(p.packet_id))
     again.close()
 
 

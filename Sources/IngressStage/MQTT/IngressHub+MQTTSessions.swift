@@ -72,6 +72,7 @@ extension IngressHub {
     /// this connection's token: what it may not have is dropped), recovering each subject from its position.
     func restore(_ record: MQTTSessionRecord, on connection: ClientConnection, session: MQTTSession) {
         session.restoredPositions = record.positions
+        session.restorePacketIDs(record.unacknowledged ?? [])
         session.generation = (record.generation ?? 0) &+ 1
         let subscriptions = record.subscriptions.map { MQTTSubscription(filter: $0.filter, options: min($0.qos, 1)) }
         metrics.addToGauge("mqttSessionsResumed", 1)
@@ -114,10 +115,12 @@ extension IngressHub {
         let subscriptions = session.filters.sorted { $0.key < $1.key }.map {
             MQTTSessionRecord.Subscription(filter: $0.key, qos: $0.value)
         }
+        let unacknowledged = session.unacknowledgedMessages(within: positions)
         return MQTTSessionRecord(clientID: session.clientID, version: session.version.rawValue, expirySeconds: expiry,
                                  expiresAt: Date().timeIntervalSince1970 + Double(expiry),
                                  subscriptions: subscriptions, positions: positions,
-                                 generation: session.generation == 0 ? nil : session.generation)
+                                 generation: session.generation == 0 ? nil : session.generation,
+                                 unacknowledged: unacknowledged.isEmpty ? nil : unacknowledged)
     }
 
     /// Saves the persistent sessions that changed, each at most once a second, and those unchanged for half

@@ -33,6 +33,17 @@ public struct MQTTSessionRecord: RunDirJSONFile {
     /// How many times a connection took the session up (nil: 0). In Kafka mode a save of an older generation than
     /// the one stored (from a connection the session was taken from, still open on another node) is not applied.
     public var generation: UInt64?
+    /// The QoS 1 messages sent and not acknowledged, with the packet identifier each went with: a reconnect
+    /// re-sends them with it (MQTT-4.4.0-1). At most one per packet identifier, so at most the client's Receive
+    /// Maximum (3.1.1: 65,535). nil in records of builds before it (their re-sends get new identifiers).
+    public var unacknowledged: [Unacknowledged]? = nil
+
+    public struct Unacknowledged: Codable, Equatable, Sendable {
+        public var subject: String
+        public var epoch: String
+        public var seq: UInt64
+        public var packetID: UInt16
+    }
 
     /// A record this build can continue: protocol level 4 or 5.
     public var hasKnownVersion: Bool {
