@@ -46,6 +46,27 @@ final class MQTTSessionStoreTests: XCTestCase {
         XCTAssertEqual(store.loadNow("dev1", now: 1).record, changed, "replaced")
     }
 
+    func testATakeOverIsAnnouncedToTheNodesOtherInstancesOnce() throws {
+        let other = MQTTSessionStore(runDir: runDir.path, maxSessions: 2,
+                                     logger: LogWriter(stage: "ws-ingress", instance: 1, level: .error).makeLogger())
+        let now = Date().timeIntervalSince1970
+        XCTAssertEqual(other.takeOversNow(now: now), [:], "no folder yet")
+        store.announceTakeOverNow(of: "dev1", generation: 3)
+        store.announceTakeOverNow(of: "dev2", generation: 1)
+        XCTAssertEqual(store.takeOversNow(now: now), [:], "its own announcements")
+        XCTAssertEqual(other.takeOversNow(now: now), ["dev1": 3, "dev2": 1])
+        XCTAssertEqual(other.takeOversNow(now: now), [:], "read once")
+        let forged = (store.takeOverDirectory as NSString)
+            .appendingPathComponent("\(MQTTSessionStore.fileName(of: "dev1").dropLast(5))-9")
+        XCTAssertTrue(FileManager.default.createFile(atPath: forged, contents: Data("dev2".utf8)))
+        XCTAssertEqual(other.takeOversNow(now: now), [:], "a name that is not its identifier's hash")
+        XCTAssertNil(MQTTSessionStore.takeOverMarker("0123-4"))
+        XCTAssertNil(MQTTSessionStore.takeOverMarker("\(MQTTSessionStore.fileName(of: "x").dropLast(5))-x"))
+        XCTAssertEqual(other.takeOversNow(now: now + 31), [:])
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: store.takeOverDirectory), [],
+                       "removed after 30 s")
+    }
+
     func testAnExpiredSessionIsNoSessionAndIsDeletedAlsoBySweeping() throws {
         store.saveNow(record("old", expiresAt: 100))
         XCTAssertEqual(store.loadNow("old", now: 101), .init(record: nil, hasRoom: true))
@@ -309,6 +330,30 @@ final class MQTTSessionHubTests: XCTestCase {
         Message(subject: "/a/b", content: ByteBuffer(string: "m\(seq)"), seq: seq, previousSeq: seq - 1, epoch: "e")
     }
 
+    func testAConnectionTakenOverOnAnotherInstanceIsClosedWithoutSavingAndItsWillIsPublishedOnce() throws {
+        let first = try channel()
+        let connect = MQTTConnect(version: .v5, clientID: "dev", cleanSession: false, keepAlive: 60,
+                                  will: MQTTWill(topic: "a/will", payload: ByteBuffer(string: "gone"), qos: 0, retain: false),
+                                  properties: MQTTProperties([(MQTTProperties.ID.sessionExpiryInterval, .fourByteInteger(60))]))
+        guard case .accepted(let old) = hub.connect(first, connect, permissions: .everything,
+                                                    stored: .init(record: nil, hasRoom: true)) else {
+            return XCTFail("refused")
+        }
+        _ = try first.readOutbound(as: WebSocketFrame.self)  // CONNACK
+        hub.closeTakenOverMQTTConnections(["dev": 0])
+        XCTAssertFalse(old.isClosing, "not a newer generation")
+        hub.closeTakenOverMQTTConnections(["dev": 1])
+        XCTAssertTrue(old.isClosing)
+        XCTAssertEqual(old.mqtt?.isReleased, true, "its session is not saved over the new connection's")
+        var frame = try XCTUnwrap(first.readOutbound(as: WebSocketFrame.self)?.data)
+        let disconnect = try MQTTCodec.decode(XCTUnwrap(MQTTFraming.next(from: &frame, maxBodySize: .max)), version: .v5)
+        guard case .disconnect(let packet) = disconnect else { return XCTFail("\(disconnect)") }
+        XCTAssertEqual(packet.reason, .sessionTakenOver)
+        XCTAssertNil(old.mqtt?.will, "published, once")
+        (hub.mqttSessionStore as? MQTTSessionStore)?.sync {}
+        XCTAssertNil((hub.mqttSessionStore as? MQTTSessionStore)?.loadNow("dev", now: 0).record, "not saved")
+    }
+
     func testATakeOverHandsTheSessionOverAndItRecoversFromTheAcknowledgedPosition() throws {
         let first = try channel()
         let old = try connect(first)
@@ -338,6 +383,14 @@ final class MQTTSessionHubTests: XCTestCase {
         XCTAssertEqual(resent, [[5: true], [6: false]], "5 was sent before and not acknowledged: DUP")
         XCTAssertEqual(old.mqtt?.isReleased, true, "the old connection saves nothing over the new one's session")
         XCTAssertEqual(hub.sessionRecord(of: new)?.generation, 1, "taken up once: a save of the old one's is older")
+
+        let announced = MQTTSessionStore(runDir: runDir.path, maxSessions: 10,
+                                         logger: LogWriter(stage: "ws-ingress", instance: 1, level: .error).makeLogger())
+        (hub.mqttSessionStore as? MQTTSessionStore)?.sync {}
+        XCTAssertEqual(announced.takeOversNow(now: Date().timeIntervalSince1970), ["dev": 1],
+                       "the node's other instances are told")
+        hub.closeTakenOverMQTTConnections(["dev": 1, "nobody": 5])
+        XCTAssertFalse(new.isClosing, "generation 1 is its own")
 
         // A clean session discards it.
         let third = try channel()

@@ -180,7 +180,13 @@ class Device:
 
         self.client.on_connect = on_connect
         self.client.on_message = lambda c, u, msg: self.messages.put(msg)
-        self.client.on_disconnect = lambda c, u, flags, rc, props: self.gone.set()
+        self.disconnect_reason = None
+
+        def on_disconnect(client, userdata, flags, reason, properties):
+            self.disconnect_reason = reason.value if hasattr(reason, "value") else reason
+            self.gone.set()
+
+        self.client.on_disconnect = on_disconnect
         connect_kw = {}
         if version == "mqttv5":
             properties = Properties(PacketTypes.CONNECT)
@@ -223,6 +229,14 @@ class Device:
             send()
             got = self.nothing_more(2)
         return got
+
+    def taken_over(self, timeout: float) -> bool:
+        """Whether the broker closed the connection within `timeout`; its network loop is then stopped, so that
+        paho's automatic reconnect does not take the session back."""
+        gone = self.gone.wait(timeout)
+        if gone:
+            self.client.loop_stop()
+        return gone
 
     def close(self):
         self.client.disconnect()

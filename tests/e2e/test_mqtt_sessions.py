@@ -245,13 +245,45 @@ def test_qos1_survives_a_kill_9_of_ws_ingress(broker):
     again.close()
 
 
-def test_a_session_follows_the_device_to_another_ingress_instance(tmp_path):
+@pytest.fixture(scope="module")
+def two_instances(tmp_path_factory):
+    port = free_port()
+    b = Broker(tmp_path_factory.mktemp("mqtt-sessions-2"), name="mqtt-sessions-2", ListenMqtt=f"127.0.0.1:{port}",
+               IngressInstances="2")
+    b.mqtt_port = port
+    with running(b):
+        yield b
+
+
+def test_a_take_over_on_the_other_ingress_instance_closes_the_old_connection(two_instances):
+    """IngressInstances = 2: a second connection with the client identifier of a connection open on the other
+    instance announces its take-over (RunDir/mqtt-takeovers); that instance closes the old one within about a
+    second (v5: DISCONNECT 0x8E). Tried until the two land on different instances."""
+    b = two_instances
+    for attempt in range(12):
+        s, cid = unique_subject("takeover"), client_id()
+        old = Device(b.mqtt_port, cid, "mqttv5", expiry=60)
+        old.subscribe(topic_of(s))
+        time.sleep(0.5)  # the session is saved (within 250 ms): the new connection continues it
+        new = Device(b.mqtt_port, cid, "mqttv5", expiry=60)
+        assert new.session_present is True
+        assert old.taken_over(5), f"attempt {attempt}: the old connection is closed within a few seconds"
+        assert old.disconnect_reason == 0x8E, old.disconnect_reason
+        publish_by_websocket(b, s, "m1")
+        assert new.payloads(1) == ["m1"], "the new connection keeps the session"
+        new.close()
+        logs = (b.log_text("ws-ingress", 0) + b.log_text("ws-ingress", 1)).splitlines()
+        if any("taken over by a connection on another instance" in line and f"client={cid}" in line for line in logs):
+            return
+    pytest.fail("the two connections never landed on different instances")
+
+
+def test_a_session_follows_the_device_to_another_ingress_instance(two_instances):
     """IngressInstances = 2 share the MQTT port (SO_REUSEPORT) and RunDir: whichever instance a reconnect lands
     on continues the session. The device reconnects until it lands on the other instance; every time, the message
     published while it was away arrives."""
-    port = free_port()
-    b = Broker(tmp_path, name="mqtt-sessions-2", ListenMqtt=f"127.0.0.1:{port}", IngressInstances="2")
-    b.mqtt_port = port
+    b = two_instances
+    port = b.mqtt_port
     s, cid = unique_subject("sess"), client_id()
 
     def serving_instance() -> int:
@@ -271,20 +303,19 @@ def test_a_session_follows_the_device_to_another_ingress_instance(tmp_path):
             return counts.index(1) + 1 if sorted(counts) == [0, 1] else None
         return wait_until(one, 10, 0.2, "one instance with the device") - 1
 
-    with running(b):
-        device = Device(port, cid)
-        device.subscribe(topic_of(s))
-        publish_by_websocket(b, s, "m0")
-        assert device.payloads(1) == ["m0"]
-        first = previous = serving_instance()
-        for attempt in range(1, 25):
-            device.close()
-            publish_by_websocket(b, s, f"away{attempt}")
-            device = Device(port, cid)
-            assert device.session_present is True
-            assert device.payloads(1) == [f"away{attempt}"], f"attempt {attempt}"
-            previous = serving_instance()
-            if previous != first:
-                break
+    device = Device(port, cid)
+    device.subscribe(topic_of(s))
+    publish_by_websocket(b, s, "m0")
+    assert device.payloads(1) == ["m0"]
+    first = previous = serving_instance()
+    for attempt in range(1, 25):
         device.close()
-        assert previous != first, "every reconnect landed on the same instance"
+        publish_by_websocket(b, s, f"away{attempt}")
+        device = Device(port, cid)
+        assert device.session_present is True
+        assert device.payloads(1) == [f"away{attempt}"], f"attempt {attempt}"
+        previous = serving_instance()
+        if previous != first:
+            break
+    device.close()
+    assert previous != first, "every reconnect landed on the same instance"

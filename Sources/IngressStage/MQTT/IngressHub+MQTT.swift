@@ -94,7 +94,12 @@ extension IngressHub {
         logger.debug("MQTT client connected", metadata: ["connection": "\(connection.id)", "client": "\(clientID)",
                                                          "version": "\(connect.version.rawValue)", "keepalive": "\(connect.keepAlive)"])
         write(.connack(MQTTConnAck(sessionPresent: continued != nil, code: 0, properties: properties)), to: connection)
-        if let continued { restore(continued, on: connection, session: session) }
+        if let continued {
+            restore(continued, on: connection, session: session)
+        } else if let discarded = stored?.record {
+            session.generation = (discarded.generation ?? 0) &+ 1  // a take-over too: the older connection goes
+        }
+        if session.generation > 0 { mqttSessionStore?.announceTakeOver(of: clientID, generation: session.generation) }
         flushDirty()
         return .accepted(connection)
     }

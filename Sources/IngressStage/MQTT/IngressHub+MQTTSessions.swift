@@ -148,6 +148,22 @@ extension IngressHub {
         store.save(record)
     }
 
+    /// Closes the connections whose session a connection on another instance or node took up since (a newer
+    /// generation, `MQTTSessionStorage.takeOvers`): v5 first gets DISCONNECT `0x8E` Session taken over; the will is
+    /// published here, once (docs/MQTT.md, "Take-over"). Called every second.
+    func closeTakenOverMQTTConnections(_ taken: [String: UInt64]) {
+        for (clientID, generation) in taken {
+            guard let connection = mqttClients[clientID], let session = connection.mqtt,
+                  generation > session.generation else { continue }
+            session.isReleased = true  // its saves would be older than the new connection's
+            metrics.addToGauge("mqttSessionsTakenOver", 1)
+            logger.info("MQTT session taken over by a connection on another instance or node",
+                        metadata: ["connection": "\(connection.id)", "client": "\(clientID)",
+                                   "generation": "\(session.generation)", "newGeneration": "\(generation)"])
+            close(connection, mqttReason: .sessionTakenOver, "another connection connected with this client identifier")
+        }
+    }
+
     /// A v5 DISCONNECT may shorten or end its session's expiry (it may not make a session persistent: MQTT 5
     /// 3.14.2.2.2; that is ignored).
     func applyDisconnectExpiry(_ disconnect: MQTTDisconnect, to session: MQTTSession) {

@@ -73,9 +73,17 @@ final class MQTTSessionStore: MQTTSessionStorage, @unchecked Sendable {
     /// Session files in the folder as last counted (`sweep`), plus those created and less those deleted since;
     /// nil until first counted. Other instances of the node change it too, so it is approximate between sweeps.
     private var knownCount: Int?
+    /// Take-over announcements: `RunDir/mqtt-takeovers/<hash>-<generation>`, holding the client identifier; every
+    /// instance of the node reads each once, and they are removed after `takeOverMarkerSeconds`.
+    static let takeOverFolderName = "mqtt-takeovers"
+    static let takeOverMarkerSeconds: Double = 30
+    let takeOverDirectory: String
+    /// The announcements this instance wrote or read already, of those still there. Touched only on `queue`.
+    private var seenMarkers: Set<String> = []
 
     init(runDir: String, maxSessions: Int, logger: Logger) {
         directory = (runDir as NSString).appendingPathComponent(Self.folderName)
+        takeOverDirectory = (runDir as NSString).appendingPathComponent(Self.takeOverFolderName)
         self.maxSessions = maxSessions
         self.logger = logger
     }
@@ -110,6 +118,16 @@ final class MQTTSessionStore: MQTTSessionStorage, @unchecked Sendable {
             }
             self.queue.async { self.recount() }
         }
+    }
+
+    func announceTakeOver(of clientID: String, generation: UInt64) {
+        queue.async { self.announceTakeOverNow(of: clientID, generation: generation) }
+    }
+
+    func takeOvers(on eventLoop: EventLoop) -> EventLoopFuture<[String: UInt64]> {
+        let promise = eventLoop.makePromise(of: [String: UInt64].self)
+        queue.async { promise.succeed(self.takeOversNow(now: Date().timeIntervalSince1970)) }
+        return promise.futureResult
     }
 
     func close() {
@@ -185,6 +203,54 @@ final class MQTTSessionStore: MQTTSessionStorage, @unchecked Sendable {
         let removed = sweep(folderNames()[...], now: now)
         recount()
         return removed
+    }
+
+    func announceTakeOverNow(of clientID: String, generation: UInt64) {
+        let name = "\(Self.fileName(of: clientID).dropLast(5))-\(generation)"
+        seenMarkers.insert(name)
+        let path = (takeOverDirectory as NSString).appendingPathComponent(name)
+        do {
+            try FileManager.default.createDirectory(atPath: takeOverDirectory, withIntermediateDirectories: true)
+            try Data(clientID.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+        } catch {
+            logger.error("MQTT take-over not announced to the node's other instances",
+                         metadata: ["file": "\(path)", "error": "\(error)"])
+        }
+    }
+
+    /// The announcements of the node's other instances not read yet: client → generation. Removes those older
+    /// than `takeOverMarkerSeconds` (and left-over temporary files).
+    func takeOversNow(now: Double) -> [String: UInt64] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: takeOverDirectory)) ?? []
+        var taken: [String: UInt64] = [:]
+        var present: Set<String> = []
+        for name in names {
+            let path = (takeOverDirectory as NSString).appendingPathComponent(name)
+            let modified = (try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate]) as? Date
+            if let modified, now - modified.timeIntervalSince1970 > Self.takeOverMarkerSeconds {
+                try? FileManager.default.removeItem(atPath: path)
+                continue
+            }
+            guard let (hash, generation) = Self.takeOverMarker(name) else { continue }
+            present.insert(name)
+            guard seenMarkers.insert(name).inserted else { continue }
+            let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size]) as? Int ?? 0
+            guard size <= 4 * IngressHub.maxMQTTClientIDLength, let data = FileManager.default.contents(atPath: path),
+                  let clientID = String(data: data, encoding: .utf8),
+                  Self.fileName(of: clientID).hasPrefix(hash) else { continue }
+            taken[clientID] = max(taken[clientID] ?? 0, generation)
+        }
+        seenMarkers.formIntersection(present)
+        return taken
+    }
+
+    /// The hash and generation of a take-over announcement's name; nil for another file.
+    static func takeOverMarker(_ name: String) -> (hash: Substring, generation: UInt64)? {
+        let parts = name.split(separator: "-", omittingEmptySubsequences: false)
+        guard parts.count == 2, isSessionFileName(parts[0] + ".json"), let generation = UInt64(parts[1]) else {
+            return nil
+        }
+        return (parts[0], generation)
     }
 
     private func folderNames() -> [String] {
