@@ -401,6 +401,7 @@ final class IngressHub: @unchecked Sendable {
                 connection.queueAnswer(message, kind: .update)
             }
             connection.writeQueued(now: now())
+            if connection.mqtt != nil { finishPatternRecovery(of: connection, subject: reply.subject) }
             sendWaitingSubscribes(of: connection)
         }
     }

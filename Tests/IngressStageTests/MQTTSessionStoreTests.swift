@@ -234,6 +234,20 @@ final class MQTTSessionPositionTests: XCTestCase {
         return publish
     }
 
+    func testPositionsOfSubjectsDeliveredThroughAPatternAreBoundedDroppingTheLeastRecent() throws {
+        let session = persistentSession()
+        session.maxPatternPositions = 2
+        for subject in ["/p/1", "/p/2", "/a/b", "/p/1", "/p/3"] {
+            let message = Message(subject: subject, content: ByteBuffer(string: "m"), seq: 1, previousSeq: 0, epoch: "e")
+            var publish = MQTTOutgoingPublish(message: message, retain: false)
+            _ = publish.packet(for: session, allocator: allocator)
+        }
+        XCTAssertEqual(Set(session.patternSubjects), ["/p/1", "/p/3"], "/a/b is an exact subscription; /p/2 the least recent")
+        XCTAssertEqual(session.droppedPatternPositions, 1)
+        XCTAssertNil(session.position(of: "/p/2"))
+        XCTAssertEqual(session.position(of: "/p/3")?.sentSeq, 1)
+    }
+
     func testReSendsKeepTheirPacketIdentifiersAndNewMessagesDoNotTakeThem() throws {
         let before = persistentSession()
         for seq: UInt64 in 5...7 {
@@ -352,6 +366,34 @@ final class MQTTSessionHubTests: XCTestCase {
         XCTAssertNil(old.mqtt?.will, "published, once")
         (hub.mqttSessionStore as? MQTTSessionStore)?.sync {}
         XCTAssertNil((hub.mqttSessionStore as? MQTTSessionStore)?.loadNow("dev", now: 0).record, "not saved")
+    }
+
+    func testASubjectMatchedOnlyByAPatternIsRecoveredFromItsPositionThenLiveThroughThePattern() throws {
+        let first = try channel()
+        let old = try connect(first)
+        hub.handle(.subscribe(MQTTSubscribe(packetID: 1, subscriptions: [MQTTSubscription(filter: "a/+", options: 1)])),
+                   from: old)
+        hub.handle([.message(message(4))])
+        XCTAssertEqual(try packets(first).count, 3, "CONNACK, SUBACK, the PUBLISH through the pattern")
+        let saved = try XCTUnwrap(hub.sessionRecord(of: old))
+        XCTAssertEqual(saved.positions, ["/a/b": MQTTSubjectPosition(epoch: "e", seq: 3, sentSeq: 4)], "4 awaits its PUBACK")
+
+        let second = try channel()
+        let new = try connect(second)
+        XCTAssertEqual(new.subjects, ["/a/b"], "subscribed to the subject until its recovery is answered")
+        hub.handle([.message(message(5))])
+        try answer(new, messages: [message(4), message(5)], lastSeq: 5)
+        XCTAssertEqual(new.subjects, [], "then live through the pattern")
+        XCTAssertNil(hub.table.state(of: new.id, in: "/a/b"))
+        hub.handle([.message(message(6))])
+        let got = try packets(second).compactMap { packet -> String? in
+            guard case .publish(let publish) = packet else { return nil }
+            return "\(String(buffer: publish.payload)):\(publish.dup)"
+        }
+        XCTAssertEqual(got, ["m4:true", "m5:false", "m6:false"], "in order, each once")
+        XCTAssertEqual(hub.sessionRecord(of: new)?.positions["/a/b"]?.sentSeq, 6, "its position is kept again")
+        hub.handle(.unsubscribe(MQTTUnsubscribe(packetID: 2, filters: ["a/+"])), from: new)
+        XCTAssertEqual(hub.sessionRecord(of: new)?.positions, [:], "no pattern matches it any more")
     }
 
     func testATakeOverHandsTheSessionOverAndItRecoversFromTheAcknowledgedPosition() throws {

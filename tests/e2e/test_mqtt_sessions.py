@@ -134,10 +134,11 @@ def test_resent_qos1_messages_keep_their_packet_identifiers(broker):
     again.close()
 
 
-def test_a_wildcard_filter_comes_back_with_the_session(broker):
-    """The session keeps a `+` filter: after the reconnect, without a SUBSCRIBE, live messages on matching subjects
-    arrive, and the retained one is not sent again (docs/MQTT.md: patterns have no positions, so what was published
-    while away on a subject matched only by the pattern is not recovered)."""
+def test_a_wildcard_filter_comes_back_with_the_session_and_recovers_its_subjects(broker):
+    """The session keeps a `+` filter and the position of each subject it delivered: after the reconnect, without
+    a SUBSCRIBE, the QoS 1 message published while away on a subject the pattern had delivered arrives (recovered
+    from its position), then live messages on matching subjects; the retained one is not sent again (docs/MQTT.md,
+    "Wildcard subscriptions in a persistent session")."""
     base, cid = unique_subject("sess-wild"), client_id()
     device = Device(broker.mqtt_port, cid, "mqttv5", expiry=3600)
     publish_by_mqtt_retained = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.mqtt_port), "-q", "1", "-r",
@@ -146,15 +147,21 @@ def test_a_wildcard_filter_comes_back_with_the_session(broker):
     assert out.returncode == 0, out.stdout + out.stderr
     device.subscribe(topic_of(f"{base}/+/speed"))
     assert device.payloads(1) == ["retained"]
-    wait_until(lambda: (stored_session(broker, cid) or {}).get("subscriptions"), 10, what="the subscription saved")
+    publish_by_websocket(broker, f"{base}/car1/speed", "seen")
+    assert device.payloads(1) == ["seen"]
+    position = lambda: (stored_session(broker, cid) or {}).get("positions", {}).get(f"{base}/car1/speed")
+    wait_until(lambda: position() and position()["seq"] == position()["sentSeq"], 10, what="'seen' acknowledged, saved")
     device.close()
 
+    publish_by_websocket(broker, f"{base}/car1/speed", "missed")
     again = Device(broker.mqtt_port, cid, "mqttv5", expiry=3600)
     assert again.session_present is True
+    assert again.payloads(1) == ["missed"], "recovered from the subject's position, without a SUBSCRIBE"
     time.sleep(0.5)  # the restored pattern's interest reaches the fanout
     publish_by_websocket(broker, f"{base}/car2/speed", "live")
     publish_by_websocket(broker, f"{base}/car2/fuel", "other")
-    assert again.payloads(1) == ["live"], "the restored pattern delivers without a SUBSCRIBE"
+    publish_by_websocket(broker, f"{base}/car1/speed", "live1")
+    assert again.payloads(2) == ["live", "live1"], "the restored pattern delivers, once per message"
     assert again.nothing_more() == [], "no retained message again, nothing of a non-matching subject"
     again.close()
 

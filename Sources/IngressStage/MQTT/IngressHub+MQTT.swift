@@ -67,6 +67,7 @@ extension IngressHub {
         let terms = sessionTerms(for: connect, hasRoom: stored?.hasRoom ?? true)
         guard !terms.refused else { return refusal(v311: 0x03, v5: .serverBusy) }
         session.expirySeconds = terms.expirySeconds
+        session.maxPatternPositions = limits.maxSubjects
         session.needsSave = terms.expirySeconds != nil
         let continued = continuedSession(of: clientID, terms: terms, stored: stored?.record)
         if let previous = mqttClients[clientID] {
@@ -132,6 +133,7 @@ extension IngressHub {
                     codes.append(.success)
                 case .success(.pattern(let pattern)) where session.patterns.removeValue(forKey: pattern) != nil:
                     session.filters[filter] = nil
+                    session.forgetUnmatchedPatternSubjects()
                     session.needsSave = true
                     send(patterns.unsubscribe(connection, from: pattern, holdsOthers: !session.patterns.isEmpty))
                     codes.append(.success)

@@ -80,11 +80,36 @@ extension IngressHub {
                                                         "subscriptions": "\(subscriptions.count)"])
         subscribe(MQTTSubscribe(packetID: 0, subscriptions: subscriptions), from: connection, session: session,
                   now: now(), restoring: record.positions)
+        recoverPatternSubjects(of: record, on: connection, session: session)
         for dropped in record.subscriptions where session.filters[dropped.filter] == nil {
             logger.info("MQTT session subscription dropped: not allowed under the new token or beyond the limits",
                         metadata: ["client": "\(record.clientID)", "filter": "\(dropped.filter)"])
         }
         session.needsSave = true
+    }
+
+    /// Recovers each subject the session had a position for through a pattern only (a restored pattern still
+    /// matches it): the connection subscribes to the subject from its position until the cache's answer is
+    /// written (`finishPatternRecovery`), then has it live through the pattern. At most `MaxSubjectsPerConnection`.
+    func recoverPatternSubjects(of record: MQTTSessionRecord, on connection: ClientConnection, session: MQTTSession) {
+        let now = now()
+        for (subject, position) in record.positions.sorted(by: { $0.key < $1.key })
+        where !connection.subjects.contains(subject) && session.recoveringPatternSubjects.count < limits.maxSubjects
+            && session.patterns.keys.contains(where: { $0.matches(subject) }) {
+            session.trackPatternSubject(subject, restored: true)
+            session.recoveringPatternSubjects.insert(subject)
+            connection.subjects.insert(subject)
+            let start = resumedStart(of: subject, in: session, restoring: [subject: position], isNew: true) ?? .snapshot
+            send(table.subscribe(connection, to: subject, start: start, now: now))
+        }
+    }
+
+    /// The answer recovering a subject matched only by a pattern was queued: the connection leaves the subject,
+    /// which it has live through its pattern from now on (unless the client subscribed to it itself meanwhile).
+    func finishPatternRecovery(of connection: ClientConnection, subject: String) {
+        guard let session = connection.mqtt, session.recoveringPatternSubjects.remove(subject) != nil,
+              session.grantedQoS[subject] == nil, connection.subjects.remove(subject) != nil else { return }
+        send(table.unsubscribe(connection, from: subject))
     }
 
     /// Where a persistent session's subscription starts: restored, or subscribed again by the client (as
@@ -105,7 +130,13 @@ extension IngressHub {
     /// The record of a persistent session as it stands; nil for a session that ends with its connection.
     func sessionRecord(of connection: ClientConnection) -> MQTTSessionRecord? {
         guard let session = connection.mqtt, let expiry = session.expirySeconds else { return nil }
-        var positions = session.positions(of: connection.subjects)
+        if session.droppedPatternPositions > 0 {
+            logger.info("MQTT session positions of subjects matched by a pattern dropped: beyond MaxSubjectsPerConnection",
+                        metadata: ["client": "\(session.clientID)", "dropped": "\(session.droppedPatternPositions)",
+                                   "limit": "\(limits.maxSubjects)"])
+            session.droppedPatternPositions = 0
+        }
+        var positions = session.positions(of: connection.subjects.union(session.patternSubjects))
         for subject in connection.subjects where positions[subject] == nil {
             if case .live(let epoch, let seq)? = table.state(of: connection.id, in: subject) {
                 // Nothing sent yet: where the cache's answer to the subscribe left it.

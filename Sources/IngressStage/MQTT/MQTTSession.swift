@@ -42,6 +42,17 @@ final class MQTTSession {
     /// before and go again flagged DUP; a subject without a message since keeps its position.
     var restoredPositions: [String: MQTTSubjectPosition] = [:]
 
+    /// Positions kept for subjects delivered through a pattern only (`MaxSubjectsPerConnection`): beyond it, the
+    /// subject sent to least recently loses its position.
+    var maxPatternPositions = 1000
+    /// Position losses of that bound not logged yet.
+    var droppedPatternPositions = 0
+    /// Subjects matched only by a pattern whose restored position is being recovered, through a subscription of
+    /// the connection's to the subject that ends with its answer (`IngressHub.finishPatternRecovery`).
+    var recoveringPatternSubjects: Set<String> = []
+    /// A persistent session's subjects delivered through a pattern only, with when each was last sent to.
+    private var patternSubjectOrder: [String: UInt64] = [:]
+
     private var unacknowledged: Set<UInt16> = []
     /// The packet identifiers a restored session's unacknowledged messages were sent with: each goes again with its
     /// own (MQTT-4.4.0-1), and no other message takes one of them meanwhile. At most one per identifier.
@@ -167,6 +178,7 @@ final class MQTTSession {
         // A live message can be encoded before the older ones of an answer still being written: keep the highest.
         let isOlder = lastSent[message.subject].map { $0.epoch == message.epoch && $0.seq > message.seq } ?? false
         if !isOlder { lastSent[message.subject] = (message.epoch, message.seq) }
+        if grantedQoS[message.subject] == nil { trackPatternSubject(message.subject) }
         if let packetID {
             inFlight[packetID] = InFlight(subject: message.subject, epoch: message.epoch, seq: message.seq, order: sentCount)
         }
@@ -205,6 +217,30 @@ final class MQTTSession {
         let acknowledged = oldest.seq > 0 ? oldest.seq - 1 : 0
         return MQTTSubjectPosition(epoch: oldest.epoch, seq: acknowledged,
                                    sentSeq: sent.epoch == oldest.epoch ? sent.seq : acknowledged)
+    }
+
+    /// The subjects delivered through a pattern only whose positions are kept.
+    var patternSubjects: Dictionary<String, UInt64>.Keys { patternSubjectOrder.keys }
+
+    /// Keeps the position of a subject delivered through a pattern only (a restored one: as the least recent).
+    func trackPatternSubject(_ subject: String, restored: Bool = false) {
+        if patternSubjectOrder[subject] == nil && patternSubjectOrder.count >= max(maxPatternPositions, 1),
+           let oldest = patternSubjectOrder.min(by: { $0.value < $1.value })?.key {
+            patternSubjectOrder[oldest] = nil
+            lastSent[oldest] = nil
+            restoredPositions[oldest] = nil
+            droppedPatternPositions += 1
+        }
+        patternSubjectOrder[subject] = restored ? 0 : sentCount
+    }
+
+    /// Forgets the positions of subjects no pattern of the session matches any more (one was unsubscribed).
+    func forgetUnmatchedPatternSubjects() {
+        for subject in patternSubjectOrder.keys where grantedQoS[subject] == nil
+            && !patterns.keys.contains(where: { $0.matches(subject) }) {
+            patternSubjectOrder[subject] = nil
+            forget(subject)
+        }
     }
 
     /// Forgets what was tracked for a subject the client unsubscribed from.
