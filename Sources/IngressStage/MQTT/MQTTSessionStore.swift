@@ -80,6 +80,9 @@ final class MQTTSessionStore: MQTTSessionStorage, @unchecked Sendable {
     let takeOverDirectory: String
     /// The announcements this instance wrote or read already, of those still there. Touched only on `queue`.
     private var seenMarkers: Set<String> = []
+    /// When `takeOversNow` last looked for old announcements to remove (a third of their life apart, so that a
+    /// reconnect storm's many announcements are not looked at every second). Touched only on `queue`.
+    private var markersSweptAt: Double = 0
 
     init(runDir: String, maxSessions: Int, logger: Logger) {
         directory = (runDir as NSString).appendingPathComponent(Self.folderName)
@@ -219,15 +222,17 @@ final class MQTTSessionStore: MQTTSessionStorage, @unchecked Sendable {
     }
 
     /// The announcements of the node's other instances not read yet: client → generation. Removes those older
-    /// than `takeOverMarkerSeconds` (and left-over temporary files).
+    /// than `takeOverMarkerSeconds` (and left-over temporary files), looking every third of that.
     func takeOversNow(now: Double) -> [String: UInt64] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: takeOverDirectory)) ?? []
+        let sweeps = now - markersSweptAt >= Self.takeOverMarkerSeconds / 3
+        if sweeps { markersSweptAt = now }
         var taken: [String: UInt64] = [:]
         var present: Set<String> = []
         for name in names {
             let path = (takeOverDirectory as NSString).appendingPathComponent(name)
-            let modified = (try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate]) as? Date
-            if let modified, now - modified.timeIntervalSince1970 > Self.takeOverMarkerSeconds {
+            if sweeps, let modified = (try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate]) as? Date,
+               now - modified.timeIntervalSince1970 > Self.takeOverMarkerSeconds {
                 try? FileManager.default.removeItem(atPath: path)
                 continue
             }
