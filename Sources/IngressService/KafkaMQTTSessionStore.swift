@@ -34,6 +34,9 @@ public final class KafkaMQTTSessionStore: MQTTSessionStorage {
         var nextID: UInt64 = 0
         /// Write id → client, until its delivery report.
         var inFlight: [UInt64: String] = [:]
+        /// Sessions other writers saved (their generation) or deleted (`UInt64.max`) since the catch-up and the
+        /// last `takeOvers`; at most `MqttMaxSessions` clients.
+        var takeOvers: [String: UInt64] = [:]
     }
 
     private let topic: String
@@ -177,6 +180,17 @@ public final class KafkaMQTTSessionStore: MQTTSessionStorage {
         for clientID in expired { write(clientID, nil) }
     }
 
+    /// Nothing to write: the new connection's save of its generation (within 250 ms), or a clean session's
+    /// tombstone, is the announcement, read by every instance of every node.
+    public func announceTakeOver(of clientID: String, generation: UInt64) {}
+
+    public func takeOvers(on eventLoop: EventLoop) -> EventLoopFuture<[String: UInt64]> {
+        eventLoop.makeSucceededFuture(state.withLockedValue { state in
+            defer { state.takeOvers = [:] }
+            return state.takeOvers
+        })
+    }
+
     public func close() {
         topicCreator.requestStop()
         if !producer.flush(timeout: .seconds(2)) {
@@ -265,7 +279,14 @@ public final class KafkaMQTTSessionStore: MQTTSessionStorage {
             decoded.append((clientID, session, ownWriteID(of: record, token: token)))
         }
         state.withLockedValue { state in
-            for (clientID, session, ownID) in decoded { state.table.read(clientID, session, ownID: ownID, now: now) }
+            for (clientID, session, ownID) in decoded {
+                state.table.read(clientID, session, ownID: ownID, now: now)
+                // Records read during the catch-up are history: no connection can be older than them.
+                guard ownID == nil, state.catchUp.isDone,
+                      state.takeOvers[clientID] != nil || state.takeOvers.count < state.table.maxSessions else { continue }
+                let generation = session.map { $0.generation ?? 0 } ?? .max
+                state.takeOvers[clientID] = max(state.takeOvers[clientID] ?? 0, generation)
+            }
         }
     }
 

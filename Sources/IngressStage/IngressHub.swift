@@ -396,6 +396,7 @@ final class IngressHub: @unchecked Sendable {
                 connection.queueAnswer(message, kind: .update)
             }
             connection.writeQueued(now: now())
+            if connection.mqtt != nil { finishPatternRecovery(of: connection, subject: reply.subject) }
             sendWaitingSubscribes(of: connection)
         }
     }

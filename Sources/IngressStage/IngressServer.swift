@@ -117,6 +117,10 @@ public final class IngressServer: @unchecked Sendable {
         if let sessions = sessionStore {
             // Expired sessions are removed at start and every 10 minutes (off the event loop).
             eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .minutes(10)) { _ in sessions.sweep() }
+            // Connections taken over on another instance or node are closed within about a second.
+            eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [hub, eventLoop] _ in
+                sessions.takeOvers(on: eventLoop).whenSuccess { hub.closeTakenOverMQTTConnections($0) }
+            }
         }
     }
 

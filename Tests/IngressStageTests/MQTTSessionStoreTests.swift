@@ -46,6 +46,27 @@ final class MQTTSessionStoreTests: XCTestCase {
         XCTAssertEqual(store.loadNow("dev1", now: 1).record, changed, "replaced")
     }
 
+    func testATakeOverIsAnnouncedToTheNodesOtherInstancesOnce() throws {
+        let other = MQTTSessionStore(runDir: runDir.path, maxSessions: 2,
+                                     logger: LogWriter(stage: "ws-ingress", instance: 1, level: .error).makeLogger())
+        let now = Date().timeIntervalSince1970
+        XCTAssertEqual(other.takeOversNow(now: now), [:], "no folder yet")
+        store.announceTakeOverNow(of: "dev1", generation: 3)
+        store.announceTakeOverNow(of: "dev2", generation: 1)
+        XCTAssertEqual(store.takeOversNow(now: now), [:], "its own announcements")
+        XCTAssertEqual(other.takeOversNow(now: now), ["dev1": 3, "dev2": 1])
+        XCTAssertEqual(other.takeOversNow(now: now), [:], "read once")
+        let forged = (store.takeOverDirectory as NSString)
+            .appendingPathComponent("\(MQTTSessionStore.fileName(of: "dev1").dropLast(5))-9")
+        XCTAssertTrue(FileManager.default.createFile(atPath: forged, contents: Data("dev2".utf8)))
+        XCTAssertEqual(other.takeOversNow(now: now), [:], "a name that is not its identifier's hash")
+        XCTAssertNil(MQTTSessionStore.takeOverMarker("0123-4"))
+        XCTAssertNil(MQTTSessionStore.takeOverMarker("\(MQTTSessionStore.fileName(of: "x").dropLast(5))-x"))
+        XCTAssertEqual(other.takeOversNow(now: now + 31), [:])
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: store.takeOverDirectory), [],
+                       "removed after 30 s")
+    }
+
     func testAnExpiredSessionIsNoSessionAndIsDeletedAlsoBySweeping() throws {
         store.saveNow(record("old", expiresAt: 100))
         XCTAssertEqual(store.loadNow("old", now: 101), .init(record: nil, hasRoom: true))
@@ -205,6 +226,65 @@ final class MQTTSessionPositionTests: XCTestCase {
         XCTAssertFalse(session.isResend(otherEpoch.message), "another epoch's 5 is another message")
         _ = otherEpoch.packet(for: session, allocator: allocator)
     }
+
+    func decoded(_ bytes: ByteBuffer?) throws -> MQTTPublish {
+        var bytes = try XCTUnwrap(bytes)
+        let packet = try MQTTCodec.decode(XCTUnwrap(MQTTFraming.next(from: &bytes, maxBodySize: .max)), version: .v311)
+        guard case .publish(let publish) = packet else { throw XCTSkip("not a PUBLISH") }
+        return publish
+    }
+
+    func testPositionsOfSubjectsDeliveredThroughAPatternAreBoundedDroppingTheLeastRecent() throws {
+        let session = persistentSession()
+        session.maxPatternPositions = 2
+        for subject in ["/p/1", "/p/2", "/a/b", "/p/1", "/p/3"] {
+            let message = Message(subject: subject, content: ByteBuffer(string: "m"), seq: 1, previousSeq: 0, epoch: "e")
+            var publish = MQTTOutgoingPublish(message: message, retain: false)
+            _ = publish.packet(for: session, allocator: allocator)
+        }
+        XCTAssertEqual(Set(session.patternSubjects), ["/p/1", "/p/3"], "/a/b is an exact subscription; /p/2 the least recent")
+        XCTAssertEqual(session.droppedPatternPositions, 1)
+        XCTAssertNil(session.position(of: "/p/2"))
+        XCTAssertEqual(session.position(of: "/p/3")?.sentSeq, 1)
+    }
+
+    func testReSendsKeepTheirPacketIdentifiersAndNewMessagesDoNotTakeThem() throws {
+        let before = persistentSession()
+        for seq: UInt64 in 5...7 {
+            var publish = MQTTOutgoingPublish(message: message(seq), retain: false)
+            _ = try XCTUnwrap(publish.packet(for: before, allocator: allocator))
+        }
+        before.acknowledge(1)
+        let positions = before.positions(of: ["/a/b"])
+        XCTAssertEqual(positions, ["/a/b": MQTTSubjectPosition(epoch: "e", seq: 5, sentSeq: 7)])
+        let saved = before.unacknowledgedMessages(within: positions)
+        XCTAssertEqual(saved.map(\.packetID), [2, 3], "6 and 7 await their PUBACK")
+        XCTAssertEqual(saved.map(\.seq), [6, 7])
+
+        let after = persistentSession()
+        after.restoredPositions = positions
+        after.restorePacketIDs(saved)
+        XCTAssertEqual(after.unacknowledgedMessages(within: positions), saved, "kept until re-sent")
+        var live = MQTTOutgoingPublish(message: message(1, epoch: "f"), retain: false)
+        XCTAssertEqual(try decoded(live.packet(for: after, allocator: allocator)).packetID, 1)
+        var next = MQTTOutgoingPublish(message: message(2, epoch: "f"), retain: false)
+        XCTAssertEqual(try decoded(next.packet(for: after, allocator: allocator)).packetID, 4, "2 and 3 are kept")
+        let resent = try (UInt64(6)...7).map { seq -> MQTTPublish in
+            var publish = MQTTOutgoingPublish(message: message(seq), retain: false)
+            return try decoded(publish.packet(for: after, allocator: allocator))
+        }
+        XCTAssertEqual(resent.map(\.packetID), [2, 3], "MQTT-4.4.0-1: the identifiers they were sent with")
+        XCTAssertEqual(resent.map(\.dup), [true, true])
+        XCTAssertEqual(after.unacknowledgedCount, 4)
+        XCTAssertTrue(after.acknowledge(2), "the re-send's PUBACK")
+
+        let forgetting = persistentSession()
+        forgetting.restoredPositions = positions
+        forgetting.restorePacketIDs(saved + [.init(subject: "/a/b", epoch: "e", seq: 9, packetID: 0)])
+        XCTAssertEqual(forgetting.unacknowledgedMessages(within: positions), saved, "identifier 0 is not one")
+        forgetting.forget("/a/b")
+        XCTAssertEqual(forgetting.unacknowledgedMessages(within: positions), [], "unsubscribed: given up")
+    }
 }
 
 /// The hub continuing a persistent session: a take-over on the same instance hands it over, its subscriptions
@@ -264,6 +344,58 @@ final class MQTTSessionHubTests: XCTestCase {
         Message(subject: "/a/b", content: ByteBuffer(string: "m\(seq)"), seq: seq, previousSeq: seq - 1, epoch: "e")
     }
 
+    func testAConnectionTakenOverOnAnotherInstanceIsClosedWithoutSavingAndItsWillIsPublishedOnce() throws {
+        let first = try channel()
+        let connect = MQTTConnect(version: .v5, clientID: "dev", cleanSession: false, keepAlive: 60,
+                                  will: MQTTWill(topic: "a/will", payload: ByteBuffer(string: "gone"), qos: 0, retain: false),
+                                  properties: MQTTProperties([(MQTTProperties.ID.sessionExpiryInterval, .fourByteInteger(60))]))
+        guard case .accepted(let old) = hub.connect(first, connect, permissions: .everything,
+                                                    stored: .init(record: nil, hasRoom: true)) else {
+            return XCTFail("refused")
+        }
+        _ = try first.readOutbound(as: WebSocketFrame.self)  // CONNACK
+        hub.closeTakenOverMQTTConnections(["dev": 0])
+        XCTAssertFalse(old.isClosing, "not a newer generation")
+        hub.closeTakenOverMQTTConnections(["dev": 1])
+        XCTAssertTrue(old.isClosing)
+        XCTAssertEqual(old.mqtt?.isReleased, true, "its session is not saved over the new connection's")
+        var frame = try XCTUnwrap(first.readOutbound(as: WebSocketFrame.self)?.data)
+        let disconnect = try MQTTCodec.decode(XCTUnwrap(MQTTFraming.next(from: &frame, maxBodySize: .max)), version: .v5)
+        guard case .disconnect(let packet) = disconnect else { return XCTFail("\(disconnect)") }
+        XCTAssertEqual(packet.reason, .sessionTakenOver)
+        XCTAssertNil(old.mqtt?.will, "published, once")
+        (hub.mqttSessionStore as? MQTTSessionStore)?.sync {}
+        XCTAssertNil((hub.mqttSessionStore as? MQTTSessionStore)?.loadNow("dev", now: 0).record, "not saved")
+    }
+
+    func testASubjectMatchedOnlyByAPatternIsRecoveredFromItsPositionThenLiveThroughThePattern() throws {
+        let first = try channel()
+        let old = try connect(first)
+        hub.handle(.subscribe(MQTTSubscribe(packetID: 1, subscriptions: [MQTTSubscription(filter: "a/+", options: 1)])),
+                   from: old)
+        hub.handle([.message(message(4))])
+        XCTAssertEqual(try packets(first).count, 3, "CONNACK, SUBACK, the PUBLISH through the pattern")
+        let saved = try XCTUnwrap(hub.sessionRecord(of: old))
+        XCTAssertEqual(saved.positions, ["/a/b": MQTTSubjectPosition(epoch: "e", seq: 3, sentSeq: 4)], "4 awaits its PUBACK")
+
+        let second = try channel()
+        let new = try connect(second)
+        XCTAssertEqual(new.subjects, ["/a/b"], "subscribed to the subject until its recovery is answered")
+        hub.handle([.message(message(5))])
+        try answer(new, messages: [message(4), message(5)], lastSeq: 5)
+        XCTAssertEqual(new.subjects, [], "then live through the pattern")
+        XCTAssertNil(hub.table.state(of: new.id, in: "/a/b"))
+        hub.handle([.message(message(6))])
+        let got = try packets(second).compactMap { packet -> String? in
+            guard case .publish(let publish) = packet else { return nil }
+            return "\(String(buffer: publish.payload)):\(publish.dup)"
+        }
+        XCTAssertEqual(got, ["m4:true", "m5:false", "m6:false"], "in order, each once")
+        XCTAssertEqual(hub.sessionRecord(of: new)?.positions["/a/b"]?.sentSeq, 6, "its position is kept again")
+        hub.handle(.unsubscribe(MQTTUnsubscribe(packetID: 2, filters: ["a/+"])), from: new)
+        XCTAssertEqual(hub.sessionRecord(of: new)?.positions, [:], "no pattern matches it any more")
+    }
+
     func testATakeOverHandsTheSessionOverAndItRecoversFromTheAcknowledgedPosition() throws {
         let first = try channel()
         let old = try connect(first)
@@ -287,11 +419,20 @@ final class MQTTSessionHubTests: XCTestCase {
         try answer(new, messages: [message(5), message(6)], lastSeq: 6)
         let resent = try packets(second).map { packet -> [UInt64: Bool] in
             guard case .publish(let publish) = packet else { return [:] }
+            XCTAssertEqual(publish.packetID, publish.dup ? 2 : 1, "5 with the identifier it had; 6 not with that one")
             return [UInt64(String(buffer: publish.payload).dropFirst())!: publish.dup]
         }
         XCTAssertEqual(resent, [[5: true], [6: false]], "5 was sent before and not acknowledged: DUP")
         XCTAssertEqual(old.mqtt?.isReleased, true, "the old connection saves nothing over the new one's session")
         XCTAssertEqual(hub.sessionRecord(of: new)?.generation, 1, "taken up once: a save of the old one's is older")
+
+        let announced = MQTTSessionStore(runDir: runDir.path, maxSessions: 10,
+                                         logger: LogWriter(stage: "ws-ingress", instance: 1, level: .error).makeLogger())
+        (hub.mqttSessionStore as? MQTTSessionStore)?.sync {}
+        XCTAssertEqual(announced.takeOversNow(now: Date().timeIntervalSince1970), ["dev": 1],
+                       "the node's other instances are told")
+        hub.closeTakenOverMQTTConnections(["dev": 1, "nobody": 5])
+        XCTAssertFalse(new.isClosing, "generation 1 is its own")
 
         // A clean session discards it.
         let third = try channel()

@@ -38,8 +38,9 @@ def packet(first: int, body: bytes) -> bytes:
 
 
 def connect_packet(client_id: str, keepalive: int, version: int = 4, will: tuple[str, str] | None = None,
-                   username: str | None = None, password: str | None = None) -> bytes:
-    flags, payload = 0x02, mqtt_string(client_id)
+                   username: str | None = None, password: str | None = None, clean: bool = True) -> bytes:
+    """`clean` False: clean session off (3.1.1), Clean Start 0 (v5; no Session Expiry Interval is sent)."""
+    flags, payload = (0x02 if clean else 0x00), mqtt_string(client_id)
     props = b"\x00" if version == 5 else b""
     if will:
         flags |= 0x04 | (1 << 3)  # will, QoS 1
@@ -59,6 +60,46 @@ def raw_connect(port: int, **kw) -> socket.socket:
     assert sock.recv(2)[0] == 0x20, "CONNACK"
     sock.recv(64)  # the rest of it
     return sock
+
+
+def read_packet(sock: socket.socket) -> tuple[int, bytes]:
+    """The next packet's first byte and body."""
+    def exactly(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            assert chunk, "connection closed"
+            data += chunk
+        return data
+    first = exactly(1)[0]
+    length, shift = 0, 0
+    while True:
+        byte = exactly(1)[0]
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return first, exactly(length)
+
+
+class RawPublish:
+    """A 3.1.1 PUBLISH as received."""
+
+    def __init__(self, first: int, body: bytes):
+        assert first >> 4 == 3, f"not a PUBLISH: {first:#x}"
+        self.qos, self.dup = (first >> 1) & 3, bool(first & 0x08)
+        length = struct.unpack(">H", body[:2])[0]
+        self.topic, rest = body[2:2 + length].decode(), body[2 + length:]
+        self.packet_id = struct.unpack(">H", rest[:2])[0] if self.qos else None
+        self.payload = (rest[2:] if self.qos else rest).decode()
+
+
+def subscribe_packet(packet_id: int, topic_filter: str, qos: int = 1) -> bytes:
+    """A 3.1.1 SUBSCRIBE of one filter."""
+    return packet(0x82, struct.pack(">H", packet_id) + mqtt_string(topic_filter) + bytes([qos]))
+
+
+def puback_packet(packet_id: int) -> bytes:
+    return packet(0x40, struct.pack(">H", packet_id))
 
 
 # --- paho ------------------------------------------------------------------------------------------------------
@@ -139,7 +180,13 @@ class Device:
 
         self.client.on_connect = on_connect
         self.client.on_message = lambda c, u, msg: self.messages.put(msg)
-        self.client.on_disconnect = lambda c, u, flags, rc, props: self.gone.set()
+        self.disconnect_reason = None
+
+        def on_disconnect(client, userdata, flags, reason, properties):
+            self.disconnect_reason = reason.value if hasattr(reason, "value") else reason
+            self.gone.set()
+
+        self.client.on_disconnect = on_disconnect
         connect_kw = {}
         if version == "mqttv5":
             properties = Properties(PacketTypes.CONNECT)
@@ -182,6 +229,14 @@ class Device:
             send()
             got = self.nothing_more(2)
         return got
+
+    def taken_over(self, timeout: float) -> bool:
+        """Whether the broker closed the connection within `timeout`; its network loop is then stopped, so that
+        paho's automatic reconnect does not take the session back."""
+        gone = self.gone.wait(timeout)
+        if gone:
+            self.client.loop_stop()
+        return gone
 
     def close(self):
         self.client.disconnect()

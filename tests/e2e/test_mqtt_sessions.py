@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import time
 import uuid
@@ -14,7 +15,7 @@ import uuid
 import pytest
 
 from e2e_helpers import Broker, Client, free_port, pid_alive, run, running, unique_subject, wait_until
-from mqtt_helpers import Device, topic_of
+from mqtt_helpers import Device, RawPublish, connect_packet, puback_packet, read_packet, subscribe_packet, topic_of
 
 pytestmark = pytest.mark.skipif(not shutil.which("mosquitto_pub") or not shutil.which("mosquitto_sub"),
                                 reason="mosquitto-clients is not installed (scripts/setup.sh installs it)")
@@ -94,10 +95,50 @@ def test_a_reconnecting_device_gets_the_qos1_messages_it_missed(broker, version)
     again.close()
 
 
-def test_a_wildcard_filter_comes_back_with_the_session(broker):
-    """The session keeps a `+` filter: after the reconnect, without a SUBSCRIBE, live messages on matching subjects
-    arrive, and the retained one is not sent again (docs/MQTT.md: patterns have no positions, so what was published
-    while away on a subject matched only by the pattern is not recovered)."""
+def test_resent_qos1_messages_keep_their_packet_identifiers(broker):
+    """MQTT-4.4.0-1: a raw 3.1.1 device acknowledges m1 and not m2, m3, and goes; after its reconnect m2 and m3
+    come again with DUP 1 and the packet identifiers they had (2 and 3: a renumbering would start at 1), and a new
+    message takes neither while they await their PUBACK."""
+    s, cid = unique_subject("sess-ids"), client_id()
+
+    def connect(session_present: bool):
+        sock = socket.create_connection(("127.0.0.1", broker.mqtt_port), timeout=10)
+        sock.sendall(connect_packet(client_id=cid, keepalive=30, clean=False))
+        first, body = read_packet(sock)
+        assert first == 0x20 and body == bytes([int(session_present), 0]), (first, body)
+        return sock
+
+    sock = connect(session_present=False)
+    sock.sendall(subscribe_packet(1, topic_of(s)))
+    assert read_packet(sock) == (0x90, b"\x00\x01\x01"), "SUBACK, QoS 1"
+    publish_by_websocket(broker, s, "m1")
+    m1 = RawPublish(*read_packet(sock))
+    sock.sendall(puback_packet(m1.packet_id))
+    publish_by_websocket(broker, s, "m2", "m3")
+    sent = [RawPublish(*read_packet(sock)) for _ in range(2)]
+    assert [(p.payload, p.qos, p.dup) for p in sent] == [("m2", 1, False), ("m3", 1, False)]
+    ids = [p.packet_id for p in sent]
+    assert m1.packet_id not in ids
+    sock.close()  # no PUBACK for m2, m3; no DISCONNECT
+    wait_until(lambda: len((stored_session(broker, cid) or {}).get("unacknowledged") or []) == 2, 10,
+               what="the session saved with its two unacknowledged messages")
+
+    again = connect(session_present=True)
+    resent = [RawPublish(*read_packet(again)) for _ in range(2)]
+    assert [(p.payload, p.qos, p.dup, p.packet_id) for p in resent] == [("m2", 1, True, ids[0]), ("m3", 1, True, ids[1])]
+    publish_by_websocket(broker, s, "m4")
+    m4 = RawPublish(*read_packet(again))
+    assert (m4.payload, m4.dup) == ("m4", False) and m4.packet_id not in ids, "not an identifier still in flight"
+    for p in resent + [m4]:
+        again.sendall(puback_packet(p.packet_id))
+    again.close()
+
+
+def test_a_wildcard_filter_comes_back_with_the_session_and_recovers_its_subjects(broker):
+    """The session keeps a `+` filter and the position of each subject it delivered: after the reconnect, without
+    a SUBSCRIBE, the QoS 1 message published while away on a subject the pattern had delivered arrives (recovered
+    from its position), then live messages on matching subjects; the retained one is not sent again (docs/MQTT.md,
+    "Wildcard subscriptions in a persistent session")."""
     base, cid = unique_subject("sess-wild"), client_id()
     device = Device(broker.mqtt_port, cid, "mqttv5", expiry=3600)
     publish_by_mqtt_retained = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.mqtt_port), "-q", "1", "-r",
@@ -106,15 +147,21 @@ def test_a_wildcard_filter_comes_back_with_the_session(broker):
     assert out.returncode == 0, out.stdout + out.stderr
     device.subscribe(topic_of(f"{base}/+/speed"))
     assert device.payloads(1) == ["retained"]
-    wait_until(lambda: (stored_session(broker, cid) or {}).get("subscriptions"), 10, what="the subscription saved")
+    publish_by_websocket(broker, f"{base}/car1/speed", "seen")
+    assert device.payloads(1) == ["seen"]
+    position = lambda: (stored_session(broker, cid) or {}).get("positions", {}).get(f"{base}/car1/speed")
+    wait_until(lambda: position() and position()["seq"] == position()["sentSeq"], 10, what="'seen' acknowledged, saved")
     device.close()
 
+    publish_by_websocket(broker, f"{base}/car1/speed", "missed")
     again = Device(broker.mqtt_port, cid, "mqttv5", expiry=3600)
     assert again.session_present is True
+    assert again.payloads(1) == ["missed"], "recovered from the subject's position, without a SUBSCRIBE"
     time.sleep(0.5)  # the restored pattern's interest reaches the fanout
     publish_by_websocket(broker, f"{base}/car2/speed", "live")
     publish_by_websocket(broker, f"{base}/car2/fuel", "other")
-    assert again.payloads(1) == ["live"], "the restored pattern delivers without a SUBSCRIBE"
+    publish_by_websocket(broker, f"{base}/car1/speed", "live1")
+    assert again.payloads(2) == ["live", "live1"], "the restored pattern delivers, once per message"
     assert again.nothing_more() == [], "no retained message again, nothing of a non-matching subject"
     again.close()
 
@@ -205,13 +252,45 @@ def test_qos1_survives_a_kill_9_of_ws_ingress(broker):
     again.close()
 
 
-def test_a_session_follows_the_device_to_another_ingress_instance(tmp_path):
+@pytest.fixture(scope="module")
+def two_instances(tmp_path_factory):
+    port = free_port()
+    b = Broker(tmp_path_factory.mktemp("mqtt-sessions-2"), name="mqtt-sessions-2", ListenMqtt=f"127.0.0.1:{port}",
+               IngressInstances="2")
+    b.mqtt_port = port
+    with running(b):
+        yield b
+
+
+def test_a_take_over_on_the_other_ingress_instance_closes_the_old_connection(two_instances):
+    """IngressInstances = 2: a second connection with the client identifier of a connection open on the other
+    instance announces its take-over (RunDir/mqtt-takeovers); that instance closes the old one within about a
+    second (v5: DISCONNECT 0x8E). Tried until the two land on different instances."""
+    b = two_instances
+    for attempt in range(12):
+        s, cid = unique_subject("takeover"), client_id()
+        old = Device(b.mqtt_port, cid, "mqttv5", expiry=60)
+        old.subscribe(topic_of(s))
+        time.sleep(0.5)  # the session is saved (within 250 ms): the new connection continues it
+        new = Device(b.mqtt_port, cid, "mqttv5", expiry=60)
+        assert new.session_present is True
+        assert old.taken_over(5), f"attempt {attempt}: the old connection is closed within a few seconds"
+        assert old.disconnect_reason == 0x8E, old.disconnect_reason
+        publish_by_websocket(b, s, "m1")
+        assert new.payloads(1) == ["m1"], "the new connection keeps the session"
+        new.close()
+        logs = (b.log_text("ws-ingress", 0) + b.log_text("ws-ingress", 1)).splitlines()
+        if any("taken over by a connection on another instance" in line and f"client={cid}" in line for line in logs):
+            return
+    pytest.fail("the two connections never landed on different instances")
+
+
+def test_a_session_follows_the_device_to_another_ingress_instance(two_instances):
     """IngressInstances = 2 share the MQTT port (SO_REUSEPORT) and RunDir: whichever instance a reconnect lands
     on continues the session. The device reconnects until it lands on the other instance; every time, the message
     published while it was away arrives."""
-    port = free_port()
-    b = Broker(tmp_path, name="mqtt-sessions-2", ListenMqtt=f"127.0.0.1:{port}", IngressInstances="2")
-    b.mqtt_port = port
+    b = two_instances
+    port = b.mqtt_port
     s, cid = unique_subject("sess"), client_id()
 
     def serving_instance() -> int:
@@ -231,20 +310,19 @@ def test_a_session_follows_the_device_to_another_ingress_instance(tmp_path):
             return counts.index(1) + 1 if sorted(counts) == [0, 1] else None
         return wait_until(one, 10, 0.2, "one instance with the device") - 1
 
-    with running(b):
-        device = Device(port, cid)
-        device.subscribe(topic_of(s))
-        publish_by_websocket(b, s, "m0")
-        assert device.payloads(1) == ["m0"]
-        first = previous = serving_instance()
-        for attempt in range(1, 25):
-            device.close()
-            publish_by_websocket(b, s, f"away{attempt}")
-            device = Device(port, cid)
-            assert device.session_present is True
-            assert device.payloads(1) == [f"away{attempt}"], f"attempt {attempt}"
-            previous = serving_instance()
-            if previous != first:
-                break
+    device = Device(port, cid)
+    device.subscribe(topic_of(s))
+    publish_by_websocket(b, s, "m0")
+    assert device.payloads(1) == ["m0"]
+    first = previous = serving_instance()
+    for attempt in range(1, 25):
         device.close()
-        assert previous != first, "every reconnect landed on the same instance"
+        publish_by_websocket(b, s, f"away{attempt}")
+        device = Device(port, cid)
+        assert device.session_present is True
+        assert device.payloads(1) == [f"away{attempt}"], f"attempt {attempt}"
+        previous = serving_instance()
+        if previous != first:
+            break
+    device.close()
+    assert previous != first, "every reconnect landed on the same instance"

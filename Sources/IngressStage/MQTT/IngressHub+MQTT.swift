@@ -67,6 +67,7 @@ extension IngressHub {
         let terms = sessionTerms(for: connect, hasRoom: stored?.hasRoom ?? true)
         guard !terms.refused else { return refusal(v311: 0x03, v5: .serverBusy) }
         session.expirySeconds = terms.expirySeconds
+        session.maxPatternPositions = limits.maxSubjects
         session.needsSave = terms.expirySeconds != nil
         let continued = continuedSession(of: clientID, terms: terms, stored: stored?.record)
         if let previous = mqttClients[clientID] {
@@ -94,7 +95,12 @@ extension IngressHub {
         logger.debug("MQTT client connected", metadata: ["connection": "\(connection.id)", "client": "\(clientID)",
                                                          "version": "\(connect.version.rawValue)", "keepalive": "\(connect.keepAlive)"])
         write(.connack(MQTTConnAck(sessionPresent: continued != nil, code: 0, properties: properties)), to: connection)
-        if let continued { restore(continued, on: connection, session: session) }
+        if let continued {
+            restore(continued, on: connection, session: session)
+        } else if let discarded = stored?.record {
+            session.generation = (discarded.generation ?? 0) &+ 1  // a take-over too: the older connection goes
+        }
+        if session.generation > 0 { mqttSessionStore?.announceTakeOver(of: clientID, generation: session.generation) }
         flushDirty()
         return .accepted(connection)
     }
@@ -127,6 +133,7 @@ extension IngressHub {
                     codes.append(.success)
                 case .success(.pattern(let pattern)) where session.patterns.removeValue(forKey: pattern) != nil:
                     session.filters[filter] = nil
+                    session.forgetUnmatchedPatternSubjects()
                     session.needsSave = true
                     send(patterns.unsubscribe(connection, from: pattern, holdsOthers: !session.patterns.isEmpty))
                     codes.append(.success)

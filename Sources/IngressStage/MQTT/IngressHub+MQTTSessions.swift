@@ -72,6 +72,7 @@ extension IngressHub {
     /// this connection's token: what it may not have is dropped), recovering each subject from its position.
     func restore(_ record: MQTTSessionRecord, on connection: ClientConnection, session: MQTTSession) {
         session.restoredPositions = record.positions
+        session.restorePacketIDs(record.unacknowledged ?? [])
         session.generation = (record.generation ?? 0) &+ 1
         let subscriptions = record.subscriptions.map { MQTTSubscription(filter: $0.filter, options: min($0.qos, 1)) }
         metrics.addToGauge("mqttSessionsResumed", 1)
@@ -79,11 +80,36 @@ extension IngressHub {
                                                         "subscriptions": "\(subscriptions.count)"])
         subscribe(MQTTSubscribe(packetID: 0, subscriptions: subscriptions), from: connection, session: session,
                   now: now(), restoring: record.positions)
+        recoverPatternSubjects(of: record, on: connection, session: session)
         for dropped in record.subscriptions where session.filters[dropped.filter] == nil {
             logger.info("MQTT session subscription dropped: not allowed under the new token or beyond the limits",
                         metadata: ["client": "\(record.clientID)", "filter": "\(dropped.filter)"])
         }
         session.needsSave = true
+    }
+
+    /// Recovers each subject the session had a position for through a pattern only (a restored pattern still
+    /// matches it): the connection subscribes to the subject from its position until the cache's answer is
+    /// written (`finishPatternRecovery`), then has it live through the pattern. At most `MaxSubjectsPerConnection`.
+    func recoverPatternSubjects(of record: MQTTSessionRecord, on connection: ClientConnection, session: MQTTSession) {
+        let now = now()
+        for (subject, position) in record.positions.sorted(by: { $0.key < $1.key })
+        where !connection.subjects.contains(subject) && session.recoveringPatternSubjects.count < limits.maxSubjects
+            && session.patterns.keys.contains(where: { $0.matches(subject) }) {
+            session.trackPatternSubject(subject, restored: true)
+            session.recoveringPatternSubjects.insert(subject)
+            connection.subjects.insert(subject)
+            let start = resumedStart(of: subject, in: session, restoring: [subject: position], isNew: true) ?? .snapshot
+            send(table.subscribe(connection, to: subject, start: start, now: now))
+        }
+    }
+
+    /// The answer recovering a subject matched only by a pattern was queued: the connection leaves the subject,
+    /// which it has live through its pattern from now on (unless the client subscribed to it itself meanwhile).
+    func finishPatternRecovery(of connection: ClientConnection, subject: String) {
+        guard let session = connection.mqtt, session.recoveringPatternSubjects.remove(subject) != nil,
+              session.grantedQoS[subject] == nil, connection.subjects.remove(subject) != nil else { return }
+        send(table.unsubscribe(connection, from: subject))
     }
 
     /// Where a persistent session's subscription starts: restored, or subscribed again by the client (as
@@ -104,7 +130,13 @@ extension IngressHub {
     /// The record of a persistent session as it stands; nil for a session that ends with its connection.
     func sessionRecord(of connection: ClientConnection) -> MQTTSessionRecord? {
         guard let session = connection.mqtt, let expiry = session.expirySeconds else { return nil }
-        var positions = session.positions(of: connection.subjects)
+        if session.droppedPatternPositions > 0 {
+            logger.info("MQTT session positions of subjects matched by a pattern dropped: beyond MaxSubjectsPerConnection",
+                        metadata: ["client": "\(session.clientID)", "dropped": "\(session.droppedPatternPositions)",
+                                   "limit": "\(limits.maxSubjects)"])
+            session.droppedPatternPositions = 0
+        }
+        var positions = session.positions(of: connection.subjects.union(session.patternSubjects))
         for subject in connection.subjects where positions[subject] == nil {
             if case .live(let epoch, let seq)? = table.state(of: connection.id, in: subject) {
                 // Nothing sent yet: where the cache's answer to the subscribe left it.
@@ -114,10 +146,12 @@ extension IngressHub {
         let subscriptions = session.filters.sorted { $0.key < $1.key }.map {
             MQTTSessionRecord.Subscription(filter: $0.key, qos: $0.value)
         }
+        let unacknowledged = session.unacknowledgedMessages(within: positions)
         return MQTTSessionRecord(clientID: session.clientID, version: session.version.rawValue, expirySeconds: expiry,
                                  expiresAt: Date().timeIntervalSince1970 + Double(expiry),
                                  subscriptions: subscriptions, positions: positions,
-                                 generation: session.generation == 0 ? nil : session.generation)
+                                 generation: session.generation == 0 ? nil : session.generation,
+                                 unacknowledged: unacknowledged.isEmpty ? nil : unacknowledged)
     }
 
     /// Saves the persistent sessions that changed, each at most once a second, and those unchanged for half
@@ -143,6 +177,22 @@ extension IngressHub {
               let record = sessionRecord(of: connection) else { return }
         session.isReleased = true
         store.save(record)
+    }
+
+    /// Closes the connections whose session a connection on another instance or node took up since (a newer
+    /// generation, `MQTTSessionStorage.takeOvers`): v5 first gets DISCONNECT `0x8E` Session taken over; the will is
+    /// published here, once (docs/MQTT.md, "Take-over"). Called every second.
+    func closeTakenOverMQTTConnections(_ taken: [String: UInt64]) {
+        for (clientID, generation) in taken {
+            guard let connection = mqttClients[clientID], let session = connection.mqtt,
+                  generation > session.generation else { continue }
+            session.isReleased = true  // its saves would be older than the new connection's
+            metrics.addToGauge("mqttSessionsTakenOver", 1)
+            logger.info("MQTT session taken over by a connection on another instance or node",
+                        metadata: ["connection": "\(connection.id)", "client": "\(clientID)",
+                                   "generation": "\(session.generation)", "newGeneration": "\(generation)"])
+            close(connection, mqttReason: .sessionTakenOver, "another connection connected with this client identifier")
+        }
     }
 
     /// A v5 DISCONNECT may shorten or end its session's expiry (it may not make a session persistent: MQTT 5

@@ -42,13 +42,34 @@ final class MQTTSession {
     /// before and go again flagged DUP; a subject without a message since keeps its position.
     var restoredPositions: [String: MQTTSubjectPosition] = [:]
 
+    /// Positions kept for subjects delivered through a pattern only (`MaxSubjectsPerConnection`): beyond it, the
+    /// subject sent to least recently loses its position.
+    var maxPatternPositions = 1000
+    /// Position losses of that bound not logged yet.
+    var droppedPatternPositions = 0
+    /// Subjects matched only by a pattern whose restored position is being recovered, through a subscription of
+    /// the connection's to the subject that ends with its answer (`IngressHub.finishPatternRecovery`).
+    var recoveringPatternSubjects: Set<String> = []
+    /// A persistent session's subjects delivered through a pattern only, with when each was last sent to.
+    private var patternSubjectOrder: [String: UInt64] = [:]
+
     private var unacknowledged: Set<UInt16> = []
+    /// The packet identifiers a restored session's unacknowledged messages were sent with: each goes again with its
+    /// own (MQTT-4.4.0-1), and no other message takes one of them meanwhile. At most one per identifier.
+    private var restoredPacketIDs: [MessageKey: UInt16] = [:]
+    private var reservedPacketIDs: Set<UInt16> = []
     private var lastPacketID: UInt16 = 0
     /// A persistent session's QoS 1 messages awaiting their PUBACK, by packet identifier.
     private var inFlight: [UInt16: InFlight] = [:]
     private var sentCount: UInt64 = 0
     /// A persistent session's last message sent per subject.
     private var lastSent: [String: (epoch: String, seq: UInt64)] = [:]
+
+    private struct MessageKey: Hashable {
+        var subject: String
+        var epoch: String
+        var seq: UInt64
+    }
 
     private struct InFlight {
         var subject: String
@@ -85,13 +106,54 @@ final class MQTTSession {
         return qos
     }
 
-    /// A free packet identifier for a QoS 1 delivery; nil when the client's Receive Maximum is reached (the
-    /// message then goes at QoS 0, docs/MQTT.md).
+    /// The packet identifier for a QoS 1 delivery of `message`: the one it was sent with before the session was
+    /// restored, else a free one; nil when the client's Receive Maximum is reached (the message then goes at
+    /// QoS 0, docs/MQTT.md).
+    func takePacketID(for message: Message) -> UInt16? {
+        let key = MessageKey(subject: message.subject, epoch: message.epoch, seq: message.seq)
+        if let restored = restoredPacketIDs.removeValue(forKey: key) {
+            reservedPacketIDs.remove(restored)
+            guard unacknowledged.count < receiveMaximum else { return nil }
+            unacknowledged.insert(restored)
+            return restored
+        }
+        return takePacketID()
+    }
+
+    /// A free packet identifier: neither awaiting its PUBACK nor kept for a re-send; nil at the Receive Maximum.
     func takePacketID() -> UInt16? {
         guard unacknowledged.count < receiveMaximum else { return nil }
-        repeat { lastPacketID = lastPacketID == UInt16.max ? 1 : lastPacketID + 1 } while unacknowledged.contains(lastPacketID)
+        if unacknowledged.count + reservedPacketIDs.count >= Self.maxPacketIdentifiers {
+            // Every identifier is taken: the re-sends still waiting give theirs up (they get new ones).
+            restoredPacketIDs = [:]
+            reservedPacketIDs = []
+        }
+        repeat {
+            lastPacketID = lastPacketID == UInt16.max ? 1 : lastPacketID + 1
+        } while unacknowledged.contains(lastPacketID) || reservedPacketIDs.contains(lastPacketID)
         unacknowledged.insert(lastPacketID)
         return lastPacketID
+    }
+
+    /// Keeps the packet identifiers of a restored session's unacknowledged messages for their re-sends.
+    func restorePacketIDs(_ unacknowledged: [MQTTSessionRecord.Unacknowledged]) {
+        for sent in unacknowledged where sent.packetID != 0 && !reservedPacketIDs.contains(sent.packetID) {
+            let key = MessageKey(subject: sent.subject, epoch: sent.epoch, seq: sent.seq)
+            guard restoredPacketIDs[key] == nil else { continue }
+            restoredPacketIDs[key] = sent.packetID
+            reservedPacketIDs.insert(sent.packetID)
+        }
+    }
+
+    /// The messages of `positions` sent and not acknowledged, with their packet identifiers, for the session's
+    /// record: those awaiting a PUBACK, and a restored session's not re-sent yet.
+    func unacknowledgedMessages(within positions: [String: MQTTSubjectPosition]) -> [MQTTSessionRecord.Unacknowledged] {
+        let sent = inFlight.map { (MessageKey(subject: $0.value.subject, epoch: $0.value.epoch, seq: $0.value.seq), $0.key) }
+        return (sent + restoredPacketIDs.map { ($0.key, $0.value) }).compactMap { key, packetID in
+            guard let position = positions[key.subject], position.epoch == key.epoch,
+                  key.seq > position.seq, key.seq <= position.sentSeq else { return nil }
+            return MQTTSessionRecord.Unacknowledged(subject: key.subject, epoch: key.epoch, seq: key.seq, packetID: packetID)
+        }.sorted { ($0.subject, $0.seq) < ($1.subject, $1.seq) }
     }
 
     /// The client's PUBACK; false for an identifier that was not awaiting one.
@@ -116,6 +178,7 @@ final class MQTTSession {
         // A live message can be encoded before the older ones of an answer still being written: keep the highest.
         let isOlder = lastSent[message.subject].map { $0.epoch == message.epoch && $0.seq > message.seq } ?? false
         if !isOlder { lastSent[message.subject] = (message.epoch, message.seq) }
+        if grantedQoS[message.subject] == nil { trackPatternSubject(message.subject) }
         if let packetID {
             inFlight[packetID] = InFlight(subject: message.subject, epoch: message.epoch, seq: message.seq, order: sentCount)
         }
@@ -156,11 +219,39 @@ final class MQTTSession {
                                    sentSeq: sent.epoch == oldest.epoch ? sent.seq : acknowledged)
     }
 
+    /// The subjects delivered through a pattern only whose positions are kept.
+    var patternSubjects: Dictionary<String, UInt64>.Keys { patternSubjectOrder.keys }
+
+    /// Keeps the position of a subject delivered through a pattern only (a restored one: as the least recent).
+    func trackPatternSubject(_ subject: String, restored: Bool = false) {
+        if patternSubjectOrder[subject] == nil && patternSubjectOrder.count >= max(maxPatternPositions, 1),
+           let oldest = patternSubjectOrder.min(by: { $0.value < $1.value })?.key {
+            patternSubjectOrder[oldest] = nil
+            lastSent[oldest] = nil
+            restoredPositions[oldest] = nil
+            droppedPatternPositions += 1
+        }
+        patternSubjectOrder[subject] = restored ? 0 : sentCount
+    }
+
+    /// Forgets the positions of subjects no pattern of the session matches any more (one was unsubscribed).
+    func forgetUnmatchedPatternSubjects() {
+        for subject in patternSubjectOrder.keys where grantedQoS[subject] == nil
+            && !patterns.keys.contains(where: { $0.matches(subject) }) {
+            patternSubjectOrder[subject] = nil
+            forget(subject)
+        }
+    }
+
     /// Forgets what was tracked for a subject the client unsubscribed from.
     func forget(_ subject: String) {
         lastSent[subject] = nil
         restoredPositions[subject] = nil
         inFlight = inFlight.filter { $0.value.subject != subject }
+        for (key, packetID) in restoredPacketIDs where key.subject == subject {
+            restoredPacketIDs[key] = nil
+            reservedPacketIDs.remove(packetID)
+        }
         needsSave = true
     }
 }
@@ -188,7 +279,7 @@ struct MQTTOutgoingPublish {
     /// the client's Maximum Packet Size.
     mutating func wireFrame(for session: MQTTSession, allocator: ByteBufferAllocator) -> WireFrame? {
         let wantsQoS1 = message.flags.contains(.guaranteed) && session.deliveryQoS(for: message.subject) > 0
-        let packetID = wantsQoS1 ? session.takePacketID() : nil
+        let packetID = wantsQoS1 ? session.takePacketID(for: message) : nil
         let qos: UInt8 = packetID == nil ? 0 : 1
         // DUP only on QoS 1 (MQTT-3.3.1-2): a message of a restored session's recovery sent before.
         let dup = qos == 1 && session.isResend(message)

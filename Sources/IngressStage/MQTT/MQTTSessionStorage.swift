@@ -27,6 +27,12 @@ public protocol MQTTSessionStorage: AnyObject, Sendable {
     func load(_ clientID: String, on eventLoop: EventLoop) -> EventLoopFuture<MQTTSessionLoaded>
     func save(_ record: MQTTSessionRecord)
     func delete(_ clientID: String)
+    /// A connection of this instance took `clientID`'s stored session up (or discarded it) as `generation`: the
+    /// instance or node holding an older connection of the client closes it (docs/MQTT.md, "Take-over").
+    func announceTakeOver(of clientID: String, generation: UInt64)
+    /// The sessions other instances and nodes took up since the last call: client → the generation it was taken
+    /// up as (`UInt64.max`: discarded). Polled by the hub every second; completed on `eventLoop`.
+    func takeOvers(on eventLoop: EventLoop) -> EventLoopFuture<[String: UInt64]>
     /// Removes expired sessions (every 10 minutes).
     func sweep()
     /// Writes what was saved before it (up to a few seconds) and stops: ws-ingress shuts down. Blocks.

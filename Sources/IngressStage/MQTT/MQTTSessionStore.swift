@@ -33,6 +33,17 @@ public struct MQTTSessionRecord: RunDirJSONFile {
     /// How many times a connection took the session up (nil: 0). In Kafka mode a save of an older generation than
     /// the one stored (from a connection the session was taken from, still open on another node) is not applied.
     public var generation: UInt64?
+    /// The QoS 1 messages sent and not acknowledged, with the packet identifier each went with: a reconnect
+    /// re-sends them with it (MQTT-4.4.0-1). At most one per packet identifier, so at most the client's Receive
+    /// Maximum (3.1.1: 65,535). nil in records of builds before it (their re-sends get new identifiers).
+    public var unacknowledged: [Unacknowledged]? = nil
+
+    public struct Unacknowledged: Codable, Equatable, Sendable {
+        public var subject: String
+        public var epoch: String
+        public var seq: UInt64
+        public var packetID: UInt16
+    }
 
     /// A record this build can continue: protocol level 4 or 5.
     public var hasKnownVersion: Bool {
@@ -62,9 +73,20 @@ final class MQTTSessionStore: MQTTSessionStorage, @unchecked Sendable {
     /// Session files in the folder as last counted (`sweep`), plus those created and less those deleted since;
     /// nil until first counted. Other instances of the node change it too, so it is approximate between sweeps.
     private var knownCount: Int?
+    /// Take-over announcements: `RunDir/mqtt-takeovers/<hash>-<generation>`, holding the client identifier; every
+    /// instance of the node reads each once, and they are removed after `takeOverMarkerSeconds`.
+    static let takeOverFolderName = "mqtt-takeovers"
+    static let takeOverMarkerSeconds: Double = 30
+    let takeOverDirectory: String
+    /// The announcements this instance wrote or read already, of those still there. Touched only on `queue`.
+    private var seenMarkers: Set<String> = []
+    /// When `takeOversNow` last looked for old announcements to remove (a third of their life apart, so that a
+    /// reconnect storm's many announcements are not looked at every second). Touched only on `queue`.
+    private var markersSweptAt: Double = 0
 
     init(runDir: String, maxSessions: Int, logger: Logger) {
         directory = (runDir as NSString).appendingPathComponent(Self.folderName)
+        takeOverDirectory = (runDir as NSString).appendingPathComponent(Self.takeOverFolderName)
         self.maxSessions = maxSessions
         self.logger = logger
     }
@@ -99,6 +121,16 @@ final class MQTTSessionStore: MQTTSessionStorage, @unchecked Sendable {
             }
             self.queue.async { self.recount() }
         }
+    }
+
+    func announceTakeOver(of clientID: String, generation: UInt64) {
+        queue.async { self.announceTakeOverNow(of: clientID, generation: generation) }
+    }
+
+    func takeOvers(on eventLoop: EventLoop) -> EventLoopFuture<[String: UInt64]> {
+        let promise = eventLoop.makePromise(of: [String: UInt64].self)
+        queue.async { promise.succeed(self.takeOversNow(now: Date().timeIntervalSince1970)) }
+        return promise.futureResult
     }
 
     func close() {
@@ -174,6 +206,56 @@ final class MQTTSessionStore: MQTTSessionStorage, @unchecked Sendable {
         let removed = sweep(folderNames()[...], now: now)
         recount()
         return removed
+    }
+
+    func announceTakeOverNow(of clientID: String, generation: UInt64) {
+        let name = "\(Self.fileName(of: clientID).dropLast(5))-\(generation)"
+        seenMarkers.insert(name)
+        let path = (takeOverDirectory as NSString).appendingPathComponent(name)
+        do {
+            try FileManager.default.createDirectory(atPath: takeOverDirectory, withIntermediateDirectories: true)
+            try Data(clientID.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+        } catch {
+            logger.error("MQTT take-over not announced to the node's other instances",
+                         metadata: ["file": "\(path)", "error": "\(error)"])
+        }
+    }
+
+    /// The announcements of the node's other instances not read yet: client → generation. Removes those older
+    /// than `takeOverMarkerSeconds` (and left-over temporary files), looking every third of that.
+    func takeOversNow(now: Double) -> [String: UInt64] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: takeOverDirectory)) ?? []
+        let sweeps = now - markersSweptAt >= Self.takeOverMarkerSeconds / 3
+        if sweeps { markersSweptAt = now }
+        var taken: [String: UInt64] = [:]
+        var present: Set<String> = []
+        for name in names {
+            let path = (takeOverDirectory as NSString).appendingPathComponent(name)
+            if sweeps, let modified = (try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate]) as? Date,
+               now - modified.timeIntervalSince1970 > Self.takeOverMarkerSeconds {
+                try? FileManager.default.removeItem(atPath: path)
+                continue
+            }
+            guard let (hash, generation) = Self.takeOverMarker(name) else { continue }
+            present.insert(name)
+            guard seenMarkers.insert(name).inserted else { continue }
+            let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size]) as? Int ?? 0
+            guard size <= 4 * IngressHub.maxMQTTClientIDLength, let data = FileManager.default.contents(atPath: path),
+                  let clientID = String(data: data, encoding: .utf8),
+                  Self.fileName(of: clientID).hasPrefix(hash) else { continue }
+            taken[clientID] = max(taken[clientID] ?? 0, generation)
+        }
+        seenMarkers.formIntersection(present)
+        return taken
+    }
+
+    /// The hash and generation of a take-over announcement's name; nil for another file.
+    static func takeOverMarker(_ name: String) -> (hash: Substring, generation: UInt64)? {
+        let parts = name.split(separator: "-", omittingEmptySubsequences: false)
+        guard parts.count == 2, isSessionFileName(parts[0] + ".json"), let generation = UInt64(parts[1]) else {
+            return nil
+        }
+        return (parts[0], generation)
     }
 
     private func folderNames() -> [String] {
