@@ -275,7 +275,7 @@ def test_run_dir_files_match_their_documented_schema(broker):
     run_dir = broker.run_dir
     names = set(os.listdir(run_dir))
     documented = re.compile(r"supervisor\.(json|pid|lock|sock)|topology\.json"
-                            r"|(ws-ingress|router|cache|fanout)-\d+\.(ipc|pid|stats\.json|prom|loglevel)|mqtt-sessions")
+                            r"|(ws-ingress|router|cache|fanout)-\d+\.(ipc|pid|stats\.json|prom|loglevel)|mqtt-sessions|mqtt-takeovers")
     assert all(documented.fullmatch(n) for n in names), f"undocumented files: {sorted(n for n in names if not documented.fullmatch(n))}"
 
     with open(run_dir / "supervisor.json") as f:
