@@ -12,6 +12,18 @@ public enum StageName: String, CaseIterable, Sendable {
     /// Downstream first, so a stage is listening before the stages that send to it start.
     public static let startOrder: [StageName] = [.fanout, .cache, .router, .kafkaOut, .kafkaIn, .ingress]
 
+    /// The stage's place in `allCases`.
+    var index: Int {
+        switch self {
+        case .ingress: 0
+        case .router: 1
+        case .cache: 2
+        case .fanout: 3
+        case .kafkaOut: 4
+        case .kafkaIn: 5
+        }
+    }
+
     /// The stages a stack with `engine` runs, in display order.
     public static func running(_ engine: ClusterEngine) -> [StageName] {
         engine == .kafka ? allCases : [.ingress, .router, .cache, .fanout]
@@ -70,12 +82,25 @@ public struct InstanceLimit: Equatable, Sendable {
 /// Counts come from the configuration and are overridden by `<RunDir>/topology.json`, which the supervisor writes
 /// when an operator scales a stage (stages re-read it on SIGHUP).
 public struct Topology: Equatable, Sendable {
-    public var runDir: String
-    public var instances: [String: Int]
+    public var runDir: String { didSet { addresses = Self.addresses(runDir: runDir, instances: instances) } }
+    public var instances: [String: Int] { didSet { addresses = Self.addresses(runDir: runDir, instances: instances) } }
+    /// Every instance's inbound address, by stage (`StageName.allCases` order): built once, not per envelope.
+    private var addresses: [[String]]
 
     public init(runDir: String, instances: [String: Int]) {
         self.runDir = runDir
         self.instances = instances
+        addresses = Self.addresses(runDir: runDir, instances: instances)
+    }
+
+    private static func addresses(runDir: String, instances: [String: Int]) -> [[String]] {
+        StageName.allCases.map { stage in
+            (0..<max(1, instances[stage.rawValue] ?? 1)).map { Self.address(runDir: runDir, stage, $0) }
+        }
+    }
+
+    private static func address(runDir: String, _ stage: StageName, _ instance: Int) -> String {
+        "ipc://\(runDir)/\(stage.rawValue)-\(instance).ipc"
     }
 
     /// The configured counts, overridden by `<RunDir>/topology.json`. A file that cannot be read leaves every
@@ -102,11 +127,12 @@ public struct Topology: Equatable, Sendable {
         return topology
     }
 
-    public func count(_ stage: StageName) -> Int { max(1, instances[stage.rawValue] ?? 1) }
+    public func count(_ stage: StageName) -> Int { addresses[stage.index].count }
 
     /// The inbound (PULL) address of one stage instance.
     public func address(_ stage: StageName, _ instance: Int) -> String {
-        "ipc://\(runDir)/\(stage.rawValue)-\(instance).ipc"
+        let known = addresses[stage.index]
+        return known.indices.contains(instance) ? known[instance] : Self.address(runDir: runDir, stage, instance)
     }
 
     /// The shard of a stage that owns `subject`: one subject always takes one path, which keeps its order.

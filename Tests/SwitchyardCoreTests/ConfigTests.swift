@@ -93,6 +93,22 @@ final class ConfigTests: XCTestCase {
                        "counts a stage cannot run leave the configured ones")
     }
 
+    func testTopologyAddressesFollowItsCountsAndFolder() {
+        var topology = Topology(runDir: "/r", instances: ["fanout": 2])
+        for stage in StageName.allCases {
+            XCTAssertEqual(StageName.allCases[stage.index], stage)
+            XCTAssertEqual(topology.address(stage, 0), "ipc:///r/\(stage.rawValue)-0.ipc")
+        }
+        XCTAssertEqual(topology.count(.fanout), 2)
+        XCTAssertEqual(topology.address(.fanout, 1), "ipc:///r/fanout-1.ipc")
+        XCTAssertEqual(topology.address(.fanout, 5), "ipc:///r/fanout-5.ipc", "an instance beyond the count still has one")
+        topology.instances["fanout"] = 3
+        topology.runDir = "/s"
+        XCTAssertEqual(topology.count(.fanout), 3)
+        XCTAssertEqual(topology.address(.fanout, 2), "ipc:///s/fanout-2.ipc")
+        XCTAssertEqual(topology, Topology(runDir: "/s", instances: ["fanout": 3]))
+    }
+
     func testInstanceCountsAreHeldToWhatEachStageCanRun() throws {
         let config = try SwitchyardConfig.parse("KafkaOutInstances = 3\nFanoutInstances = 64", file: "/x.conf")
         XCTAssertEqual(config.instances["kafka-out"], 3)
