@@ -14,6 +14,8 @@
 #
 # Environment (defaults in brackets):
 #   PEERS_SUBSCRIBERS [1000]  PEERS_SUBJECTS [10]  PEERS_RATE [600] publishes/s  PEERS_PAYLOAD [100] bytes
+#   PEERS_BURST [1] publishes sent back to back to one subject (4: four messages per subscriber reach each server
+#                   together; the floor still writes once per delivery, floor-x4 once per four)
 #   PEERS_DURATION [10] s measured after PEERS_WARMUP [2] s; PEERS_DRAIN [5] s at most for the last deliveries
 #   PEERS_RAMP ["900 1200 1800 2400 3600 4800"] publishes/s, each for PEERS_RAMP_DURATION [3] s after 1 s of warm-up; "" skips
 #   PEERS_TARGETS ["floor floor-x4 switchyard switchyard-mqtt mosquitto nats"] (a subset runs only those)
@@ -28,6 +30,7 @@ SUBSCRIBERS=${PEERS_SUBSCRIBERS:-1000}
 SUBJECTS=${PEERS_SUBJECTS:-10}
 RATE=${PEERS_RATE:-600}
 PAYLOAD=${PEERS_PAYLOAD:-100}
+BURST=${PEERS_BURST:-1}
 DURATION=${PEERS_DURATION:-10}
 WARMUP=${PEERS_WARMUP:-2}
 DRAIN=${PEERS_DRAIN:-5}
@@ -167,7 +170,7 @@ run_bench() {  # NAME RATE DURATION WARMUP DRAIN OUT: one switchyard-bench run a
     # shellcheck disable=SC2086  # WATCH holds an option and its value
     "$BIN/switchyard-bench" --protocol "${PROTOCOL[$name]}" --name "$name" --target "127.0.0.1:${PORT[$name]}" \
         --subscribers "$SUBSCRIBERS" --subjects "$SUBJECTS" --publishers 1 --rate "$2" --payload "$PAYLOAD" \
-        --duration "$3" --warmup "$4" --drain "$5" --quiet --json-out "$6" ${WATCH[$name]} > "$6.txt" 2>&1 || true
+        --burst "$BURST" --duration "$3" --warmup "$4" --drain "$5" --quiet --json-out "$6" ${WATCH[$name]} > "$6.txt" 2>&1 || true
     [ -s "$6" ] || { say "$name: no result (see below)"; tail -n 5 "$6.txt" >&2; }
 }
 

@@ -237,6 +237,8 @@ final class PublisherHandler: BenchConnectionHandler {
     private let payload: Int
     private let window: Int
     private let ratePerSecond: Double
+    /// Publishes sent back to back to one subject (`--burst`).
+    private let burst: Int
     private let firstSubject: Int
     private var context: ChannelHandlerContext?
     private var nextSubject = 0
@@ -247,7 +249,8 @@ final class PublisherHandler: BenchConnectionHandler {
     private(set) var behind: UInt64 = 0
 
     init(stats: LoopStats, subjects: [String], firstSubject: Int, payload: Int, window: Int, ratePerSecond: Double,
-         suffix: ByteBuffer, seed: UInt64) {
+         burst: Int, suffix: ByteBuffer, seed: UInt64) {
+        self.burst = burst
         prefixes = subjects.map(ClientFrames.publishPrefix(subject:))
         self.firstSubject = firstSubject
         self.suffix = suffix
@@ -290,20 +293,24 @@ final class PublisherHandler: BenchConnectionHandler {
             budget = Int(clamping: owed)
         }
         var sentNow = 0
-        while inflightHere < window && sentNow < budget {
+        // Whole bursts only, each within the window and the rate's budget.
+        while inflightHere + burst <= window && sentNow + burst <= budget {
             let subject = nextSubject
             nextSubject += 1
             if nextSubject == prefixes.count { nextSubject = 0 }
-            let sentAt = monotonicNanos()
-            let data = ClientFrames.publish(prefix: prefixes[subject], sentAt: sentAt, payload: payload,
-                                            subjectIndex: subject, suffix: suffix, allocator: context.channel.allocator)
-            context.write(wrapOutboundOut(frame(data)), promise: nil)
-            inflightHere += 1
-            sentHere += 1
-            sentNow += 1
-            stats.counts.inflight += 1
-            stats.counts.sent += 1
-            if stats.inWindow(sentAt) { stats.counts.sentInWindow += 1 }
+            for _ in 0..<burst {
+                let sentAt = monotonicNanos()
+                let data = ClientFrames.publish(prefix: prefixes[subject], sentAt: sentAt, payload: payload,
+                                                subjectIndex: subject, suffix: suffix,
+                                                allocator: context.channel.allocator)
+                context.write(wrapOutboundOut(frame(data)), promise: nil)
+                inflightHere += 1
+                sentHere += 1
+                sentNow += 1
+                stats.counts.inflight += 1
+                stats.counts.sent += 1
+                if stats.inWindow(sentAt) { stats.counts.sentInWindow += 1 }
+            }
         }
     }
 

@@ -26,6 +26,7 @@ struct Options {
     var warmup: Double = 2
     var drain: Double = 5
     var payload = 64
+    var burst = 1
     var threads = 1
     var sources = 1
     var connectConcurrency = 100
@@ -83,6 +84,8 @@ struct Options {
       --warmup SECONDS         publishing before the measurement starts (default 2)
       --drain SECONDS          at most this long after the end for the last acks and deliveries (default 5)
       --payload BYTES          publish content size: "t=<send time ns>" padded with dots (default 64)
+      --burst B                publishes go out B at a time to one subject, back to back (default 1): B messages
+                               per subscriber reach the server together
       --qos GUARANTEED|STANDARD, --retained true|false
                                publish options (default: the protocol defaults, omitted from the frame)
       --threads T              load-generator event loop threads (default 1)
@@ -166,6 +169,7 @@ struct Options {
             case "--warmup": options.warmup = try number(argument)
             case "--drain": options.drain = try number(argument)
             case "--payload": options.payload = try integer(argument)
+            case "--burst": options.burst = try integer(argument, min: 1)
             case "--threads": options.threads = try integer(argument, min: 1)
             case "--sources": options.sources = try integer(argument, min: 1)
             case "--connect-concurrency": options.connectConcurrency = try integer(argument, min: 1)
@@ -194,6 +198,8 @@ struct Options {
             throw BenchError("--target must be a loopback address (127.0.0.0/8, ::1 or localhost): '\(options.host)'")
         }
         guard options.sources <= 254 else { throw BenchError("--sources is at most 254") }
+        guard options.burst <= 1000 else { throw BenchError("--burst is at most 1000") }
+        guard options.burst <= options.window else { throw BenchError("--burst is at most --window") }
         if options.wireProtocol != .switchyard {
             guard options.scenario == .fanout else { throw BenchError("--protocol \(options.wireProtocol.rawValue): fanout only") }
             guard options.rate > 0 else { throw BenchError("--protocol \(options.wireProtocol.rawValue) needs --rate") }

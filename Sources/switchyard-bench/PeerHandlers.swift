@@ -139,6 +139,8 @@ final class PeerPublisherHandler: PeerConnectionHandler, BenchPublisher {
     private let subjectCount: Int
     private let payloadSize: Int
     private let ratePerSecond: Double
+    /// Publishes sent back to back to one subject (`--burst`).
+    private let burst: Int
     private var seqs: [UInt64]
     private var nextSubject: Int
     private let publishRun = PublishRun()
@@ -146,10 +148,11 @@ final class PeerPublisherHandler: PeerConnectionHandler, BenchPublisher {
     private var counted: UInt64 = 0
 
     init(stats: LoopStats, session: PeerSession, subjectCount: Int, firstSubject: Int, payload: Int,
-         ratePerSecond: Double) {
+         ratePerSecond: Double, burst: Int) {
         self.subjectCount = subjectCount
         payloadSize = payload
         self.ratePerSecond = ratePerSecond
+        self.burst = burst
         seqs = [UInt64](repeating: 0, count: subjectCount)
         nextSubject = firstSubject % max(subjectCount, 1)
         super.init(stats: stats, session: session, subscribeTo: nil)
@@ -170,11 +173,13 @@ final class PeerPublisherHandler: PeerConnectionHandler, BenchPublisher {
     private func pump() {
         let now = monotonicNanos()
         guard publishRun.isRunning, let context, publishRun.goesOn(at: now) else { return }
+        // Whole bursts only: what is owed beyond them goes with the next tick's.
         let owed = publishRun.due(at: now, ratePerSecond: ratePerSecond, sent: &counted).owed
-        guard owed > 0 else { return }
-        for _ in 0..<owed {
+        let count = Int(clamping: owed) / burst * burst
+        guard count > 0 else { return }
+        for sent in 0..<count {
             let subject = nextSubject
-            nextSubject = nextSubject + 1 == subjectCount ? 0 : nextSubject + 1
+            if (sent + 1) % burst == 0 { nextSubject = nextSubject + 1 == subjectCount ? 0 : nextSubject + 1 }
             seqs[subject] += 1
             let sentAt = monotonicNanos()
             let payload = PeerPayload.make(sentAt: sentAt, seq: seqs[subject], size: payloadSize,

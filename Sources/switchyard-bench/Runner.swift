@@ -188,13 +188,14 @@ final class ScenarioRunner {
                 publisher = .makeBoxSendingValue(
                     PeerPublisherHandler(stats: loopStats, session: session, subjectCount: subjects.count,
                                          firstSubject: index, payload: options.payload,
-                                         ratePerSecond: perPublisherRate),
+                                         ratePerSecond: perPublisherRate, burst: options.burst),
                     eventLoop: loop)
             } else {
                 publisher = .makeBoxSendingValue(
                     PublisherHandler(stats: loopStats, subjects: subjects, firstSubject: index,
                                      payload: options.payload, window: options.window,
-                                     ratePerSecond: perPublisherRate, suffix: suffix, seed: random.next()),
+                                     ratePerSecond: perPublisherRate, burst: options.burst, suffix: suffix,
+                                     seed: random.next()),
                     eventLoop: loop)
             }
             let channel = try connect(on: loop, source: nil, stats: loopStats, seed: random.next()) { publisher.value }
