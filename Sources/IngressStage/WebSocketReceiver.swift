@@ -70,11 +70,11 @@ struct WebSocketReceiver {
             state = .idle  // lets `buffer` grow without a copy
             return append(frame, to: opcode, &buffer, &utf8)
         case .ping:
-            return .ping(frame.unmaskedData)
+            return .ping(frame.payloadUnmasked)
         case .pong:
             return .none
         case .connectionClose:
-            return close(frame.unmaskedData)
+            return close(frame.payloadUnmasked)
         default:
             return .fail(.protocolError, "reserved opcode \(UInt8(webSocketOpcode: frame.opcode))")
         }
@@ -82,7 +82,7 @@ struct WebSocketReceiver {
 
     private func whole(_ frame: WebSocketFrame) -> Outcome {
         guard frame.length <= maxMessageSize else { return tooLarge }
-        let data = frame.unmaskedData
+        let data = frame.payloadUnmasked
         if frame.opcode == .text && !UTF8Validator.isValid(data) { return invalidText }
         return .message(frame.opcode, data)
     }
@@ -98,7 +98,7 @@ struct WebSocketReceiver {
     private mutating func append(_ frame: WebSocketFrame, to opcode: WebSocketOpcode, _ buffer: inout ByteBuffer,
                                  _ utf8: inout UTF8Validator?) -> Outcome {
         guard frame.length <= maxMessageSize - buffer.readableBytes else { return tooLarge }
-        var data = frame.unmaskedData
+        var data = frame.payloadUnmasked
         if utf8 != nil, !utf8!.consume(data) { return invalidText }
         buffer.writeBuffer(&data)
         guard frame.fin else {
@@ -133,4 +133,30 @@ struct WebSocketReceiver {
 
     private var tooLarge: Outcome { .fail(.messageTooLarge, "message larger than \(maxMessageSize) bytes") }
     private var invalidText: Outcome { .fail(.dataInconsistentWithMessage, "text message is not valid UTF-8") }
+}
+
+extension WebSocketFrame {
+    /// The payload with the client's mask removed, eight bytes at a time (NIO's `unmaskedData` XORs byte by byte:
+    /// 3 % of ws-ingress's samples on a publish-heavy run).
+    var payloadUnmasked: ByteBuffer {
+        guard let key = maskKey else { return data }
+        var key64: UInt64 = 0
+        withUnsafeMutableBytes(of: &key64) { word in
+            for index in word.indices { word[index] = key[index % 4] }
+        }
+        var payload = data
+        payload.withUnsafeMutableReadableBytes { bytes in
+            var index = 0
+            while bytes.count - index >= 8 {
+                let word = bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self)
+                bytes.storeBytes(of: word ^ key64, toByteOffset: index, as: UInt64.self)
+                index += 8
+            }
+            while index < bytes.count {
+                bytes[index] ^= key[index % 4]
+                index += 1
+            }
+        }
+        return payload
+    }
 }

@@ -73,6 +73,22 @@ final class WebSocketReceiverTests: XCTestCase {
                        .message(.binary, ByteBuffer(bytes: [0, 1, 2])))
     }
 
+    func testUnmaskingWordAtATimeGivesWhatNIOGives() {
+        var generator = SystemRandomNumberGenerator()
+        for length in [0, 1, 3, 7, 8, 9, 15, 16, 17, 125, 1000, 4099] {
+            let key = WebSocketMaskingKey((0..<4).map { _ in UInt8.random(in: 0...255, using: &generator) })!
+            var masked = ByteBuffer(bytes: (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) })
+            // A payload that does not start at its buffer's first byte, as after a frame header.
+            var framed = ByteBuffer(bytes: [0xAA, 0xBB, 0xCC])
+            framed.writeBuffer(&masked)
+            framed.moveReaderIndex(forwardBy: 3)
+            let frame = WebSocketFrame(fin: true, opcode: .binary, maskKey: key, data: framed)
+            XCTAssertEqual(frame.payloadUnmasked, frame.unmaskedData, "length \(length)")
+        }
+        let unmasked = WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: "plain"))
+        XCTAssertEqual(unmasked.payloadUnmasked, ByteBuffer(string: "plain"))
+    }
+
     func testUnmaskedFrameIsAProtocolError() {
         assertFails(clientFrame(.text, Array("hi".utf8), masked: false), with: .protocolError)
     }
