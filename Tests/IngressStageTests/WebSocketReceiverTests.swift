@@ -35,6 +35,20 @@ final class UTF8ValidatorTests: XCTestCase {
         XCTAssertFalse(valid([0xE2, 0x82]))  // unfinished
     }
 
+    func testAgreesWithTheStandardLibraryOnMixedInput() {
+        // ASCII runs (checked eight bytes at a time) around multi-byte, broken and forbidden sequences.
+        let pieces: [[UInt8]] = [Array("0123456789abcdef".utf8), Array("é".utf8), Array("€".utf8), Array("𝄞".utf8),
+                                 [0xC0, 0x80], [0xED, 0xA0, 0x80], [0xF4, 0x90, 0x80, 0x80], [0x80], [0xE2, 0x82],
+                                 [0xFF], Array("x".utf8)]
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<2000 {
+            let bytes = (0..<Int.random(in: 1...8, using: &generator)).flatMap { _ in
+                pieces.randomElement(using: &generator)!
+            }
+            XCTAssertEqual(valid(bytes), String(validating: bytes, as: UTF8.self) != nil, "\(bytes)")
+        }
+    }
+
     func testACodePointMaySpanSeveralPieces() {
         var validator = UTF8Validator()
         let clef: [UInt8] = [0xF0, 0x9D, 0x84, 0x9E]
