@@ -22,6 +22,7 @@
 #   CONN_DURATION=40       seconds the connections are held and published to
 #   CONN_INTERVAL=10       seconds between two messages on one subject
 #   CONN_SETTLE=15         seconds after the last connection is subscribed before the memory is read
+#   CONN_NO_SUBSCRIBE=1    connections only: no subscription, no publisher (what a connection costs by itself)
 #   CONN_QOS=STANDARD      the publishes' qos, CONN_RETAINED=false their retained flag: by default the cache
 #                          keeps no message, so the figures are the connections' cost, not the history's
 #   BENCH_SKIP_BUILD=1     use the executables already built (SWITCHYARD_BIN, default .build/release)
@@ -104,7 +105,7 @@ for ((p = 0; p < PROCS; p++)); do
         --first-subject "$first" --source-first $(( 10 + p * SOURCES_PER_PROC )) --sources "$SOURCES_PER_PROC" \
         --connect-rate $(( RATE / PROCS > 0 ? RATE / PROCS : 1 )) --interval "$INTERVAL" --duration "$DURATION" \
         --drain 10 --qos "$QOS" --retained "$RETAINED" --ready-file "$TMP/ready-$p" \
-        --json-out "$TMP/result-$p.json" ${CONN_QUIET:+--quiet} > "$TMP/bench-$p.out" 2> "$TMP/bench-$p.log" &
+        --json-out "$TMP/result-$p.json" ${CONN_QUIET:+--quiet} ${CONN_NO_SUBSCRIBE:+--no-subscribe} > "$TMP/bench-$p.out" 2> "$TMP/bench-$p.log" &
     BENCH_PIDS+=("$!")
 done
 

@@ -20,11 +20,12 @@ final class HeldCounts: @unchecked Sendable {
 
 /// One held connection of the `connections` scenario: subscribes to its own subject and counts what it receives.
 final class HeldConnectionHandler: BenchConnectionHandler {
-    private let subject: String
+    /// nil: the connection only connects (`--no-subscribe`).
+    private let subject: String?
     private let counts: HeldCounts
     private let slot: Int
 
-    init(stats: LoopStats, counts: HeldCounts, slot: Int, subject: String, seed: UInt64) {
+    init(stats: LoopStats, counts: HeldCounts, slot: Int, subject: String?, seed: UInt64) {
         self.subject = subject
         self.counts = counts
         self.slot = slot
@@ -32,6 +33,7 @@ final class HeldConnectionHandler: BenchConnectionHandler {
     }
 
     override func handlerAdded(context: ChannelHandlerContext) {
+        guard let subject else { return }
         context.writeAndFlush(wrapOutboundOut(frame(ClientFrames.subscribe([subject]))), promise: nil)
     }
 
@@ -76,7 +78,8 @@ struct ConnectionsResult {
     var publishFailed: UInt64 = 0
 
     var isClean: Bool {
-        established == requested && subscribeRefused == 0 && receivedNone == 0 && receivedShort == 0
+        established == requested && subscribeRefused == 0 && receivedShort == 0
+            && (receivedNone == 0 || expected == 0) && receivedShort == 0
             && disconnects == 0 && publishFailed == 0
     }
 
@@ -167,7 +170,7 @@ final class ConnectionsRunner {
                 let loopIndex = index % loops.count
                 let loopStats = stats[loopIndex]
                 let loopCounts = counts[loopIndex]
-                let subject = subjects[index]
+                let subject = options.subscribe ? subjects[index] : nil
                 let seed = random.next()
                 let source = try SocketAddress(ipAddress: "127.0.0.\(options.sourceFirst + index % options.sources)",
                                                port: 0)
@@ -206,7 +209,8 @@ final class ConnectionsRunner {
         // Every `subscribed` answer (at most 60 s).
         let answerDeadline = monotonicNanos() + 60_000_000_000
         var answered = try snapshot(loops, stats)
-        while monotonicNanos() < answerDeadline && answered.subscribed + answered.subscribeRefused < result.established {
+        while options.subscribe && monotonicNanos() < answerDeadline
+                && answered.subscribed + answered.subscribeRefused < result.established {
             usleep(50_000)
             answered = try snapshot(loops, stats)
         }
@@ -217,6 +221,16 @@ final class ConnectionsRunner {
             + String(format: "%.1f s", result.connectSeconds))
         if let path = options.readyFile {
             try "\(result.established)\n".write(toFile: path, atomically: true, encoding: .utf8)
+        }
+        guard options.subscribe else {
+            log("holding \(result.established) connections for \(options.duration) s without subscriptions")
+            usleep(UInt32(options.duration * 1e6))
+            let final = try snapshot(loops, stats)
+            result.disconnects = final.disconnects
+            result.closeReasons = final.closeReasons
+            for channel in channels { channel.close(promise: nil) }
+            usleep(200_000)
+            return result
         }
 
         // One publisher: every subject once per interval, spread evenly.

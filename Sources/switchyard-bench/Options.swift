@@ -49,6 +49,7 @@ struct Options {
     var connectRate: Double = 1000
     var interval: Double = 10
     var readyFile: String?
+    var subscribe = true
 
     /// The WebSocket path: `/mqtt` for MQTT (Switchyard's MQTT endpoint; mosquitto takes any path), else `/`.
     var webSocketPath: String { path ?? (wireProtocol == .mqtt ? "/mqtt" : "/") }
@@ -110,6 +111,8 @@ struct Options {
       --source-first A         connections: the first source address is 127.0.0.A (default 1)
       --interval SECONDS       connections: seconds between two messages on one subject (default 10)
       --ready-file FILE        connections: written once every connection has its subscribe answered
+      --no-subscribe           connections: connect only (no subscription, no publisher); the connections'
+                               own cost. IdleTimeout closes them after its time
       --baseline               also run the load against the in-process baseline server and print ratios
       --baseline-only          run only the baseline (no Switchyard needed)
       --rounds N               repeat the runs N times, alternating which target goes first; the report pools
@@ -196,6 +199,7 @@ struct Options {
             case "--source-first": options.sourceFirst = try integer(argument, min: 1)
             case "--interval": options.interval = try number(argument, min: 0.1)
             case "--ready-file": options.readyFile = try value(argument)
+            case "--no-subscribe": options.subscribe = false
             case "--qos":
                 let text = try value(argument)
                 guard text == "GUARANTEED" || text == "STANDARD" else { throw BenchError("--qos GUARANTEED|STANDARD") }
