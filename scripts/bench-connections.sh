@@ -104,7 +104,7 @@ for ((p = 0; p < PROCS; p++)); do
     "$BIN/switchyard-bench" --scenario connections --target "127.0.0.1:$PORT" --subscribers "$count" \
         --first-subject "$first" --source-first $(( 10 + p * SOURCES_PER_PROC )) --sources "$SOURCES_PER_PROC" \
         --connect-rate $(( RATE / PROCS > 0 ? RATE / PROCS : 1 )) --interval "$INTERVAL" --duration "$DURATION" \
-        --drain 10 --qos "$QOS" --retained "$RETAINED" --ready-file "$TMP/ready-$p" \
+        --drain 10 --timeout $(( 3 * count * PROCS / RATE + DURATION + 200 )) --qos "$QOS" --retained "$RETAINED" --ready-file "$TMP/ready-$p" \
         --json-out "$TMP/result-$p.json" ${CONN_QUIET:+--quiet} ${CONN_NO_SUBSCRIBE:+--no-subscribe} > "$TMP/bench-$p.out" 2> "$TMP/bench-$p.log" &
     BENCH_PIDS+=("$!")
 done
