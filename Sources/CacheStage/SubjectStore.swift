@@ -37,7 +37,7 @@ public final class SubjectStore {
         }
         private var snapshotBox: SnapshotBox?
         /// Ingresses with subscribers: an idle subject with interest is kept.
-        var interest: Set<UInt32> = []
+        var interest: IngressSet = []
         /// When the subject was last used, and its place in `recency`.
         var lastUsed: UInt64 = 0
         var useStamp: UInt64 = 0
