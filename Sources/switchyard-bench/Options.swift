@@ -81,7 +81,7 @@ struct Options {
                message (scripts/bench-connections.sh runs several processes and measures the stages' memory).
 
     Options
-      --scenario fanout|publish
+      --scenario fanout|publish|connections
       --target HOST:PORT       Switchyard's WebSocket listener (default 127.0.0.1:8800); loopback only
       --protocol P             what the bench speaks to the target (default switchyard):
                                  switchyard  protocol v1, JSON over WebSocket, publishes acknowledged
