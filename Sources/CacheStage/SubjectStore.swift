@@ -29,9 +29,15 @@ public final class SubjectStore {
         /// Every guaranteed message of `epoch` with a seq above this is in `history`.
         var coveredAfter: UInt64 = 0
         var history = Deque<Stored>()
-        var snapshot: Message?
+        /// The retained snapshot. Held in a box: most subjects of a large store have none, and the entry, kept
+        /// inline in the store's table (with its free slots), stays a third of the size.
+        var snapshot: Message? {
+            get { snapshotBox?.message }
+            set { snapshotBox = newValue.map(SnapshotBox.init) }
+        }
+        private var snapshotBox: SnapshotBox?
         /// Ingresses with subscribers: an idle subject with interest is kept.
-        var interest: Set<UInt32> = []
+        var interest: IngressSet = []
         /// When the subject was last used, and its place in `recency`.
         var lastUsed: UInt64 = 0
         var useStamp: UInt64 = 0
@@ -56,6 +62,13 @@ public final class SubjectStore {
             history.reduce(0) { $0 + $1.message.byteCount }
                 + (snapshotIsInHistory ? 0 : snapshot?.byteCount ?? 0)
         }
+    }
+
+    /// A retained snapshot, out of line (`Entry.snapshot`); immutable, so entries that share one stay values.
+    final class SnapshotBox: Sendable {
+        let message: Message
+
+        init(_ message: Message) { self.message = message }
     }
 
     /// A history message and when it was stored (monotonic): its age is counted from there.

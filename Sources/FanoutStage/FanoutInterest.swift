@@ -4,7 +4,7 @@ import SwitchyardCore
 /// with subscribers of a pattern matching it (MQTT wildcards). Pure logic, for the fanout and its tests.
 final class FanoutInterest {
     /// Subject → the ingress instances with at least one subscriber.
-    private var exact: [String: Set<UInt32>] = [:]
+    private var exact: [String: IngressSet] = [:]
     private let patterns = PatternMatcher<UInt32>()
 
     var subjectCount: Int { exact.count }
@@ -50,7 +50,7 @@ final class FanoutInterest {
     /// Forgets the ingress instances from `count` on (scaled away).
     func keepIngresses(below count: UInt32) {
         for (subject, ingresses) in exact {
-            let kept = ingresses.filter { $0 < count }
+            let kept = ingresses.filtered { $0 < count }
             exact[subject] = kept.isEmpty ? nil : kept
         }
         patterns.removeOwners { $0 >= count }

@@ -39,8 +39,9 @@ extension IngressServer {
     /// Before the upgrade: `HandshakeTimeoutHandler`, NIO's HTTP server handlers (400 for requests that do not
     /// parse), `HTTPServerUpgradeHandler` (which verifies a token given with the request), `UpgradeRefusalHandler`
     /// (400/401/403/426/503 for refused upgrades),
-    /// `PlainHTTPHandler`. After it: NIO's frame encoder and decoder (close 1009 for a frame above the limit, 1002
-    /// for bad control frames), `WebSocketProtocolHandler`, `ClientHandler`.
+    /// `PlainHTTPHandler`. After it: NIO's frame encoder and decoder, `WebSocketProtocolHandler` (which also closes
+    /// with 1009 for a frame above the limit, 1002 for bad control frames, when the decoder refuses them),
+    /// `ClientHandler`.
     static func configureClientChannel(_ channel: Channel, settings: EdgeSettings, connections: ConnectionCounter,
                                        hub: IngressHub) throws {
         connections.track(channel)
@@ -53,7 +54,7 @@ extension IngressServer {
         let access = UpgradeAccess()
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: maxFrameSize,
-            automaticErrorHandling: true,
+            automaticErrorHandling: false,  // WebSocketProtocolHandler answers the decoder's errors
             shouldUpgrade: { channel, head in
                 let decision = UpgradeDecision.decide(head, openConnections: connections.open,
                                                       maxConnections: maxConnections, allowedOrigins: allowedOrigins)

@@ -57,7 +57,7 @@ final class ClientConnection {
         case answerMessage(Message, MessageKind)
     }
 
-    private var queued = CircularBuffer<Queued>(initialCapacity: 0)
+    private var queued = OutputQueue<Queued>()
     /// Bytes of live output queued.
     private(set) var liveBacklog = 0
     private(set) var needsFlush = false
@@ -212,4 +212,26 @@ final class ClientConnection {
         liveBacklog = 0
         stalledSince = nil
     }
+}
+
+/// A first-in first-out queue that holds no storage while it is empty: most connections never queue output, and
+/// one that did (a burst, a long answer) gives the storage back once it has written everything.
+struct OutputQueue<Element> {
+    private var buffer: CircularBuffer<Element>?
+
+    var isEmpty: Bool { buffer?.isEmpty ?? true }
+
+    mutating func append(_ element: Element) {
+        if buffer == nil { buffer = CircularBuffer(initialCapacity: 4) }
+        buffer?.append(element)
+    }
+
+    /// The first element; the storage is released with the last one.
+    mutating func popFirst() -> Element? {
+        guard let first = buffer?.popFirst() else { return nil }
+        if buffer?.isEmpty ?? true { buffer = nil }
+        return first
+    }
+
+    mutating func removeAll() { buffer = nil }
 }

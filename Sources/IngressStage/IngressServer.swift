@@ -140,6 +140,7 @@ public final class IngressServer: @unchecked Sendable {
                 }
             }
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(ChannelOptions.recvAllocator, value: Self.clientReceiveBuffers)
             .childChannelOption(ChannelOptions.writeBufferWaterMark, value: ConnectionLimits(context.config).channelWaterMark)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try configureClient(channel) }
@@ -149,6 +150,11 @@ public final class IngressServer: @unchecked Sendable {
                                    : bootstrap)
             .bind(host: address.host, port: address.port).wait()
     }
+
+    /// The receive buffers of a client connection. NIO keeps a connection's last receive buffer for its next read,
+    /// at the size the allocator last chose: its default (2 KiB to start) would pin 2 KiB for every idle
+    /// subscriber. Starting at 256 bytes, a busy connection's buffer still doubles on every full read, to 64 KiB.
+    static let clientReceiveBuffers = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65536)
 
     /// `./switchyard reload ws-ingress` (SIGUSR2): new connections (wss and MQTT over TLS) get the certificate and key read anew from
     /// their files; open connections keep theirs. Blocks on file I/O, off the event loop.

@@ -66,7 +66,7 @@ final class SubscriptionTable {
     let maxSubscribesInFlight: Int
     let maxPendingSubscribeBytes: Int
 
-    private var subscribers: [String: [UInt64: Subscriber]] = [:]
+    private var subscribers: [String: SubjectSubscribers] = [:]
     private var pending: [UInt64: PendingSubscribe] = [:]
     private var positions: [String: StreamPosition] = [:]
     /// Per connection, its subscribes waiting for a free slot, in order.
@@ -107,7 +107,7 @@ final class SubscriptionTable {
         }
         let request = Subscribe(requestID: makeRequestID(), replyTo: replyTo, subject: subject, ingress: ingress,
                                 registersInterest: registersInterest, start: start)
-        subscribers[subject, default: [:]][connection.id] = Subscriber(
+        subscribers[subject, default: SubjectSubscribers()][connection.id] = Subscriber(
             connection: connection, state: .pending(requestID: request.requestID))
         pending[request.requestID] = PendingSubscribe(connectionIDs: [connection.id], request: request,
                                                       owner: connection)
@@ -193,7 +193,7 @@ final class SubscriptionTable {
         // State changes are applied after the loop: changing the dictionary while iterating it would copy it.
         var newEpochs: [UInt64] = []
         var waitingRequests: Set<UInt64> = []
-        for (id, subscriber) in subscribers[message.subject] ?? [:] {
+        for (id, subscriber) in subscribers[message.subject] ?? SubjectSubscribers() {
             switch subscriber.state {
             case .live(let floorEpoch, let floorSeq):
                 if message.epoch != floorEpoch {
@@ -373,5 +373,79 @@ final class SubscriptionTable {
             out.append(.subscribe(subscribe))
         }
         return out
+    }
+}
+
+/// The local subscribers of one subject, by connection id: inline while there is one (a device on a subject of
+/// its own, the common case at 100,000 connections), a dictionary from the second on. A dictionary of one would
+/// cost an allocation of ~170 bytes per subject.
+struct SubjectSubscribers: Sequence {
+    typealias Subscriber = SubscriptionTable.Subscriber
+
+    private enum Storage {
+        case one(UInt64, Subscriber)
+        /// Empty too (an empty dictionary allocates nothing).
+        case many([UInt64: Subscriber])
+    }
+
+    private var storage = Storage.many([:])
+
+    var isEmpty: Bool {
+        if case .many(let all) = storage { return all.isEmpty }
+        return false
+    }
+
+    subscript(id: UInt64) -> Subscriber? {
+        get {
+            switch storage {
+            case .one(let only, let subscriber): return only == id ? subscriber : nil
+            case .many(let all): return all[id]
+            }
+        }
+        set {
+            switch storage {
+            case .one(let only, let subscriber):
+                if only == id {
+                    storage = newValue.map { .one(id, $0) } ?? .many([:])
+                } else if let newValue {
+                    storage = .many([only: subscriber, id: newValue])
+                }
+            case .many(var all):
+                if all.isEmpty, let newValue {
+                    storage = .one(id, newValue)
+                    return
+                }
+                storage = .many([:])  // leaves `all` the only reference: changed in place, not copied
+                all[id] = newValue
+                storage = .many(all)
+            }
+        }
+    }
+
+    @discardableResult
+    mutating func removeValue(forKey id: UInt64) -> Subscriber? {
+        guard let removed = self[id] else { return nil }
+        self[id] = nil
+        return removed
+    }
+
+    struct Iterator: IteratorProtocol {
+        fileprivate var single: (key: UInt64, value: Subscriber)?
+        fileprivate var rest: Dictionary<UInt64, Subscriber>.Iterator?
+
+        mutating func next() -> (key: UInt64, value: Subscriber)? {
+            if let single {
+                self.single = nil
+                return single
+            }
+            return rest?.next()
+        }
+    }
+
+    func makeIterator() -> Iterator {
+        switch storage {
+        case .one(let id, let subscriber): return Iterator(single: (id, subscriber), rest: nil)
+        case .many(let all): return Iterator(single: nil, rest: all.makeIterator())
+        }
     }
 }

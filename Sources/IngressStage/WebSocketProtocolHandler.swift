@@ -6,7 +6,8 @@ import NIOWebSocket
 /// text or binary) travel on. Answers pings up to `PingRateLimit` a second (pongs are flushed once per read burst,
 /// and dropped while the client is not reading, so a ping flood cannot grow our queue; a flood closes with 1008),
 /// answers a client's close, and closes with 1002, 1007 or 1009 on a violation. Once a close frame has gone out,
-/// later outgoing frames are dropped (RFC 6455 5.5.1).
+/// later outgoing frames are dropped (RFC 6455 5.5.1). It also answers the frame decoder's own refusals (close
+/// 1009 or 1002), so the upgrader adds no error handler of its own: one handler fewer per connection.
 final class WebSocketProtocolHandler: ChannelDuplexHandler {
     typealias InboundIn = WebSocketFrame
     typealias InboundOut = WebSocketFrame
@@ -51,6 +52,18 @@ final class WebSocketProtocolHandler: ChannelDuplexHandler {
             fail(context, code: code, reason: reason)
         case .none:
             break
+        }
+    }
+
+    /// NIO's frame decoder refuses a frame above the frame limit (1009) and a control frame that is fragmented or
+    /// longer than 125 bytes (1002); it decodes nothing more after that.
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        guard let refusal = error as? NIOWebSocketError else { return context.fireErrorCaught(error) }
+        switch refusal {
+        case .invalidFrameLength:
+            fail(context, code: .messageTooLarge, reason: "frame larger than \(receiver.maxMessageSize) bytes")
+        case .fragmentedControlFrame, .multiByteControlFrameLength:
+            fail(context, code: .protocolError, reason: "control frames must be whole and at most 125 bytes")
         }
     }
 

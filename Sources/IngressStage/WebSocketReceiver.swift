@@ -35,7 +35,8 @@ struct WebSocketReceiver {
     /// The largest message, whole or reassembled, in bytes.
     let maxMessageSize: Int
     private var state = State.idle
-    private let allocator = ByteBufferAllocator()
+    /// One for every connection (an allocator is four function pointers: 32 bytes a connection otherwise).
+    private static let allocator = ByteBufferAllocator()
 
     init(maxMessageSize: Int) {
         self.maxMessageSize = maxMessageSize
@@ -89,7 +90,7 @@ struct WebSocketReceiver {
 
     private mutating func begin(_ frame: WebSocketFrame) -> Outcome {
         guard frame.length <= maxMessageSize else { return tooLarge }
-        var buffer = allocator.buffer(capacity: min(frame.length * 2, maxMessageSize))
+        var buffer = Self.allocator.buffer(capacity: min(frame.length * 2, maxMessageSize))
         var utf8: UTF8Validator? = frame.opcode == .text ? UTF8Validator() : nil
         return append(frame, to: frame.opcode, &buffer, &utf8)
     }

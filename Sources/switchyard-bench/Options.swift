@@ -7,6 +7,7 @@ import Darwin
 enum Scenario: String {
     case fanout
     case publish
+    case connections
 }
 
 struct Options {
@@ -42,13 +43,25 @@ struct Options {
     var watchRunDir: String?
     var watchPids: [(name: String, pid: Int32)] = []
     var rounds = 1
+    /// `connections`: the first subject's number (`/conn/<n>`), the first source address's last octet, connections
+    /// opened per second, seconds between two messages on one subject, a file written once all are subscribed.
+    var firstSubject = 0
+    var sourceFirst = 1
+    var connectRate: Double = 1000
+    var interval: Double = 10
+    var readyFile: String?
+    var subscribe = true
 
     /// The WebSocket path: `/mqtt` for MQTT (Switchyard's MQTT endpoint; mosquitto takes any path), else `/`.
     var webSocketPath: String { path ?? (wireProtocol == .mqtt ? "/mqtt" : "/") }
-    var publisherCount: Int { publishers ?? (scenario == .fanout ? 1 : 4) }
-    var subscriberCount: Int { scenario == .fanout ? subscribers : 0 }
+    var publisherCount: Int { scenario == .connections ? 1 : publishers ?? (scenario == .fanout ? 1 : 4) }
+    var subscriberCount: Int { scenario == .publish ? 0 : subscribers }
     var runCount: Int { ((baselineOnly ? 0 : 1) + (baseline || baselineOnly ? 1 : 0)) * rounds }
-    var effectiveTimeout: Double { timeout ?? Double(runCount) * (warmup + duration + drain + 45) }
+    var effectiveTimeout: Double {
+        if let timeout { return timeout }
+        if scenario == .connections { return Double(subscribers) / connectRate + 60 + duration + drain + 45 }
+        return Double(runCount) * (warmup + duration + drain + 45)
+    }
 
     static let usage = """
     usage: switchyard-bench [options]
@@ -62,9 +75,14 @@ struct Options {
                (publish sent -> message received), and checks per subscriber that seqs are contiguous.
       publish  P publishers publish with closures as fast as their windows allow (or at --rate); no subscribers;
                measures acked publishes/s and ack latency (publish sent -> publish_status received).
+      connections  --subscribers N connections opened at --connect-rate, from 127.0.0.<--source-first> onwards
+               (--sources addresses), each subscribed to its own subject /conn/<--first-subject + i>; then one
+               publisher sends one message per subject every --interval seconds (spread evenly) for --duration
+               seconds while they are held; reports per connection whether it received every acknowledged
+               message (scripts/bench-connections.sh runs several processes and measures the stages' memory).
 
     Options
-      --scenario fanout|publish
+      --scenario fanout|publish|connections
       --target HOST:PORT       Switchyard's WebSocket listener (default 127.0.0.1:8800); loopback only
       --protocol P             what the bench speaks to the target (default switchyard):
                                  switchyard  protocol v1, JSON over WebSocket, publishes acknowledged
@@ -91,6 +109,13 @@ struct Options {
       --threads T              load-generator event loop threads (default 1)
       --sources K              spread subscribers over source addresses 127.0.0.1 .. 127.0.0.K (default 1)
       --connect-concurrency C  connections opened at once (default 100)
+      --connect-rate R         connections: connections opened per second at most (default 1000)
+      --first-subject K        connections: the first subject is /conn/K (default 0)
+      --source-first A         connections: the first source address is 127.0.0.A (default 1)
+      --interval SECONDS       connections: seconds between two messages on one subject (default 10)
+      --ready-file FILE        connections: written once every connection has its subscribe answered
+      --no-subscribe           connections: connect only (no subscription, no publisher); the connections'
+                               own cost. IdleTimeout closes them after its time
       --baseline               also run the load against the in-process baseline server and print ratios
       --baseline-only          run only the baseline (no Switchyard needed)
       --rounds N               repeat the runs N times, alternating which target goes first; the report pools
@@ -173,6 +198,12 @@ struct Options {
             case "--threads": options.threads = try integer(argument, min: 1)
             case "--sources": options.sources = try integer(argument, min: 1)
             case "--connect-concurrency": options.connectConcurrency = try integer(argument, min: 1)
+            case "--connect-rate": options.connectRate = try number(argument, min: 1)
+            case "--first-subject": options.firstSubject = try integer(argument)
+            case "--source-first": options.sourceFirst = try integer(argument, min: 1)
+            case "--interval": options.interval = try number(argument, min: 0.1)
+            case "--ready-file": options.readyFile = try value(argument)
+            case "--no-subscribe": options.subscribe = false
             case "--qos":
                 let text = try value(argument)
                 guard text == "GUARANTEED" || text == "STANDARD" else { throw BenchError("--qos GUARANTEED|STANDARD") }
@@ -200,6 +231,15 @@ struct Options {
         guard options.sources <= 254 else { throw BenchError("--sources is at most 254") }
         guard options.burst <= 1000 else { throw BenchError("--burst is at most 1000") }
         guard options.burst <= options.window else { throw BenchError("--burst is at most --window") }
+        if options.scenario == .connections {
+            guard options.sourceFirst + options.sources - 1 <= 254 else {
+                throw BenchError("--source-first + --sources - 1 is at most 254")
+            }
+            guard options.wireProtocol == .switchyard, !options.baseline, !options.baselineOnly else {
+                throw BenchError("--scenario connections speaks protocol v1 to Switchyard only")
+            }
+            guard options.subscribers >= 1 else { throw BenchError("--scenario connections needs --subscribers >= 1") }
+        }
         if options.wireProtocol != .switchyard {
             guard options.scenario == .fanout else { throw BenchError("--protocol \(options.wireProtocol.rawValue): fanout only") }
             guard options.rate > 0 else { throw BenchError("--protocol \(options.wireProtocol.rawValue) needs --rate") }

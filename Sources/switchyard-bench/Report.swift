@@ -94,7 +94,7 @@ struct Report {
                 + "\(options.publisherCount) publisher(s), window \(options.window), "
                 + "rate \(options.rate > 0 ? String(format: "%.0f/s", options.rate) : "max"), payload \(options.payload) B, "
                 + "\(fmt(options.duration))s measured after \(fmt(options.warmup))s warm-up"
-        case .publish:
+        case .publish, .connections:  // connections: its own report (ConnectionsResult)
             parameters = "\(options.publisherCount) publishers, \(options.subjects) subjects, window \(options.window) each, "
                 + "rate \(options.rate > 0 ? String(format: "%.0f/s", options.rate) : "max"), payload \(options.payload) B, "
                 + "\(fmt(options.duration))s measured after \(fmt(options.warmup))s warm-up"

@@ -42,6 +42,19 @@ let watchdog = Thread {
 }
 watchdog.start()
 
+if options.scenario == .connections {
+    do {
+        let result = try ConnectionsRunner(options: options).run()
+        let json = result.json(options)
+        print(json)
+        if let path = options.jsonOut { try (json + "\n").write(toFile: path, atomically: true, encoding: .utf8) }
+        exit(result.isClean ? 0 : 3)
+    } catch {
+        fputs("switchyard-bench: \(error)\n", stderr)
+        exit(1)
+    }
+}
+
 // Each round runs the load against Switchyard and against the baseline, alternating which goes first, so that
 // the noise of a shared machine falls on both; the report pools the rounds.
 var rounds: [[RunResult]] = []

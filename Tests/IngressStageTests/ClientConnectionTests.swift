@@ -32,6 +32,22 @@ final class ClientConnectionTests: XCTestCase {
         return texts
     }
 
+    func testTheOutputQueueKeepsOrderAndIsEmptyAgainAfterItsLastElement() {
+        var queue = OutputQueue<Int>()
+        XCTAssertTrue(queue.isEmpty)
+        XCTAssertNil(queue.popFirst())
+        for value in 1...10 { queue.append(value) }
+        XCTAssertFalse(queue.isEmpty)
+        XCTAssertEqual((1...10).compactMap { _ in queue.popFirst() }, Array(1...10))
+        XCTAssertTrue(queue.isEmpty)
+        queue.append(11)
+        XCTAssertEqual(queue.popFirst(), 11)
+        queue.append(12)
+        queue.removeAll()
+        XCTAssertTrue(queue.isEmpty)
+        XCTAssertNil(queue.popFirst())
+    }
+
     func testLiveOutputIsWrittenAndFlushedOnce() throws {
         let (connection, channel) = try makeConnection()
         connection.writeLive(frame("a"))

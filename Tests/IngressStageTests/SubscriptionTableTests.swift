@@ -87,6 +87,37 @@ final class SubscriptionTableTests: XCTestCase {
         XCTAssertEqual(deliver(message(5)).written, [client.id])
     }
 
+    func testSubjectSubscribersFromOneToManyAndBack() throws {
+        let channel = EmbeddedChannel()
+        let limits = ConnectionLimits(SwitchyardConfig())
+        let connection = ClientConnection(id: 1, channel: channel, liveBacklogLimit: 1024, limits: limits, now: 0)
+        func subscriber(_ seq: UInt64) -> SubscriptionTable.Subscriber {
+            SubscriptionTable.Subscriber(connection: connection, state: .live(floorEpoch: "E", floorSeq: seq))
+        }
+        func ids(_ subscribers: SubjectSubscribers) -> [UInt64] { subscribers.map(\.key).sorted() }
+        var subscribers = SubjectSubscribers()
+        XCTAssertTrue(subscribers.isEmpty)
+        XCTAssertNil(subscribers[1])
+        subscribers[1] = subscriber(10)
+        XCTAssertEqual(ids(subscribers), [1])
+        XCTAssertNil(subscribers[2])
+        subscribers[1]?.state = .pending(requestID: 7)
+        XCTAssertEqual(subscribers[1]?.state, .pending(requestID: 7))
+        subscribers[2] = subscriber(20)
+        subscribers[3] = subscriber(30)
+        XCTAssertEqual(ids(subscribers), [1, 2, 3])
+        XCTAssertEqual(subscribers[2]?.state, .live(floorEpoch: "E", floorSeq: 20))
+        XCTAssertEqual(subscribers.removeValue(forKey: 2)?.state, .live(floorEpoch: "E", floorSeq: 20))
+        XCTAssertNil(subscribers.removeValue(forKey: 2))
+        subscribers[1] = nil
+        subscribers[3] = nil
+        XCTAssertTrue(subscribers.isEmpty)
+        XCTAssertEqual(ids(subscribers), [])
+        subscribers[4] = subscriber(40)
+        XCTAssertEqual(subscribers.removeValue(forKey: 4)?.state, .live(floorEpoch: "E", floorSeq: 40))
+        XCTAssertTrue(subscribers.isEmpty)
+    }
+
     func testSecondSubscriberDoesNotRegisterInterestAgain() {
         XCTAssertTrue(subscribes(subscribe(connection()))[0].registersInterest)
         XCTAssertFalse(subscribes(subscribe(connection()))[0].registersInterest)

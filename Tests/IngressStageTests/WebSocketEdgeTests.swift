@@ -54,6 +54,17 @@ final class WebSocketProtocolHandlerTests: XCTestCase {
         XCTAssertNil(out.first?.maskKey)
     }
 
+    func testTheDecodersRefusalsCloseWith1009And1002() throws {
+        channel.pipeline.fireErrorCaught(NIOWebSocketError.invalidFrameLength)
+        XCTAssertEqual(closeCode(try written().first), 1009)
+        setUp()
+        channel.pipeline.fireErrorCaught(NIOWebSocketError.multiByteControlFrameLength)
+        XCTAssertEqual(closeCode(try written().first), 1002)
+        setUp()
+        channel.pipeline.fireErrorCaught(NIOWebSocketError.fragmentedControlFrame)
+        XCTAssertEqual(closeCode(try written().first), 1002)
+    }
+
     func testPongsAreFlushedOncePerReadBurst() throws {
         // (`writeInbound` ends a read burst after each frame)
         channel.pipeline.fireChannelRead(clientFrame(.ping, "a"))
