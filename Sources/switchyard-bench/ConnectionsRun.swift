@@ -240,7 +240,7 @@ final class ConnectionsRunner {
         let publisher = NIOLoopBoundBox.makeBoxSendingValue(
             PublisherHandler(stats: stats[0], subjects: subjects, firstSubject: 0, payload: options.payload,
                              window: options.window, ratePerSecond: Double(total) / options.interval,
-                             suffix: suffix, seed: random.next()),
+                             burst: 1, suffix: suffix, seed: random.next()),
             eventLoop: publisherLoop)
         channels.append(try WebSocketConnector.connect(on: publisherLoop, host: options.host, port: options.port,
                                                        path: options.webSocketPath,
