@@ -46,6 +46,13 @@ enum UpgradeDecision: Equatable {
         }
         guard webSocketPaths.contains(path(of: head)) else { return .notWebSocket }
         guard head.method == .GET else { return .badRequest("a WebSocket upgrade must be a GET") }
+        // An upgrade request has no body (RFC 6455 4.1). NIO's upgrade handler would wait for one to end while
+        // holding the connection's HTTP handlers in a reference cycle that outlives a connection closed before
+        // it ends (fuzzing/leaks/ws-chain-upgrade-with-chunked-body).
+        guard !headers.contains(name: "transfer-encoding"),
+              headers[canonicalForm: "content-length"].allSatisfy({ $0 == "0" }) else {
+            return .badRequest("a WebSocket upgrade request has no body")
+        }
         guard head.version.major > 1 || (head.version.major == 1 && head.version.minor >= 1) else {
             return .badRequest("a WebSocket upgrade needs HTTP/1.1")
         }

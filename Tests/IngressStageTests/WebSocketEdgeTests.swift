@@ -309,6 +309,27 @@ final class ClientChannelTests: XCTestCase {
         XCTAssertFalse(channel.isActive)
     }
 
+    func testAnUpgradeWithABodyGets400AndLeavesNoHandlerBehind() throws {
+        let loop = channel.embeddedEventLoop
+        for body in ["Transfer-Encoding: chunked\r\n\r\n", "Content-Length: 5\r\n\r\nhe"] {
+            channel = EmbeddedChannel(loop: loop)
+            try configure()
+            weak let upgradeHandler = try channel.pipeline.syncOperations.handler(type: HTTPServerUpgradeHandler.self)
+            XCTAssertNotNil(upgradeHandler)
+            var request = upgradeRequest()
+            request.removeLast()  // the empty line that ends the head ("\r\n" is one Character)
+            // The refusal closes the connection before the body ends: its decoder reports that as an error.
+            try? send(request + body)
+            let response = String(decoding: try output(), as: UTF8.self)
+            XCTAssertTrue(response.hasPrefix("HTTP/1.1 400"), response)
+            XCTAssertTrue(response.contains("\r\n\r\na WebSocket upgrade request has no body\n"), response)
+            _ = try? channel.finish(acceptAlreadyClosed: true)
+            loop.run()
+            channel = EmbeddedChannel(loop: loop)
+            XCTAssertNil(upgradeHandler, "the HTTP handlers of a closed connection are freed (\(body.prefix(17)))")
+        }
+    }
+
     func testUpgradeBeyondMaxConnectionsGets503() throws {
         let other = EmbeddedChannel()
         connections.track(other)
