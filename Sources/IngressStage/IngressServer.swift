@@ -71,7 +71,7 @@ public final class IngressServer: @unchecked Sendable {
             try Self.configureClientChannel(channel, settings: settings, connections: connections, hub: hub)
         }
         for address in context.config.listen {
-            serverChannels.append(try bind(address, configureClient))
+            serverChannels.append(try bind(address, writesDirectly: true, configureClient))
             logger.info("listening", metadata: ["address": "\(address)"])
         }
         let mqttSettings = hub.mqttSettings
@@ -81,12 +81,12 @@ public final class IngressServer: @unchecked Sendable {
                                           connections: connections, hub: hub)
         }
         for address in context.config.listenMqtt {
-            serverChannels.append(try bind(address, configureMQTT))
+            serverChannels.append(try bind(address, writesDirectly: true, configureMQTT))
             logger.info("MQTT listening", metadata: ["address": "\(address)"])
         }
         if let tls {
             for address in context.config.listenEncrypted {
-                serverChannels.append(try bind(address) { channel in
+                serverChannels.append(try bind(address, writesDirectly: false) { channel in
                     try tls.addHandlers(to: channel)
                     try configureClient(channel)
                 })
@@ -94,7 +94,7 @@ public final class IngressServer: @unchecked Sendable {
             }
             // The same certificate, and its reload, in front of the MQTT pipeline.
             for address in context.config.listenMqttEncrypted {
-                serverChannels.append(try bind(address) { channel in
+                serverChannels.append(try bind(address, writesDirectly: false) { channel in
                     try tls.addHandlers(to: channel)
                     try configureMQTT(channel)
                 })
@@ -125,8 +125,9 @@ public final class IngressServer: @unchecked Sendable {
     }
 
     /// Binds one client listener (SO_REUSEPORT: every ingress instance binds the same addresses);
-    /// `configureClient` builds each accepted connection's pipeline.
-    private func bind(_ address: ListenAddress,
+    /// `configureClient` builds each accepted connection's pipeline. `writesDirectly`: a plain (not TLS)
+    /// listener's connections get `DirectSocketWriter` at the bottom of their pipeline.
+    private func bind(_ address: ListenAddress, writesDirectly: Bool,
                       _ configureClient: @escaping @Sendable (Channel) throws -> Void) throws -> Channel {
         let logger = context.logger
         let sendBuffer = context.config.clientSendBuffer
@@ -143,7 +144,12 @@ public final class IngressServer: @unchecked Sendable {
             .childChannelOption(ChannelOptions.recvAllocator, value: Self.clientReceiveBuffers)
             .childChannelOption(ChannelOptions.writeBufferWaterMark, value: ConnectionLimits(context.config).channelWaterMark)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try configureClient(channel) }
+                channel.eventLoop.makeCompletedFuture {
+                    if writesDirectly, let writer = DirectSocketWriter.forChannel(channel) {
+                        try channel.pipeline.syncOperations.addHandler(writer)
+                    }
+                    try configureClient(channel)
+                }
             }
         return try (sendBuffer > 0 ? bootstrap.childChannelOption(ChannelOptions.socketOption(.so_sndbuf),
                                                                   value: SocketOptionValue(sendBuffer))
