@@ -86,7 +86,7 @@ final class ClientConnection {
     /// writable (a burst of this batch may fill it: `leftUnread` judges the client after the flush).
     func writeLive(_ frame: WireFrame) {
         guard !isClosing else { return }
-        if !queued.isEmpty || !channel.isWritable {
+        if !queued.isEmpty || !wire.isWritable {
             queued.append(.live(frame))
             liveBacklog += frame.payloadBytes
         } else {

@@ -64,7 +64,9 @@ struct WireFrame {
 /// Where a connection's shared output enters its pipeline: right below the handlers that would encode each copy
 /// (`WebSocketFrameEncoder`, or `MQTTTCPFraming` on a TCP MQTT connection), so a delivery costs one write into the
 /// channel's queue, not a walk through the pipeline and a header buffer per subscriber. Found once per
-/// connection; without those handlers (a test's pipeline) frames take the whole pipeline.
+/// connection; without those handlers (a test's pipeline) frames take the whole pipeline. On a plain listener the
+/// next handler down is the connection's `DirectSocketWriter` (nothing lies between after the upgrade): writes and
+/// flushes are handed to it directly.
 ///
 /// A WebSocket connection's frames are dropped once `WebSocketProtocolHandler` has sent a close frame, as the
 /// handler itself drops them (RFC 6455 5.5.1).
@@ -81,6 +83,9 @@ struct ClientWire {
     /// The context that writes: the encoder's or the framing's; nil for `.pipeline`.
     private let context: ChannelHandlerContext?
     private let protocolHandler: WebSocketProtocolHandler?
+    /// The connection's lowest handler on a plain listener, right below the entry: writes and flushes go to it
+    /// directly.
+    private let socketWriter: DirectSocketWriter?
     private let channel: Channel
 
     /// Looks the entry point up in `channel`'s pipeline (on its event loop).
@@ -100,15 +105,22 @@ struct ClientWire {
             context = nil
             protocolHandler = nil
         }
+        socketWriter = entry == .pipeline ? nil : try? pipeline.handler(type: DirectSocketWriter.self)
     }
+
+    /// Whether live output may be written now: while the socket writer holds nothing in NIO, without asking the
+    /// channel.
+    var isWritable: Bool { socketWriter?.holdsNothingInNIO == true || channel.isWritable }
 
     /// Writes `frame` without flushing.
     func write(_ frame: WireFrame) {
         switch entry {
         case .webSocket:
             guard protocolHandler?.closeSent != true else { return }
+            if let socketWriter { return socketWriter.write(frame.webSocketBytes) }
             context?.write(NIOAny(frame.webSocketBytes), promise: nil)
         case .tcp:
+            if let socketWriter { return socketWriter.write(frame.payload) }
             context?.write(NIOAny(frame.payload), promise: nil)
         case .pipeline:
             channel.write(frame.frame, promise: nil)
@@ -117,6 +129,7 @@ struct ClientWire {
 
     /// Flushes what was written (and whatever the handlers above wrote before).
     func flush() {
+        if let socketWriter { return socketWriter.flush() }
         if let context { context.flush() } else { channel.flush() }
     }
 }

@@ -44,13 +44,41 @@ final class DirectSocketWriter: ChannelOutboundHandler, RemovableChannelHandler 
         socketDescriptor(of: channel).map(DirectSocketWriter.init(descriptor:))
     }
 
+    /// This handler's context while it is in the pipeline: `ClientWire` writes and flushes through the handler
+    /// directly (it is the next outbound handler after the frame encoder), not through the contexts in between.
+    private var context: ChannelHandlerContext?
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    /// True while NIO holds none of the connection's output, so the channel takes more (it is below its low
+    /// watermark): `ClientConnection` asks this before every live write instead of the channel.
+    var holdsNothingInNIO: Bool { writesInNIO == 0 && !closing }
+
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let data = unwrapOutboundIn(data)
-        guard writesInNIO == 0, !closing, case .byteBuffer(let buffer) = data else {
+        guard case .byteBuffer(let buffer) = data else {
             handToNIO(context: context)
             return handToNIO(context: context, data, promise: promise)
         }
+        write(buffer, promise: promise, context: context)
+    }
+
+    /// A write from `ClientWire`, as if it came down the pipeline.
+    func write(_ buffer: ByteBuffer) {
+        guard let context else { return }
+        write(buffer, promise: nil, context: context)
+    }
+
+    private func write(_ buffer: ByteBuffer, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
+        guard holdsNothingInNIO else { return handToNIO(context: context, .byteBuffer(buffer), promise: promise) }
         if first == nil { first = (buffer, promise) } else { more.append((buffer, promise)) }
+    }
+
+    /// A flush from `ClientWire`, as if it came down the pipeline.
+    func flush() {
+        guard let context else { return }
+        flush(context: context)
     }
 
     func flush(context: ChannelHandlerContext) {

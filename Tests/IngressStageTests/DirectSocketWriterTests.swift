@@ -5,6 +5,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOEmbedded
 import NIOPosix
+import NIOWebSocket
 import XCTest
 @testable import IngressStage
 
@@ -116,6 +117,25 @@ final class DirectSocketWriterTests: XCTestCase {
         while completed.withLockedValue({ $0 }) < 600, Date() < deadline { usleep(1000) }
         XCTAssertEqual(completed.withLockedValue { $0 }, 600)
         XCTAssertEqual(failed.withLockedValue { $0 }, 0)
+    }
+
+    func testClientWireWritesThroughTheWriterInOrderWithThePipelinesWrites() throws {
+        let channel = self.channel
+        let shared = WireFrame(opcode: .text, data: ByteBuffer(string: "shared"), allocator: ByteBufferAllocator())
+        let reply = WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: "reply"))
+        let writable = try channel.eventLoop.submit {
+            try channel.pipeline.syncOperations.addHandler(WebSocketFrameEncoder())
+            let wire = ClientWire(channel: channel)
+            wire.write(shared)
+            channel.write(reply, promise: nil)
+            wire.write(shared)
+            wire.flush()
+            return wire.isWritable
+        }.wait()
+        XCTAssertTrue(writable)
+        let expected = Array(buffer: shared.webSocketBytes) + [0x81, 5] + Array("reply".utf8)
+            + Array(buffer: shared.webSocketBytes)
+        XCTAssertEqual(readAll(expected.count), expected)
     }
 
     func testWritesPendingAtTheCloseOrAfterItFail() throws {
