@@ -331,9 +331,9 @@ final class IngressHub: @unchecked Sendable {
         var frame: WireFrame?
         var mqttPublish: MQTTOutgoingPublish?
         func writeMQTT(to connection: ClientConnection, _ session: MQTTSession) {
-            var publish = mqttPublish ?? MQTTOutgoingPublish(message: message, retain: false)
-            defer { mqttPublish = publish }
-            guard let framed = publish.wireFrame(for: session, allocator: allocator) else { return }
+            // Mutated in place: a copy would make each new encoding copy the packets encoded so far.
+            if mqttPublish == nil { mqttPublish = MQTTOutgoingPublish(message: message, retain: false) }
+            guard let framed = mqttPublish!.wireFrame(for: session, allocator: allocator) else { return }
             writeLive(framed, to: connection)
         }
         let askedAgain = table.subscribesAskedAgain

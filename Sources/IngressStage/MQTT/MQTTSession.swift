@@ -284,8 +284,13 @@ struct MQTTOutgoingPublish {
         // DUP only on QoS 1 (MQTT-3.3.1-2): a message of a restored session's recovery sent before.
         let dup = qos == 1 && session.isResend(message)
         let key = Int(session.version.rawValue) << 2 | (dup ? 2 : 0) | Int(qos)
-        let shared = encoded[key] ?? encode(version: session.version, qos: qos, dup: dup, allocator: allocator)
-        encoded[key] = shared
+        let shared: (frame: WireFrame, packetIDOffset: Int)
+        if let known = encoded[key] {
+            shared = known
+        } else {
+            shared = encode(version: session.version, qos: qos, dup: dup, allocator: allocator)
+            encoded[key] = shared
+        }
         guard shared.frame.payloadBytes <= session.maxPacketSize else {
             if let packetID { session.release(packetID) }
             session.noteSent(message, packetID: nil)
