@@ -381,6 +381,11 @@ final class MQTTSessionHubTests: XCTestCase {
         let second = try channel()
         let new = try connect(second)
         XCTAssertEqual(new.subjects, ["/a/b"], "subscribed to the subject until its recovery is answered")
+        _ = try packets(second)
+        hub.handle(.unsubscribe(MQTTUnsubscribe(packetID: 9, filters: ["a/b"])), from: new)
+        // The device never subscribed to a/b itself (v5 would say 0x11; a 3.1.1 UNSUBACK carries no codes).
+        XCTAssertEqual(try packets(second), [.unsuback(MQTTUnsubAck(packetID: 9, codes: []))])
+        XCTAssertEqual(new.subjects, ["/a/b"], "the pattern's recovery goes on: nothing of it is lost")
         hub.handle([.message(message(5))])
         try answer(new, messages: [message(4), message(5)], lastSeq: 5)
         XCTAssertEqual(new.subjects, [], "then live through the pattern")

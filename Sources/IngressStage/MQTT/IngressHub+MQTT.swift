@@ -125,7 +125,10 @@ extension IngressHub {
             var codes: [MQTTReasonCode] = []
             for filter in unsubscribe.filters {
                 switch MQTTTopic.filter(filter) {
-                case .success(.subject(let subject)) where connection.subjects.remove(subject) != nil:
+                // Only a filter the device subscribed to: a subject subscribed on its own while a pattern's
+                // recovery of it is answered is not one.
+                case .success(.subject(let subject))
+                    where session.grantedQoS[subject] != nil && connection.subjects.remove(subject) != nil:
                     session.grantedQoS[subject] = nil
                     session.filters[filter] = nil
                     session.forget(subject)
