@@ -1,8 +1,4 @@
-#if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import NIOCore
 
 /// The lowest handler of a plain TCP client connection: while NIO holds none of the connection's output, a flush
@@ -49,7 +45,15 @@ final class DirectSocketWriter: ChannelOutboundHandler, RemovableChannelHandler 
     private var context: ChannelHandlerContext?
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
-    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    /// After the channel closed. Writes not flushed by then fail, as NIO fails its own.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        let unflushed = (first.map { [$0] } ?? []) + more
+        first = nil
+        more.removeAll()
+        for (_, promise) in unflushed { promise?.fail(ChannelError.ioOnClosedChannel) }
+    }
 
     /// True while NIO holds none of the connection's output, so the channel takes more (it is below its low
     /// watermark): `ClientConnection` asks this before every live write instead of the channel.

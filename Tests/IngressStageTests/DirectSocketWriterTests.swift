@@ -147,4 +147,19 @@ final class DirectSocketWriterTests: XCTestCase {
         XCTAssertThrowsError(try late.wait().wait())
         XCTAssertEqual(readAll(1), [], "the client sees the end of the stream, nothing written")
     }
+
+    func testAWriteLeftUnflushedWhenTheChannelClosesUnderneathFails() throws {
+        let channel = self.channel
+        let outcome = NIOLockedValueBox<Result<Void, Error>?>(nil)
+        try channel.eventLoop.submit {
+            channel.write(ByteBuffer(string: "unflushed")).whenComplete { result in outcome.withLockedValue { $0 = result } }
+        }.wait()
+        close(client)  // the client goes away; the server reads the end of the stream and closes
+        client = -1
+        let deadline = Date().addingTimeInterval(5)
+        while outcome.withLockedValue({ $0 }) == nil, Date() < deadline { usleep(1000) }
+        guard case .failure = outcome.withLockedValue({ $0 }) else {
+            return XCTFail("not failed (left pending for ever?): \(String(describing: outcome.withLockedValue { $0 }))")
+        }
+    }
 }
