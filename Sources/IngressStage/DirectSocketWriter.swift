@@ -23,7 +23,8 @@ final class DirectSocketWriter: ChannelOutboundHandler, RemovableChannelHandler 
     static let buffersPerCall = 64
 
     private let descriptor: CInt
-    /// Written since the last flush while NIO held nothing: the next flush tries the socket first.
+    /// Written since the last flush while NIO held nothing: the next flush tries the socket first. The first is
+    /// held inline: most flushes of a fan-out carry one buffer, and then no array is allocated.
     private var first: (ByteBuffer, EventLoopPromise<Void>?)?
     private var more: [(ByteBuffer, EventLoopPromise<Void>?)] = []
     /// Writes handed to NIO and not yet completed: while any are, every write goes to NIO too, in order.
@@ -43,12 +44,19 @@ final class DirectSocketWriter: ChannelOutboundHandler, RemovableChannelHandler 
     /// This handler's context while it is in the pipeline: `ClientWire` writes and flushes through the handler
     /// directly (it is the next outbound handler after the frame encoder), not through the contexts in between.
     private var context: ChannelHandlerContext?
+    /// The channel, kept while the handler is in the pipeline: asked whether it is active on every flush, which
+    /// `context.channel` would look up through the pipeline each time.
+    private var channel: Channel?
 
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        channel = context.channel
+    }
 
     /// After the channel closed. Writes not flushed by then fail, as NIO fails its own.
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        channel = nil
         let unflushed = (first.map { [$0] } ?? []) + more
         first = nil
         more.removeAll()
@@ -87,7 +95,7 @@ final class DirectSocketWriter: ChannelOutboundHandler, RemovableChannelHandler 
 
     func flush(context: ChannelHandlerContext) {
         guard first != nil else { return context.flush() }
-        guard context.channel.isActive else {
+        guard channel?.isActive == true else {
             handToNIO(context: context)
             return context.flush()
         }
